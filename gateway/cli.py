@@ -1,0 +1,61 @@
+"""The ``edgegw`` command line: a thin dispatcher over :mod:`gateway.commands`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.commands import register_all
+from gateway.errors import ConfigError, GatewayError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2  # bad config/rules/scenario file, bad usage (argparse uses 2 too)
+
+DESCRIPTION = """\
+edgegw: an IoT and smart-home edge gateway.
+
+Reads sensors over MQTT and serial ports, runs YAML rules locally to drive lights,
+thermostats and relays with no cloud round trip, and ships readings and events to
+Apache Kafka through an on-disk spool that loses nothing while the uplink is down.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgegw",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `edgegw COMMAND --help` for the options of one command.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgegw {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    register_all(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return EXIT_OK
+    try:
+        code: int = func(args)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        return EXIT_INVALID
+    except GatewayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

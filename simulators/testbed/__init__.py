@@ -1,0 +1,16 @@
+"""The test bed: real brokers on loopback ports, shared by the tests, the demo and the benchmarks.
+
+- :class:`Mosquitto`: the Debian ``mosquitto`` binary with a config written here
+  (anonymous, or TLS with a password file), persistence on.
+- :class:`KafkaNode` / :class:`KafkaCluster`: Apache Kafka in KRaft mode, run from jars that
+  Maven fetched from Maven Central into a cache (``scripts/kafka/pom.xml``).
+- :func:`kafka_from_env`: ``EDGEGW_TEST_KAFKA=host:port`` points at an existing cluster.
+"""
+
+from __future__ import annotations
+
+from simulators.testbed._process import free_port
+from simulators.testbed.certs import TlsFiles, make_tls_files
+from simulators.testbed.mosquitto import Mosquitto, find_mosquitto
+
+__all__ = ["Mosquitto", "TlsFiles", "find_mosquitto", "free_port", "make_tls_files"]
