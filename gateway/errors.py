@@ -13,6 +13,7 @@ The tree::
     ├── DeviceError            sensors and actuators
     │   ├── PayloadError       one bad message (counted per device and reason, never fatal)
     │   ├── SourceError        a source lost its broker or port (retryable)
+    │   │   └── SourceRefusedError  bad credentials or TLS verification (not retried)
     │   └── ActuatorError      a command could not be delivered
     ├── RuleError              rule evaluation problems that are not config errors
     ├── BridgeError            store and forward
@@ -38,6 +39,7 @@ __all__ = [
     "PayloadError",
     "RuleError",
     "SourceError",
+    "SourceRefusedError",
     "SpoolError",
     "SpoolFullError",
     "TestBedError",
@@ -96,6 +98,10 @@ class PayloadError(DeviceError):
 
 class SourceError(DeviceError):
     """A source lost its broker or serial port; the supervisor retries with backoff."""
+
+
+class SourceRefusedError(SourceError):
+    """The broker refused our credentials or failed TLS verification: retrying won't help."""
 
 
 class ActuatorError(DeviceError):
