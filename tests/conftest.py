@@ -5,6 +5,7 @@ Each test gets its own topics (``topic_prefix``), so tests share brokers but not
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from collections.abc import Iterator
@@ -12,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from simulators.testbed import Mosquitto
+from simulators.testbed import (
+    KafkaCluster,
+    KafkaEndpoint,
+    KafkaNode,
+    Mosquitto,
+    ensure_kafka_jars,
+    java_problem,
+    kafka_from_env,
+)
+from simulators.testbed.kafka import kafka_version
 
 
 def _announce(config: pytest.Config, message: str) -> None:
@@ -27,13 +37,17 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Con
     """Anonymous Mosquitto on a free 127.0.0.1 port."""
     broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
     broker.start()
-    _announce(pytestconfig, f"mosquitto {broker.binary} listening on {broker.host}:{broker.port} (pid {broker.pid})")
+    _announce(
+        pytestconfig, f"mosquitto {broker.binary} listening on {broker.host}:{broker.port} (pid {broker.pid})"
+    )
     yield broker
     broker.stop()
 
 
 @pytest.fixture(scope="session")
-def mosquitto_tls(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Mosquitto]:
+def mosquitto_tls(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[Mosquitto]:
     """Mosquitto with TLS (a throwaway CA) and a password file; user ``edgegw``, see ``.users``."""
     broker = Mosquitto(
         tmp_path_factory.mktemp("mosquitto-tls"),
@@ -41,7 +55,10 @@ def mosquitto_tls(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest
         users={"edgegw": secrets.token_urlsafe(16)},
     )
     broker.start()
-    _announce(pytestconfig, f"mosquitto (TLS + password) listening on {broker.host}:{broker.port} (pid {broker.pid})")
+    _announce(
+        pytestconfig,
+        f"mosquitto (TLS + password) listening on {broker.host}:{broker.port} (pid {broker.pid})",
+    )
     yield broker
     broker.stop()
 
@@ -57,3 +74,58 @@ def topic_prefix(request: pytest.FixtureRequest) -> str:
 def mosquitto_workdir(tmp_path: Path) -> Path:
     """A private directory for a test that starts its own Mosquitto (restarts, kills)."""
     return tmp_path / "mosquitto"
+
+
+# ---------------------------------------------------------------------- Kafka
+def _kafka_unavailable(config: pytest.Config) -> None:
+    """Skip (or, in CI, fail) when this machine cannot run the Kafka test broker."""
+    problem = java_problem()
+    if problem is None:
+        return
+    if os.environ.get("EDGEGW_REQUIRE_KAFKA") == "1":
+        pytest.fail(f"Kafka test broker required (EDGEGW_REQUIRE_KAFKA=1) but: {problem}")
+    pytest.skip(problem)
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[KafkaEndpoint]:
+    """One Kafka for the whole session: ``EDGEGW_TEST_KAFKA`` if set, else a local KRaft node."""
+    external = kafka_from_env()
+    if external is not None:
+        _announce(pytestconfig, f"kafka: using the existing cluster at {external.bootstrap}")
+        yield external
+        return
+    _kafka_unavailable(pytestconfig)
+    node = KafkaNode(tmp_path_factory.mktemp("kafka"))
+    _announce(pytestconfig, f"kafka: jars from Maven Central in {ensure_kafka_jars()}")
+    node.start()
+    _announce(pytestconfig, f"kafka {kafka_version()} (KRaft) ready on {node.bootstrap} (pid {node.pid})")
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def kafka_node(tmp_path: Path, pytestconfig: pytest.Config) -> Iterator[KafkaNode]:
+    """A private single Kafka node that the test may stop, kill -9 and restart."""
+    _kafka_unavailable(pytestconfig)
+    node = KafkaNode(tmp_path / "kafka")
+    node.start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def kafka_cluster(tmp_path: Path, pytestconfig: pytest.Config) -> Iterator[KafkaCluster]:
+    """Three KRaft nodes (replication factor 3, min ISR 2) for failover tests."""
+    _kafka_unavailable(pytestconfig)
+    cluster = KafkaCluster(tmp_path / "kafka-cluster")
+    cluster.start()
+    _announce(pytestconfig, f"kafka 3-node cluster ready on {cluster.bootstrap}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def kafka_topic(kafka: KafkaEndpoint, topic_prefix: str) -> str:
+    """A fresh topic (1 partition) on the session Kafka, named for this test."""
+    return kafka.create_topic(topic_prefix)

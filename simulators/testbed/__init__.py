@@ -11,6 +11,28 @@ from __future__ import annotations
 
 from simulators.testbed._process import free_port
 from simulators.testbed.certs import TlsFiles, make_tls_files
+from simulators.testbed.kafka import (
+    ExternalKafka,
+    KafkaCluster,
+    KafkaEndpoint,
+    KafkaNode,
+    ensure_kafka_jars,
+    java_problem,
+    kafka_from_env,
+)
 from simulators.testbed.mosquitto import Mosquitto, find_mosquitto
 
-__all__ = ["Mosquitto", "TlsFiles", "find_mosquitto", "free_port", "make_tls_files"]
+__all__ = [
+    "ExternalKafka",
+    "KafkaCluster",
+    "KafkaEndpoint",
+    "KafkaNode",
+    "Mosquitto",
+    "TlsFiles",
+    "ensure_kafka_jars",
+    "find_mosquitto",
+    "free_port",
+    "java_problem",
+    "kafka_from_env",
+    "make_tls_files",
+]

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from gateway.errors import TestBedError
 from simulators.testbed._process import free_port, stop_process, tail, wait_for
@@ -191,11 +191,11 @@ class Mosquitto:
         username: str | None = None,
         password: str | None = None,
         clean_session: bool = True,
-        protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTProtocolVersion.MQTTv311,
+        protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311,
     ) -> mqtt.Client:
         """A paho client set up for this broker (TLS and credentials), not yet connected."""
         client_id = client_id or f"testbed-{uuid.uuid4().hex[:12]}"
-        if protocol == mqtt.MQTTProtocolVersion.MQTTv5:
+        if protocol == MQTTProtocolVersion.MQTTv5:
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
         else:
             client = mqtt.Client(
