@@ -1,0 +1,243 @@
+"""Actuators: commands out to declared devices, with optional read-back confirmation.
+
+:class:`Actuators` holds the declared actuators (only these can be commanded), encodes a
+:class:`~gateway.model.Command` per profile and hands the bytes to a :class:`Publisher`
+(MQTT) or a :class:`LineWriter` (serial). Profiles:
+
+- ``zigbee2mqtt``: ``<base>/<name>/set`` with the payload as JSON;
+- ``tasmota``: one ``cmnd/<topic>/<Command>`` message per key: ``state``/``power`` go to
+  ``POWER`` (``true``/``false`` become ``ON``/``OFF``), other keys (``Dimmer``,
+  ``CT``...) to their own command;
+- ``json``: the payload as JSON on ``topic``;
+- ``line`` (serial): ``key=value,key=value`` and a newline; ``json`` (serial): a JSON line.
+
+Read-back (``confirm:``): the command is confirmed when the device's state topic shows
+every scalar of the command (``<base>/<name>`` for Zigbee2MQTT, ``stat/<topic>/RESULT``
+for Tasmota, ``confirm.state_topic`` otherwise) within ``confirm.timeout``. ``check(now)``
+returns, counts and logs the ones that timed out. Time is passed in (monotonic seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from devices.config import ActuatorConfig
+from gateway.errors import ActuatorError
+from gateway.model import Command
+
+__all__ = [
+    "Actuators",
+    "LineWriter",
+    "Pending",
+    "Publisher",
+    "encode_command",
+    "state_topic",
+]
+
+_log = structlog.get_logger("edgegw.devices.actuators")
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, payload: bytes, qos: int) -> None:
+        """Queue one message; raises :class:`ActuatorError` when it cannot."""
+
+
+class LineWriter(Protocol):
+    def write_line(self, line: bytes) -> None:
+        """Write one line (with its newline); raises :class:`ActuatorError`."""
+
+
+@dataclass(slots=True)
+class Pending:
+    """A command waiting for its read-back."""
+
+    actuator: str
+    expected: dict[str, Any]
+    sent_at: float
+    deadline: float
+    command: Command
+
+
+def _tasmota_key(key: str) -> str:
+    return "POWER" if key.lower() in ("state", "power") else key
+
+
+def _tasmota_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "ON" if value else "OFF"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def encode_command(cfg: ActuatorConfig, payload: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+    """The messages (topic, payload) for one command; for serial the topic is ``""``."""
+    try:
+        if cfg.transport == "serial":
+            if cfg.profile == "line":
+                parts = [f"{k}={_tasmota_value(v) if isinstance(v, bool) else v}" for k, v in payload.items()]
+                line = ",".join(parts)
+            else:
+                line = json.dumps(dict(payload), separators=(",", ":"), allow_nan=False)
+            if "\n" in line or "\r" in line:
+                raise ActuatorError(f"{cfg.id}: a line command cannot hold a newline")
+            return [("", line.encode() + b"\n")]
+        if cfg.profile == "tasmota":
+            return [
+                (f"cmnd/{cfg.name}/{_tasmota_key(k)}", _tasmota_value(v).encode())
+                for k, v in payload.items()
+            ]
+        body = json.dumps(dict(payload), separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ActuatorError(f"{cfg.id}: cannot encode command {dict(payload)!r}: {exc}") from exc
+    if cfg.profile == "zigbee2mqtt":
+        return [(f"{cfg.base_topic}/{cfg.name}/set", body)]
+    assert cfg.topic is not None  # the config model checks it
+    return [(cfg.topic, body)]
+
+
+def state_topic(cfg: ActuatorConfig) -> str | None:
+    """Where the device reports its state, for read-back."""
+    if cfg.confirm is None or cfg.transport != "mqtt":
+        return None
+    if cfg.confirm.state_topic:
+        return cfg.confirm.state_topic
+    if cfg.profile == "zigbee2mqtt":
+        return f"{cfg.base_topic}/{cfg.name}"
+    if cfg.profile == "tasmota":
+        return f"stat/{cfg.name}/RESULT"
+    return None
+
+
+def _expected(cfg: ActuatorConfig, payload: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in payload.items():
+        if isinstance(value, dict | list):
+            continue
+        if cfg.profile == "tasmota":
+            out[_tasmota_key(key)] = _tasmota_value(value) if isinstance(value, bool) else value
+        else:
+            out[key] = value
+    return out
+
+
+def _same(want: object, got: object) -> bool:
+    if isinstance(want, str) and isinstance(got, str):
+        return want.lower() == got.lower()
+    if isinstance(want, bool) or isinstance(got, bool):
+        return want == got
+    if isinstance(want, int | float) and isinstance(got, int | float):
+        return math.isclose(want, got, rel_tol=1e-9, abs_tol=1e-9)
+    return want == got
+
+
+def matches(expected: Mapping[str, Any], state: Mapping[str, Any]) -> bool:
+    """True when every expected key shows up in ``state`` (keys case-insensitive)."""
+    lowered = {str(k).lower(): v for k, v in state.items()}
+    return all(k.lower() in lowered and _same(v, lowered[k.lower()]) for k, v in expected.items())
+
+
+class Actuators:
+    """The declared actuators. ``apply(command, now)``; ``on_state``/``check`` for read-back."""
+
+    def __init__(
+        self,
+        configs: Sequence[ActuatorConfig],
+        *,
+        publisher: Publisher | None = None,
+        writers: Mapping[str, LineWriter] | None = None,
+    ) -> None:
+        self.configs = {cfg.id: cfg for cfg in configs}
+        if len(self.configs) != len(configs):
+            raise ValueError("duplicate actuator id")
+        self._publisher = publisher
+        self._writers = dict(writers or {})
+        self._by_state_topic: dict[str, list[ActuatorConfig]] = {}
+        for cfg in configs:
+            topic = state_topic(cfg)
+            if topic is not None:
+                self._by_state_topic.setdefault(topic, []).append(cfg)
+        self.pending: dict[str, Pending] = {}
+        self.sent: Counter[str] = Counter()
+        self.failed: Counter[str] = Counter()
+        self.confirmed: Counter[str] = Counter()
+        self.unconfirmed: Counter[str] = Counter()
+
+    @property
+    def state_topics(self) -> list[str]:
+        return sorted(self._by_state_topic)
+
+    def set_publisher(self, publisher: Publisher) -> None:
+        self._publisher = publisher
+
+    def apply(self, command: Command, now: float) -> None:
+        """Send ``command``; raises :class:`ActuatorError` (undeclared, encoding, delivery)."""
+        cfg = self.configs.get(command.actuator)
+        if cfg is None:
+            raise ActuatorError(f"actuator {command.actuator!r} is not declared in the config")
+        messages = encode_command(cfg, command.payload)
+        try:
+            if cfg.transport == "serial":
+                writer = self._writers.get(cfg.id)
+                if writer is None:
+                    raise ActuatorError(f"{cfg.id}: serial port not open")
+                for _, line in messages:
+                    writer.write_line(line)
+            else:
+                if self._publisher is None:
+                    raise ActuatorError(f"{cfg.id}: no MQTT connection")
+                for topic, body in messages:
+                    self._publisher.publish(topic, body, cfg.qos)
+        except ActuatorError as exc:
+            self.failed[cfg.id] += 1
+            _log.warning("command failed", actuator=cfg.id, error=str(exc), rule=command.rule_id)
+            raise
+        self.sent[cfg.id] += 1
+        _log.info("command sent", actuator=cfg.id, rule=command.rule_id, payload=dict(command.payload))
+        if cfg.confirm is not None and state_topic(cfg) is not None:
+            expected = _expected(cfg, command.payload)
+            if expected:
+                # a newer command replaces the one still waiting
+                self.pending[cfg.id] = Pending(cfg.id, expected, now, now + cfg.confirm.timeout, command)
+
+    def on_state(self, topic: str, payload: bytes, now: float) -> list[str]:
+        """A state message arrived; returns the actuators it confirmed."""
+        configs = self._by_state_topic.get(topic)
+        if not configs:
+            return []
+        try:
+            state = json.loads(payload)
+        except (ValueError, RecursionError):
+            return []
+        if not isinstance(state, dict):
+            return []
+        done: list[str] = []
+        for cfg in configs:
+            pending = self.pending.get(cfg.id)
+            if pending is not None and now <= pending.deadline and matches(pending.expected, state):
+                del self.pending[cfg.id]
+                self.confirmed[cfg.id] += 1
+                done.append(cfg.id)
+        return done
+
+    def check(self, now: float) -> list[Pending]:
+        """Commands whose read-back did not come in time (counted and logged once each)."""
+        late = [p for p in self.pending.values() if now > p.deadline]
+        for pending in late:
+            del self.pending[pending.actuator]
+            self.unconfirmed[pending.actuator] += 1
+            _log.warning(
+                "command not confirmed",
+                actuator=pending.actuator,
+                expected=pending.expected,
+                waited=round(now - pending.sent_at, 3),
+                unconfirmed_total=self.unconfirmed[pending.actuator],
+            )
+        return late

@@ -1,0 +1,377 @@
+"""One paho-mqtt connection driven by the asyncio loop: connect, reconnect, read, write.
+
+:class:`MqttLink` owns a paho client and its socket. It connects (blocking parts in a
+worker thread), registers the socket with the event loop, reads *every* packet that is
+ready per wakeup and hands the received messages to ``on_messages`` in one list,
+reconnects with jittered exponential backoff, and sets ``TCP_NODELAY``. The MQTT source
+and the MQTT actuators each run one.
+
+Two paho internals are overridden in :class:`_Client`, both for the hot path:
+
+- ``_sock_recv``: paho reads a packet with three ``recv`` calls (command byte, length,
+  body); we read up to 256 KiB per ``recv`` and serve paho from that buffer, so one
+  wakeup turns into many packets and one system call.
+- ``_handle_on_message``: paho matches every message against its per-topic callback
+  table under two locks; we only append it to a list (routing is ours, once per batch).
+
+paho-mqtt is pinned below 3 in pyproject.toml; the tests cover both overrides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import SecretStr
+
+from devices.backoff import Backoff
+from devices.config import MqttConnection
+from gateway.errors import SourceError, SourceRefusedError
+
+__all__ = ["MqttLink"]
+
+_log = structlog.get_logger("edgegw.devices.mqtt")
+
+READ_CHUNK = 256 * 1024
+MAX_PACKETS_PER_WAKEUP = 20_000
+"""Bound on packets handled in one wakeup, so one busy link cannot starve the loop."""
+_REFUSED = {4, 5, 134, 135, 138}  # bad user name or password / not authorised / banned
+
+
+class _Client(mqtt.Client):
+    """paho client with a read buffer and a message list instead of callbacks."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = b""
+        self._rpos = 0
+        self.inbox: list[mqtt.MQTTMessage] = []
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        pos = self._rpos
+        buf = self._rbuf
+        if pos >= len(buf):
+            data = super()._sock_recv(READ_CHUNK)  # BlockingIOError when nothing is there
+            if not data:
+                return data
+            self._rbuf = buf = data
+            pos = 0
+        end = pos + bufsize
+        self._rpos = min(end, len(buf))
+        if pos == 0 and end >= len(buf):
+            return buf
+        return buf[pos:end]
+
+    def buffered(self) -> bool:
+        if self._rpos < len(self._rbuf):
+            return True
+        sock = self._sock
+        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+
+    def drop_buffer(self) -> None:
+        self._rbuf = b""
+        self._rpos = 0
+
+    def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
+        self.inbox.append(message)
+
+
+class MqttLink:
+    """A reconnecting MQTT connection on the running asyncio loop.
+
+    ``on_connected(session_present)`` runs after every CONNACK (subscribe there);
+    ``on_messages(list)`` gets every message read in one wakeup. ``generation`` counts
+    connections: a message id is only valid for acks within its generation.
+    """
+
+    def __init__(
+        self,
+        conn: MqttConnection,
+        *,
+        password: SecretStr | None = None,
+        client_id: str | None = None,
+        persistent: bool = False,
+        manual_ack: bool = False,
+        on_connected: Callable[[bool], None] | None = None,
+        on_messages: Callable[[list[mqtt.MQTTMessage]], None] | None = None,
+        name: str = "mqtt",
+        rand: Callable[[], float] | None = None,
+    ) -> None:
+        self.conn = conn
+        self.client_id = client_id or conn.client_id
+        self.persistent = persistent
+        self.name = name
+        self._password = password
+        self._on_connected = on_connected
+        self._on_messages = on_messages
+        self._backoff = Backoff(conn.reconnect_min, conn.reconnect_max, rand=rand)
+        self._log = _log.bind(link=name, broker=f"{conn.host}:{conn.effective_port}",
+                              client_id=self.client_id)
+        self.generation = 0
+        self.connected = False
+        self.connects = 0
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd: int | None = None
+        self._writing = False
+        self._lost: asyncio.Future[None] | None = None
+        self._connack: asyncio.Future[tuple[ReasonCode, bool]] | None = None
+        self._wake: asyncio.Event | None = None
+        self._misc: asyncio.TimerHandle | None = None
+        self.client = self._make_client(manual_ack)
+
+    # ------------------------------------------------------------------ set-up
+    def _make_client(self, manual_ack: bool) -> _Client:
+        conn = self.conn
+        v5 = conn.protocol == "5"
+        if v5:
+            client = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             protocol=MQTTProtocolVersion.MQTTv5, manual_ack=manual_ack)
+        else:
+            client = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             clean_session=not self.persistent,
+                             protocol=MQTTProtocolVersion.MQTTv311, manual_ack=manual_ack)
+        client.max_queued_messages_set(conn.max_queued_messages)
+        client.max_inflight_messages_set(min(conn.max_queued_messages, 1000))
+        client.connect_timeout = conn.connect_timeout
+        if conn.username is not None:
+            secret = self._password.get_secret_value() if self._password is not None else None
+            client.username_pw_set(conn.username, secret)
+        if conn.tls is not None:
+            tls = conn.tls
+            context = ssl.create_default_context(
+                cafile=str(tls.ca_file) if tls.ca_file is not None else None
+            )
+            if tls.cert_file is not None and tls.key_file is not None:
+                context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+            client.tls_set_context(context)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_socket_open = self._socket_open
+        client.on_socket_close = self._socket_close
+        return client
+
+    @staticmethod
+    def _socket_open(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        # paho leaves Nagle on; small PUBACKs and commands would wait for the kernel
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _socket_close(self, _client: mqtt.Client, _userdata: Any, _sock: Any) -> None:
+        self._unregister()
+
+    # ------------------------------------------------------------------ run
+    async def run(self) -> None:
+        """Connect and stay connected until :meth:`stop`.
+
+        Raises :class:`SourceRefusedError` when the broker refuses the credentials or the
+        TLS handshake fails verification (retrying would not help); everything else is
+        logged and retried with backoff.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        while not self._stopping:
+            try:
+                await self._session()
+            except SourceRefusedError:
+                self._log.error("mqtt connection refused")
+                raise
+            except SourceError as exc:
+                if self.stopping:
+                    break
+                delay = self._backoff.next()
+                self._log.warning("mqtt connection failed", error=str(exc), retry_in=round(delay, 2),
+                                  attempt=self._backoff.attempt)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def stop(self) -> None:
+        """Disconnect cleanly (the persistent session stays on the broker)."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+        if self.connected:
+            self.client.disconnect()
+            self._after_io()
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+
+    async def _session(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        self._lost = loop.create_future()
+        self._connack = loop.create_future()
+        self.client.drop_buffer()
+        try:
+            await loop.run_in_executor(None, self._blocking_connect)
+        except ssl.SSLCertVerificationError as exc:
+            raise SourceRefusedError(
+                f"{self.name}: TLS verification of {self.conn.host}:{self.conn.effective_port} "
+                f"failed: {exc.verify_message}"
+            ) from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise SourceError(
+                f"{self.name}: cannot connect to {self.conn.host}:{self.conn.effective_port}: {exc}"
+            ) from exc
+        sock = self.client.socket()
+        if sock is None:
+            raise SourceError(f"{self.name}: connection closed while connecting")
+        self._fd = sock.fileno()
+        loop.add_reader(self._fd, self._readable)
+        self._after_io()
+        self._schedule_misc()
+        try:
+            try:
+                code, session_present = await asyncio.wait_for(
+                    asyncio.shield(self._connack), self.conn.connect_timeout
+                )
+            except TimeoutError:
+                raise SourceError(f"{self.name}: no CONNACK within {self.conn.connect_timeout} s") from None
+            if code.is_failure:
+                if code.value in _REFUSED:
+                    raise SourceRefusedError(
+                        f"{self.name}: MQTT broker {self.conn.host}:{self.conn.effective_port} "
+                        f"refused user {self.conn.username!r}: {code.getName()}"
+                    )
+                raise SourceError(f"{self.name}: broker refused the connection: {code.getName()}")
+            self.generation += 1
+            self.connected = True
+            self.connects += 1
+            self._backoff.reset()
+            self._log.info("mqtt connected", session_present=session_present,
+                           protocol=self.conn.protocol, generation=self.generation)
+            if self._on_connected is not None:
+                self._on_connected(session_present)
+                self._after_io()
+            await self._lost
+            if not self._stopping:
+                raise SourceError(f"{self.name}: connection lost")
+        finally:
+            self.connected = False
+            if self._misc is not None:
+                self._misc.cancel()
+            if self.client.socket() is not None and not self._stopping:
+                self.client._sock_close()
+            self._unregister()
+
+    def _blocking_connect(self) -> None:
+        conn = self.conn
+        if conn.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = int(conn.session_expiry) if self.persistent else 0
+            props.ReceiveMaximum = conn.receive_maximum
+            self.client.connect(conn.host, conn.effective_port, keepalive=max(1, int(conn.keepalive)),
+                                clean_start=not self.persistent, properties=props)
+        else:
+            self.client.connect(conn.host, conn.effective_port, keepalive=max(1, int(conn.keepalive)))
+
+    # ------------------------------------------------------------------ callbacks (loop thread)
+    def _handle_connect(self, _c: mqtt.Client, _u: Any, flags: mqtt.ConnectFlags,
+                        code: ReasonCode, _p: Properties | None) -> None:
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_result((code, bool(flags.session_present)))
+
+    def _handle_disconnect(self, _c: mqtt.Client, _u: Any, _f: mqtt.DisconnectFlags,
+                           code: ReasonCode, _p: Properties | None) -> None:
+        self.connected = False
+        self._unregister()
+        if self._lost is not None and not self._lost.done():
+            self._log.warning("mqtt disconnected", reason=str(code))
+            self._lost.set_result(None)
+
+    def _readable(self) -> None:
+        client = self.client
+        for _ in range(MAX_PACKETS_PER_WAKEUP):
+            rc = client.loop_read()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or client.socket() is None:
+                self._deliver()
+                self._connection_lost(rc)
+                return
+            if not client.buffered():
+                break
+        self._deliver()
+        self._after_io()
+
+    def _deliver(self) -> None:
+        client = self.client
+        if not client.inbox:
+            return
+        messages, client.inbox = client.inbox, []
+        if self._on_messages is not None:
+            try:
+                self._on_messages(messages)
+            except BaseException as exc:
+                # a failing consumer stops the link: the supervisor decides what restarts
+                if self._lost is not None and not self._lost.done():
+                    self._lost.set_exception(exc)
+                raise
+
+    def _writable(self) -> None:
+        rc = self.client.loop_write()
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._connection_lost(rc)
+            return
+        self._after_io()
+
+    def _after_io(self) -> None:
+        """Watch for writability only while paho has bytes to send."""
+        loop, fd = self._loop, self._fd
+        if loop is None or fd is None:
+            return
+        want = self.client.want_write()
+        if want and not self._writing:
+            loop.add_writer(fd, self._writable)
+            self._writing = True
+        elif not want and self._writing:
+            loop.remove_writer(fd)
+            self._writing = False
+
+    def _schedule_misc(self) -> None:
+        assert self._loop is not None
+        self._misc = self._loop.call_later(min(1.0, max(0.1, self.conn.keepalive / 4)), self._tick)
+
+    def _tick(self) -> None:
+        rc = self.client.loop_misc()
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._connection_lost(rc)
+            return
+        self._after_io()
+        self._schedule_misc()
+
+    def _connection_lost(self, rc: MQTTErrorCode) -> None:
+        self.connected = False
+        self._unregister()
+        if self._lost is not None and not self._lost.done():
+            if not self._stopping:
+                self._log.warning("mqtt connection lost", error=mqtt.error_string(rc))
+            self._lost.set_result(None)
+
+    def _unregister(self) -> None:
+        loop, fd = self._loop, self._fd
+        if loop is None or fd is None:
+            return
+        loop.remove_reader(fd)
+        if self._writing:
+            loop.remove_writer(fd)
+            self._writing = False
+        self._fd = None
+
+    # ------------------------------------------------------------------ API for users
+    def after_io(self) -> None:
+        """Call after queueing packets outside a read (acks, publishes)."""
+        self._after_io()
