@@ -1,0 +1,284 @@
+"""``edgegw rules check FILE...`` and ``edgegw rules test SCENARIO...``.
+
+``check`` exits 0 when every file is valid, 2 with one ``file:line:column: key.path:
+message`` line per problem otherwise. ``test`` exits 0 when every expectation holds,
+1 with a diff of expected and actual actions, 2 when a file is invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError, ConfigIssue
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "rules",
+        help="check rules files and run rule scenarios",
+        description="Check rules files and run rule scenarios on a virtual clock.",
+    )
+
+    def usage(_args: argparse.Namespace) -> int:
+        parser.print_help()
+        return EXIT_INVALID
+
+    parser.set_defaults(func=usage)
+    sub = parser.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
+    check = sub.add_parser(
+        "check",
+        help="validate rules files",
+        description="Validate rules files; every problem is printed as file:line:column.",
+    )
+    check.add_argument("files", nargs="+", metavar="FILE", help="rules file (`rules:` list)")
+    check.add_argument(
+        "--config",
+        metavar="CFG",
+        help="check sensors and actuators against this config (`devices:`, `actuators:`)",
+    )
+    check.set_defaults(func=_check_command)
+    test = sub.add_parser(
+        "test",
+        help="run rule scenarios",
+        description="Run rule scenarios (see docs/rules.md); exit 1 when an expectation fails.",
+    )
+    test.add_argument("scenarios", nargs="+", metavar="SCENARIO")
+    test.set_defaults(func=_test_command)
+
+
+@dataclass(slots=True)
+class LoadedRules:
+    rules: list[Any] = field(default_factory=list)  # list[rules.schema.Rule]
+    location: Any = None  # rules.schema.Location | None
+    issues: list[ConfigIssue] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """What a config declares: device ids (with their metrics, if listed) and actuators."""
+
+    devices: dict[str, frozenset[str] | None]
+    actuators: frozenset[str]
+    location: Any = None
+
+
+def load_rules(
+    docs: Sequence[tuple[Any, tuple[str | int, ...]]],
+    *,
+    declared: Declared | None = None,
+    location: Any = None,
+) -> LoadedRules:
+    """Validate the ``rules:`` lists found at ``path`` in each ``YamlDocument``.
+
+    Every rule is validated on its own so that one bad rule hides no other problem;
+    ids are checked across all documents (an issue at each repeat).
+    """
+    from gateway.yamlio import validate  # noqa: PLC0415
+    from rules.checks import check_rules, duplicate_ids  # noqa: PLC0415
+    from rules.schema import Rule  # noqa: PLC0415
+
+    out = LoadedRules()
+    seen: set[str] = set()
+    for doc, path in docs:
+        raw_rules = doc.sub(path)
+        valid, indices = [], []
+        for index in range(len(raw_rules)):
+            try:
+                valid.append(validate(doc, Rule, path=(*path, index)))
+                indices.append(index)
+            except ConfigError as exc:
+                out.issues += exc.issues
+        out.issues += doc.place(duplicate_ids(raw_rules, seen, prefix=""), prefix=path)
+        out.issues += doc.place(
+            check_rules(
+                valid,
+                actuators=declared.actuators if declared else None,
+                sensors=declared.devices if declared else None,
+                location=(declared.location if declared else None) or location,
+                prefix="",
+                indices=indices,
+            ),
+            prefix=path,
+        )
+        out.rules += valid
+    return out
+
+
+def load_rules_file(path: str | Path, declared: Declared | None = None) -> LoadedRules:
+    """One rules file (a mapping with ``location:`` and a ``rules:`` list)."""
+    return load_rules_files([path], declared)
+
+
+def load_rules_files(paths: Sequence[str | Path], declared: Declared | None = None) -> LoadedRules:
+    from gateway.yamlio import YamlDocument, load_yaml, validate  # noqa: PLC0415
+    from rules.schema import Location  # noqa: PLC0415
+
+    issues: list[ConfigIssue] = []
+    docs: list[tuple[YamlDocument, tuple[str | int, ...]]] = []
+    location = None
+    for path in paths:
+        try:
+            doc = load_yaml(path)
+            shell = validate(doc, _rules_shell())
+        except ConfigError as exc:
+            issues += exc.issues
+            continue
+        if shell.location is not None and location is None:
+            location = shell.location
+        docs.append((doc, ("rules",)))
+    out = LoadedRules(location=location or Location())
+    loaded = load_rules(docs, declared=declared, location=location) if docs else LoadedRules()
+    if declared is not None and declared.location is not None:
+        out.location = declared.location
+    out.rules = loaded.rules
+    out.issues = issues + loaded.issues
+    return out
+
+
+def _rules_shell() -> Any:
+    from pydantic import BaseModel, ConfigDict  # noqa: PLC0415
+
+    from rules.schema import Location  # noqa: PLC0415
+
+    class RulesFileShell(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        location: Location | None = None
+        rules: list[Any]
+
+    return RulesFileShell
+
+
+def load_declared(path: str | Path) -> Declared:
+    """The devices and actuators of a config file (``devices:``/``actuators:`` lists of
+    ids or of mappings with ``id``, devices optionally with ``metrics``)."""
+    from pydantic import BaseModel, ConfigDict, Field  # noqa: PLC0415
+
+    from gateway.yamlio import load_yaml, validate  # noqa: PLC0415
+    from rules.schema import Location  # noqa: PLC0415
+
+    class Entry(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        id: str
+        metrics: list[str] | None = None
+
+    class ConfigShell(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        devices: list[str | Entry] = Field(default_factory=list)
+        actuators: list[str | Entry] = Field(default_factory=list)
+        location: Location | None = None
+
+    shell = validate(load_yaml(path), ConfigShell)
+    devices: dict[str, frozenset[str] | None] = {}
+    for item in shell.devices:
+        if isinstance(item, str):
+            devices[item] = None
+        else:
+            devices[item.id] = frozenset(item.metrics) if item.metrics is not None else None
+    actuators = frozenset(a if isinstance(a, str) else a.id for a in shell.actuators)
+    return Declared(devices, actuators, shell.location)
+
+
+def _vocabulary() -> None:
+    from gateway.yamlio import register_vocabulary  # noqa: PLC0415
+    from rules import scenario, schema  # noqa: PLC0415
+
+    register_vocabulary(
+        [
+            schema.RulesFile, schema.Rule, schema.Condition, schema.Action, schema.EmitSpec,
+            schema.TimeWindow, schema.Failsafe, schema.Location, scenario.Scenario,
+            scenario.Step, scenario.ReadingSpec, scenario.ExpectItem, scenario.EmitExpect,
+        ]
+    )
+
+
+def sorted_issues(issues: Sequence[ConfigIssue]) -> list[ConfigIssue]:
+    """By file (in the order first met), then line and column."""
+    order: dict[str | None, int] = {}
+    for issue in issues:
+        order.setdefault(issue.file, len(order))
+    return sorted(issues, key=lambda i: (order[i.file], i.line or 0, i.column or 0))
+
+
+def _print_issues(issues: Sequence[ConfigIssue]) -> None:
+    for issue in sorted_issues(issues):
+        print(f"error: {issue}", file=sys.stderr)
+
+
+def _check_command(args: argparse.Namespace) -> int:
+    _vocabulary()
+    declared = load_declared(args.config) if args.config else None
+    loaded = load_rules_files(args.files, declared)
+    if loaded.issues:
+        _print_issues(loaded.issues)
+        count = len(loaded.issues)
+        print(f"{count} error{'s' if count != 1 else ''}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"ok: {len(loaded.rules)} rules in {len(args.files)} file(s)")
+    return EXIT_OK
+
+
+@dataclass(slots=True)
+class ScenarioOutcome:
+    code: int
+    report: str
+    issues: list[ConfigIssue] = field(default_factory=list)
+
+
+def run_scenario_file(path: str | Path, *, logger: Any = None) -> ScenarioOutcome:
+    """Load, check and run one scenario file: what ``edgegw rules test`` does for each.
+
+    ``logger`` receives the engine's logs (fail-safes, loop guard...); ``None`` drops them.
+    """
+    if logger is None:
+        import structlog  # noqa: PLC0415
+
+        logger = structlog.wrap_logger(structlog.ReturnLogger())
+    from gateway.yamlio import load_yaml, validate  # noqa: PLC0415
+    from rules.compiler import RuleSet  # noqa: PLC0415
+    from rules.scenario import Scenario, check_scenario, run_scenario  # noqa: PLC0415
+    from rules.schema import Location  # noqa: PLC0415
+
+    try:
+        doc = load_yaml(path)
+        scenario = validate(doc, Scenario)
+    except ConfigError as exc:
+        return ScenarioOutcome(EXIT_INVALID, "", exc.issues)
+    issues = doc.place(check_scenario(scenario))
+    if isinstance(scenario.rules, str):
+        loaded = load_rules_files([Path(path).parent / scenario.rules])
+        if scenario.location is not None:
+            loaded.location = scenario.location
+    else:
+        loaded = load_rules([(doc, ("rules",))], location=scenario.location)
+    issues += loaded.issues
+    if issues:
+        return ScenarioOutcome(EXIT_INVALID, "", issues)
+    location = scenario.location or loaded.location or Location()
+    result = run_scenario(scenario, RuleSet(tuple(loaded.rules), location), logger=logger)
+    if result.ok:
+        return ScenarioOutcome(EXIT_OK, f"ok: {path} ({result.expectations} expectations)")
+    lines = [f"FAILED: {path}"]
+    for mismatch in result.mismatches:
+        line, column = doc.locate(("steps", mismatch.step, "expect"))
+        lines.append(f"{path}:{line}:{column}: steps[{mismatch.step}].expect {mismatch.render()}")
+    return ScenarioOutcome(EXIT_FAILED, "\n".join(lines))
+
+
+def _test_command(args: argparse.Namespace) -> int:
+    _vocabulary()
+    worst = EXIT_OK
+    for path in args.scenarios:
+        outcome = run_scenario_file(path)
+        if outcome.issues:
+            _print_issues(outcome.issues)
+        if outcome.report:
+            print(outcome.report)
+        worst = max(worst, outcome.code)
+    return worst

@@ -1,0 +1,277 @@
+"""YAML 1.2 loading with positions, and pydantic validation mapped to ``file:line:column``.
+
+Used for rules files, rule scenarios and (later) the gateway config::
+
+    doc = load_yaml(path)                     # ConfigError on bad YAML or duplicate keys
+    model = validate(doc, RulesFile)          # ConfigError with one issue per problem
+
+Values are read as YAML 1.2 (``on``/``off``/``yes``/``no`` stay strings). The loaded
+data is plain Python (dict, list, str, int, float, bool, None, datetime); positions
+are kept aside, keyed by the key path, so any error that names a path can be located.
+Lines and columns are 1-based, as compilers print them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from gateway.errors import ConfigError, ConfigIssue
+
+__all__ = [
+    "KeyPath",
+    "YamlDocument",
+    "format_path",
+    "issues_from_validation_error",
+    "load_yaml",
+    "parse_yaml",
+    "register_vocabulary",
+    "validate",
+]
+
+KeyPath = tuple[str | int, ...]
+M = TypeVar("M")
+
+
+@dataclass(frozen=True, slots=True)
+class _Pos:
+    key_line: int
+    key_column: int
+    line: int  # of the value
+    column: int
+
+
+@dataclass(slots=True)
+class YamlDocument:
+    """Plain data of one YAML document plus where each key and value sits."""
+
+    data: Any
+    file: str
+    positions: dict[KeyPath, _Pos] = field(default_factory=dict)
+
+    def locate(self, path: Sequence[str | int], *, at_key: bool = False) -> tuple[int, int]:
+        """1-based line and column of ``path``, or of its deepest existing parent."""
+        probe: KeyPath = tuple(path)
+        while probe and probe not in self.positions:
+            probe = probe[:-1]
+        pos = self.positions.get(probe)
+        if pos is None:
+            return 1, 1
+        if at_key and probe == tuple(path):
+            return pos.key_line, pos.key_column
+        return pos.line, pos.column
+
+    def sub(self, path: KeyPath) -> Any:
+        """The data at ``path`` (``KeyError``/``IndexError`` if it is not there)."""
+        node = self.data
+        for part in path:
+            node = node[part]
+        return node
+
+    def issue(self, path: Sequence[str | int], message: str, *, at_key: bool = False) -> ConfigIssue:
+        line, column = self.locate(path, at_key=at_key)
+        return ConfigIssue(message, file=self.file, line=line, column=column, path=format_path(path))
+
+    def place(self, issues: Iterable[ConfigIssue], prefix: KeyPath = ()) -> list[ConfigIssue]:
+        """Give path-only issues (from semantic checks) this file and their position.
+
+        An issue's path is parsed back (``rules[3].when.for``) and looked up under ``prefix``.
+        """
+        placed = []
+        for issue in issues:
+            path = (*prefix, *_parse_path(issue.path))
+            line, column = self.locate(path)
+            placed.append(
+                replace(issue, file=self.file, line=line, column=column, path=format_path(path))
+            )
+        return placed
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """``("rules", 3, "when", "for")`` -> ``rules[3].when.for``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _parse_path(text: str) -> KeyPath:
+    parts: list[str | int] = []
+    for chunk in text.replace("[", ".[").split("."):
+        if not chunk:
+            continue
+        if chunk.startswith("[") and chunk.endswith("]") and chunk[1:-1].isdigit():
+            parts.append(int(chunk[1:-1]))
+        else:
+            parts.append(chunk)
+    return tuple(parts)
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.version = (1, 2)
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def parse_yaml(text: str, file: str = "<string>") -> YamlDocument:
+    """Parse one YAML 1.2 document; ``ConfigError`` (with its position) if it is bad."""
+    try:
+        raw = _yaml().load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = (exc.problem or exc.context or "invalid YAML").split("\n")[0]
+        if "duplicate key" in problem:
+            problem = problem.split(" with value")[0].replace("found", "duplicate key:", 1)
+            problem = problem.replace("duplicate key: duplicate key", "duplicate key")
+        line = mark.line + 1 if mark is not None else None
+        column = mark.column + 1 if mark is not None else None
+        raise ConfigError(ConfigIssue(f"invalid YAML: {problem}", file, line, column)) from exc
+    except YAMLError as exc:
+        raise ConfigError(ConfigIssue(f"invalid YAML: {exc}", file)) from exc
+    doc = YamlDocument(data=None, file=file)
+    doc.positions[()] = _Pos(1, 1, 1, 1)
+    doc.data = _plain(raw, (), doc.positions)
+    return doc
+
+
+def load_yaml(path: str | Path) -> YamlDocument:
+    """Read and parse ``path``; a missing or unreadable file is a ``ConfigError`` too."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(ConfigIssue(f"cannot read file: {reason}", name)) from exc
+    return parse_yaml(text, name)
+
+
+def _plain(node: Any, path: KeyPath, positions: dict[KeyPath, _Pos]) -> Any:
+    """Copy ruamel's round-trip nodes into plain Python, recording positions."""
+    if isinstance(node, CommentedMap):
+        out: dict[Any, Any] = {}
+        for key, value in node.items():
+            key_line, key_col = node.lc.key(key)
+            val_line, val_col = node.lc.value(key)
+            plain_key = _scalar(key)
+            child = (*path, plain_key)
+            positions[child] = _Pos(key_line + 1, key_col + 1, val_line + 1, val_col + 1)
+            out[plain_key] = _plain(value, child, positions)
+        return out
+    if isinstance(node, CommentedSeq):
+        items = []
+        for index, value in enumerate(node):
+            line, col = node.lc.item(index)
+            child = (*path, index)
+            positions[child] = _Pos(line + 1, col + 1, line + 1, col + 1)
+            items.append(_plain(value, child, positions))
+        return items
+    return _scalar(node)
+
+
+def _scalar(value: Any) -> Any:  # noqa: PLR0911 - one return per YAML scalar type
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return dt.datetime.fromisoformat(value.isoformat()) if value.tzinfo else _utc(value)
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, dict | list):  # pragma: no cover - round-trip mode always gives Commented*
+        return value
+    return str(value)  # pragma: no cover - other YAML scalars (binary, set...) as text
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    # ruamel keeps a trailing "Z" as a naive UTC datetime with the offset on the side.
+    delta = getattr(value, "_yaml", {}).get("delta")
+    naive = dt.datetime(
+        value.year, value.month, value.day, value.hour, value.minute, value.second,
+        value.microsecond,
+    )
+    if delta is not None or getattr(value, "_yaml", {}).get("tz"):
+        shifted = naive - (delta or dt.timedelta(0))
+        return shifted.replace(tzinfo=dt.UTC)
+    return naive
+
+
+def validate(
+    doc: YamlDocument,
+    model: type[M] | TypeAdapter[M],
+    *,
+    path: KeyPath = (),
+) -> M:
+    """Validate the data at ``path`` against a pydantic model or ``TypeAdapter``."""
+    adapter: TypeAdapter[Any] = model if isinstance(model, TypeAdapter) else TypeAdapter(model)
+    try:
+        result: M = adapter.validate_python(doc.sub(path))
+    except ValidationError as exc:
+        raise ConfigError(issues_from_validation_error(exc, doc, path)) from exc
+    return result
+
+
+def _fields_of(model: Any) -> list[str]:
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [f.alias or name for name, f in model.model_fields.items()]
+    return []
+
+
+def issues_from_validation_error(
+    exc: ValidationError, doc: YamlDocument, prefix: KeyPath = ()
+) -> list[ConfigIssue]:
+    """One located issue per pydantic error, with plain messages."""
+    issues: list[ConfigIssue] = []
+    for error in exc.errors(include_url=False):
+        loc: KeyPath = (*prefix, *(p for p in error["loc"] if isinstance(p, str | int)))
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            message = f"unknown key {loc[-1]!r}"
+            hint = _close_key(str(loc[-1]))
+            if hint:
+                message += f" (did you mean {hint!r}?)"
+            issues.append(doc.issue(loc, message, at_key=True))
+            continue
+        if kind == "missing":
+            message = f"missing required key {loc[-1]!r}"
+        else:
+            message = str(error["msg"])
+            for lead in ("Value error, ", "Assertion failed, "):
+                message = message.removeprefix(lead)
+            if kind == "too_short" and error.get("ctx", {}).get("min_length") == 1:
+                message = "must not be empty"
+            if kind.startswith(("string_pattern", "literal_error", "enum")):
+                message = f"{message} (got {error.get('input')!r})"
+        issues.append(doc.issue(loc, message))
+    return issues
+
+
+def _close_key(word: str) -> str | None:
+    """The known key closest to an unknown one (see :func:`register_vocabulary`)."""
+    matches = difflib.get_close_matches(word, sorted(_VOCABULARY), n=1, cutoff=0.75)
+    return matches[0] if matches else None
+
+
+_VOCABULARY: set[str] = set()
+
+
+def register_vocabulary(models: Iterable[Any]) -> None:
+    """Teach "did you mean" the key names of these models (and of the models they nest)."""
+    for model in models:
+        _VOCABULARY.update(_fields_of(model))

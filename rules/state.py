@@ -1,0 +1,150 @@
+"""Rule state to and from plain data, so it survives a restart.
+
+A snapshot holds, per rule: the condition and fired flags, the pending ``for`` wait,
+pending timed reverts, the cooldown and loop-guard history, each leaf's latch and
+window contents, counters and the trace; and when each sensor last spoke. Times are
+stored as ages or remaining durations relative to the snapshot, together with its wall
+time, because the monotonic clock restarts with the machine. On restore, the wall
+time that passed is taken off every remaining duration (a revert due during the
+downtime runs at the first tick); if the wall clock went backwards, no time passed.
+
+Rules are matched by id and a fingerprint of their definition: the state of a rule
+whose definition changed is dropped (it starts fresh). Stale timers restart at restore
+(sensors get a full period to speak again, since the gateway could not hear them).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from gateway.errors import RuleError
+from rules.conditions import StaleLeaf, WindowLeaf
+from rules.engine import TRACE_DEPTH
+
+if TYPE_CHECKING:
+    from rules.clock import Now
+    from rules.engine import RuleEngine
+
+__all__ = ["SCHEMA_VERSION", "migrate", "restore", "snapshot"]
+
+SCHEMA_VERSION = 1
+
+
+def snapshot(engine: RuleEngine, now: Now) -> dict[str, Any]:
+    mono = now.mono
+    rules: dict[str, Any] = {}
+    for rule in engine.rules:
+        leaves = []
+        for leaf in rule.all_leaves():
+            item: dict[str, Any] = {"met": leaf.met, "known": leaf.known, "value": leaf.value}
+            if isinstance(leaf, WindowLeaf):
+                item["items"] = [[mono - t, v] for t, v in leaf.items]
+                item["inner_met"] = leaf.inner.met
+            leaves.append(item)
+        rules[rule.id] = {
+            "fingerprint": rule.fingerprint,
+            "met": rule.met,
+            "when_met": rule.when_met,
+            "blocked": rule.blocked,
+            "fired": rule.fired,
+            "failsafe_active": rule.failsafe_active,
+            "pending_in": None if rule.pending_due is None else rule.pending_due - mono,
+            "last_fire_ago": None if rule.last_fire is None else mono - rule.last_fire,
+            "fires_ago": [mono - t for t in rule.fires],
+            "reverts": {
+                key: {"in": due - mono, "actuator": actuator, "payload": payload}
+                for key, (due, _gen, actuator, payload) in rule.reverts.items()
+            },
+            "leaves": leaves,
+            "bad_readings": rule.bad_readings,
+            "loop_guard_trips": rule.loop_trips,
+            "trace": {k: list(v) for k, v in rule.trace.items()},
+        }
+    sensors = {
+        name: {"seen_ago": mono - slot.last_seen}
+        for name, slot in engine.slots().items()
+        if slot.last_seen is not None
+    }
+    return {
+        "version": SCHEMA_VERSION,
+        "wall": now.wall,
+        "rules": rules,
+        "sensors": sensors,
+        "stats": engine.stats.as_dict(),
+    }
+
+
+_MIGRATIONS: dict[int, Any] = {}
+"""version -> function turning a snapshot of that version into the next one."""
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring a snapshot to :data:`SCHEMA_VERSION`; a newer or unknown one is a RuleError."""
+    version = data.get("version")
+    if not isinstance(version, int):
+        raise RuleError("rule state snapshot without a schema version")
+    while version < SCHEMA_VERSION:
+        step = _MIGRATIONS.get(version)
+        if step is None:
+            raise RuleError(f"cannot migrate rule state from schema version {version}")
+        data = step(data)
+        version = data["version"]
+    if version > SCHEMA_VERSION:
+        raise RuleError(
+            f"rule state has schema version {version}, newer than this edgegw ({SCHEMA_VERSION})"
+        )
+    return data
+
+
+def restore(engine: RuleEngine, data: dict[str, Any], now: Now) -> None:
+    data = migrate(data)
+    mono = now.mono
+    elapsed = max(0.0, now.wall - float(data["wall"]))
+    restored = 0
+    for rule in engine.rules:
+        saved = data["rules"].get(rule.id)
+        if saved is None or saved.get("fingerprint") != rule.fingerprint:
+            continue
+        restored += 1
+        rule.met = saved["met"]
+        rule.when_met = saved["when_met"]
+        rule.blocked = saved["blocked"]
+        rule.fired = saved["fired"]
+        rule.failsafe_active = saved["failsafe_active"]
+        pending = saved["pending_in"]
+        rule.pending_due = None if pending is None else mono + pending - elapsed
+        ago = saved["last_fire_ago"]
+        rule.last_fire = None if ago is None else mono - ago - elapsed
+        rule.fires = deque(mono - a - elapsed for a in saved["fires_ago"])
+        rule.reverts = {
+            key: [mono + r["in"] - elapsed, 0, r["actuator"], r["payload"]]
+            for key, r in saved["reverts"].items()
+        }
+        for leaf, item in zip(rule.all_leaves(), saved["leaves"], strict=True):
+            leaf.met = item["met"]
+            leaf.known = item["known"]
+            leaf.value = item["value"]
+            if isinstance(leaf, WindowLeaf):
+                leaf.inner.met = item["inner_met"]
+                leaf.load([(mono - a - elapsed, v) for a, v in item["items"]])
+        rule.bad_readings = saved["bad_readings"]
+        rule.loop_trips = saved["loop_guard_trips"]
+        rule.trace = {k: deque(v, maxlen=TRACE_DEPTH) for k, v in saved["trace"].items()}
+    slots = engine.slots()
+    for name, seen in data["sensors"].items():
+        slot = slots.get(name)
+        if slot is not None:
+            slot.last_seen = mono - seen["seen_ago"] - elapsed
+    _restart_stale_clocks(engine, mono)
+    engine.rebuild_timers(now)
+    engine._log.info(
+        "rule state restored", rules=restored, of=len(engine.rules), elapsed_s=round(elapsed, 3)
+    )
+
+
+def _restart_stale_clocks(engine: RuleEngine, mono: float) -> None:
+    for rule in engine.rules:
+        for leaf in rule.all_leaves():
+            if isinstance(leaf, StaleLeaf) and not leaf.met and leaf.slot.last_seen is not None:
+                leaf.slot.last_seen = max(leaf.slot.last_seen, mono)
