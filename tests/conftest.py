@@ -28,8 +28,12 @@ from simulators.testbed.kafka import kafka_version
 def _announce(config: pytest.Config, message: str) -> None:
     """Print a line on the terminal even while pytest captures output."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"[testbed] {message}")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.ensure_newline()
+        reporter.write_line(f"[testbed] {message}", cyan=True)
 
 
 @pytest.fixture(scope="session")
