@@ -18,7 +18,7 @@ import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from ruamel.yaml import YAML
@@ -34,7 +34,6 @@ __all__ = [
     "issues_from_validation_error",
     "load_yaml",
     "parse_yaml",
-    "register_vocabulary",
     "validate",
 ]
 
@@ -223,7 +222,7 @@ def validate(
     try:
         result: M = adapter.validate_python(doc.sub(path))
     except ValidationError as exc:
-        raise ConfigError(issues_from_validation_error(exc, doc, path)) from exc
+        raise ConfigError(issues_from_validation_error(exc, doc, path, model)) from exc
     return result
 
 
@@ -234,7 +233,7 @@ def _fields_of(model: Any) -> list[str]:
 
 
 def issues_from_validation_error(
-    exc: ValidationError, doc: YamlDocument, prefix: KeyPath = ()
+    exc: ValidationError, doc: YamlDocument, prefix: KeyPath = (), model: Any = None
 ) -> list[ConfigIssue]:
     """One located issue per pydantic error, with plain messages."""
     issues: list[ConfigIssue] = []
@@ -243,7 +242,7 @@ def issues_from_validation_error(
         kind = error["type"]
         if kind == "extra_forbidden":
             message = f"unknown key {loc[-1]!r}"
-            hint = _close_key(str(loc[-1]))
+            hint = _close_key(str(loc[-1]), _model_at(model, loc[len(prefix) : -1]))
             if hint:
                 message += f" (did you mean {hint!r}?)"
             issues.append(doc.issue(loc, message, at_key=True))
@@ -262,16 +261,28 @@ def issues_from_validation_error(
     return issues
 
 
-def _close_key(word: str) -> str | None:
-    """The known key closest to an unknown one (see :func:`register_vocabulary`)."""
-    matches = difflib.get_close_matches(word, sorted(_VOCABULARY), n=1, cutoff=0.75)
+def _close_key(word: str, model: Any) -> str | None:
+    """The key of ``model`` closest to an unknown one, for "did you mean"."""
+    matches = difflib.get_close_matches(word, sorted(_fields_of(model)), n=1, cutoff=0.6)
     return matches[0] if matches else None
 
 
-_VOCABULARY: set[str] = set()
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
-def register_vocabulary(models: Iterable[Any]) -> None:
-    """Teach "did you mean" the key names of these models (and of the models they nest)."""
-    for model in models:
-        _VOCABULARY.update(_fields_of(model))
+def _model_at(model: Any, path: Sequence[str | int]) -> Any:
+    """The pydantic model that validates the mapping at ``path`` under ``model``, if any."""
+    current = model if isinstance(model, type) and issubclass(model, BaseModel) else None
+    for part in path:
+        if current is None:
+            return None
+        if isinstance(part, int):
+            continue
+        fields = {f.alias or name: f for name, f in current.model_fields.items()}
+        field_info = fields.get(part)
+        found = _models_in(field_info.annotation) if field_info is not None else []
+        current = found[0] if found else None
+    return current

@@ -1,8 +1,10 @@
-"""Checks across rules and against the config, after each rule validated on its own.
+"""Checks across rules and against the config, beyond what one rule's model can see.
 
-Every function returns :class:`~gateway.errors.ConfigIssue` objects that carry a key
-path (``rules[3].then[0].set``) but no file position: the caller, which read the file,
-places them (see ``gateway.yamlio.YamlDocument.place``).
+They read the rules as plain data (the YAML as loaded, or a model dumped by alias), so
+they also run on rules that failed validation: ``edgegw rules check`` reports every
+problem at once. Every function returns :class:`~gateway.errors.ConfigIssue` objects
+that carry a key path (``rules[3].then[0].set``) but no file position: the caller,
+which read the file, places them (see ``gateway.yamlio.YamlDocument.place``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,16 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from gateway.errors import ConfigIssue
-from rules.schema import Action, Condition, Location, Rule
+from rules.schema import Location, Rule
 
-__all__ = ["check_rules", "duplicate_ids", "rule_actuators", "rule_sensors"]
+__all__ = ["SensorCatalog", "check_rules", "duplicate_ids", "rule_as_data"]
 
 SensorCatalog = Mapping[str, Collection[str] | None]
 """Declared devices: device id -> its metrics, or ``None`` when any metric is allowed."""
+
+
+def rule_as_data(rule: Rule) -> dict[str, Any]:
+    return rule.model_dump(by_alias=True, exclude_none=True)
 
 
 def duplicate_ids(raw_rules: Sequence[Any], seen: set[str], prefix: str = "rules") -> list[ConfigIssue]:
@@ -34,108 +40,110 @@ def duplicate_ids(raw_rules: Sequence[Any], seen: set[str], prefix: str = "rules
     return issues
 
 
-def _conditions(cond: Condition, path: str) -> Iterator[tuple[Condition, str]]:
+def _conditions(cond: Any, path: str) -> Iterator[tuple[Mapping[str, Any], str]]:
+    if not isinstance(cond, Mapping):
+        return
     yield cond, path
     for key in ("all", "any"):
-        children: list[Condition] | None = getattr(cond, key)
-        for index, child in enumerate(children or []):
-            yield from _conditions(child, f"{path}.{key}[{index}]")
+        children = cond.get(key)
+        if isinstance(children, list):
+            for index, child in enumerate(children):
+                yield from _conditions(child, f"{path}.{key}[{index}]")
 
 
-def _actions(rule: Rule, path: str) -> Iterator[tuple[Action, str]]:
-    for index, action in enumerate(rule.then):
-        yield action, f"{path}.then[{index}]"
-    for index, action in enumerate(rule.else_):
-        yield action, f"{path}.else[{index}]"
-    if rule.failsafe is not None:
-        for index, action in enumerate(rule.failsafe.then):
-            yield action, f"{path}.failsafe.then[{index}]"
+def _actions(rule: Mapping[str, Any], path: str) -> Iterator[tuple[Mapping[str, Any], str]]:
+    failsafe = rule.get("failsafe")
+    branches = [("then", rule.get("then")), ("else", rule.get("else"))]
+    if isinstance(failsafe, Mapping):
+        branches.append(("failsafe.then", failsafe.get("then")))
+    for key, actions in branches:
+        if isinstance(actions, list):
+            for index, action in enumerate(actions):
+                if isinstance(action, Mapping):
+                    yield action, f"{path}.{key}[{index}]"
 
 
-def rule_sensors(rule: Rule) -> set[str]:
-    """Every sensor a rule reads (``when`` and ``unless``)."""
-    found = {c.sensor for c, _ in _conditions(rule.when, "") if c.sensor}
-    if rule.unless is not None:
-        found |= {c.sensor for c, _ in _conditions(rule.unless, "") if c.sensor}
-    return found
-
-
-def rule_actuators(rule: Rule) -> set[str]:
-    return {a.set for a, _ in _actions(rule, "") if a.set is not None}
-
-
-def check_rules(  # noqa: PLR0912 - a flat list of independent checks
-    rules: Sequence[Rule],
+def check_rules(
+    rules: Sequence[Any],
     *,
     actuators: Collection[str] | None = None,
     sensors: SensorCatalog | None = None,
     location: Location | None = None,
     prefix: str = "rules",
-    indices: Sequence[int] | None = None,
 ) -> list[ConfigIssue]:
-    """Issues in valid rules: nested ``for``, sun guards without a location, and, when
-    ``actuators``/``sensors`` are given, names the config does not declare.
-
-    ``indices`` gives each rule's index in its file when some rules were left out
-    (because they did not validate).
-    """
+    """Issues in rules given as data: nested ``for``, sun guards without a location, and,
+    when ``actuators``/``sensors`` are given, names the config does not declare."""
     issues: list[ConfigIssue] = []
-    for pos, rule in enumerate(rules):
-        path = f"{prefix}[{indices[pos] if indices is not None else pos}]"
-        for cond, where in _conditions(rule.when, f"{path}.when"):
-            if cond.for_ is not None and where != f"{path}.when":
-                issues.append(
-                    ConfigIssue(
-                        "`for` applies to the whole condition: put it at the top of `when`",
-                        path=f"{where}.for",
-                    )
-                )
-        if rule.unless is not None:
-            for cond, where in _conditions(rule.unless, f"{path}.unless"):
-                if cond.for_ is not None:
-                    issues.append(ConfigIssue("`unless` takes no `for`", path=f"{where}.for"))
-                if cond.stale is not None:
-                    issues.append(ConfigIssue("`unless` takes no `stale`", path=f"{where}.stale"))
-        if rule.during is not None and rule.during.uses_sun():
-            loc = location or Location()
-            if loc.latitude is None or loc.longitude is None:
-                key = "after" if (rule.during.after or "").startswith("sun") else "before"
-                issues.append(
-                    ConfigIssue(
-                        "sunrise/sunset need location.latitude and location.longitude",
-                        path=f"{path}.during.{key}",
-                    )
-                )
+    for index, rule in enumerate(rules):
+        if isinstance(rule, Rule):
+            rule = rule_as_data(rule)  # noqa: PLW2901 - the same rule, as data
+        if not isinstance(rule, Mapping):
+            continue
+        path = f"{prefix}[{index}]"
+        issues += _check_for_and_unless(rule, path)
+        issues += _check_sun(rule, path, location or Location())
         if actuators is not None:
-            for action, where in _actions(rule, path):
-                if action.set is not None and action.set not in actuators:
-                    issues.append(
-                        ConfigIssue(
-                            f"unknown actuator {action.set!r}: it is not declared in the config",
-                            path=f"{where}.set",
-                        )
-                    )
+            issues += [
+                ConfigIssue(
+                    f"unknown actuator {action['set']!r}: it is not declared in the config",
+                    path=f"{where}.set",
+                )
+                for action, where in _actions(rule, path)
+                if isinstance(action.get("set"), str) and action["set"] not in actuators
+            ]
         if sensors is not None:
             issues += _check_sensors(rule, path, sensors)
     return issues
 
 
-def _check_sensors(rule: Rule, path: str, catalog: SensorCatalog) -> list[ConfigIssue]:
+def _check_for_and_unless(rule: Mapping[str, Any], path: str) -> list[ConfigIssue]:
+    issues = [
+        ConfigIssue(
+            "`for` applies to the whole condition: put it at the top of `when`",
+            path=f"{where}.for",
+        )
+        for cond, where in _conditions(rule.get("when"), f"{path}.when")
+        if "for" in cond and where != f"{path}.when"
+    ]
+    for cond, where in _conditions(rule.get("unless"), f"{path}.unless"):
+        issues += [
+            ConfigIssue(f"`unless` takes no `{key}`", path=f"{where}.{key}")
+            for key in ("for", "stale")
+            if key in cond
+        ]
+    return issues
+
+
+def _check_sun(rule: Mapping[str, Any], path: str, location: Location) -> list[ConfigIssue]:
+    during = rule.get("during")
+    if not isinstance(during, Mapping) or (
+        location.latitude is not None and location.longitude is not None
+    ):
+        return []
+    return [
+        ConfigIssue(
+            "sunrise/sunset need location.latitude and location.longitude",
+            path=f"{path}.during.{key}",
+        )
+        for key in ("after", "before")
+        if isinstance(during.get(key), str) and during[key].strip().startswith("sun")
+    ]
+
+
+def _check_sensors(rule: Mapping[str, Any], path: str, catalog: SensorCatalog) -> list[ConfigIssue]:
     issues = []
-    trees = [(rule.when, f"{path}.when")]
-    if rule.unless is not None:
-        trees.append((rule.unless, f"{path}.unless"))
-    for tree, base in trees:
-        for cond, where in _conditions(tree, base):
-            if cond.sensor is None:
+    for key in ("when", "unless"):
+        for cond, where in _conditions(rule.get(key), f"{path}.{key}"):
+            sensor = cond.get("sensor")
+            if not isinstance(sensor, str) or "/" not in sensor:
                 continue
-            device, metric = cond.sensor.split("/", 1)
+            device, metric = sensor.split("/", 1)
             if device not in catalog:
-                message = f"unknown sensor {cond.sensor!r}: no device {device!r} in the config"
+                message = f"unknown sensor {sensor!r}: no device {device!r} in the config"
             else:
                 metrics = catalog[device]
                 if metrics is None or metric in metrics:
                     continue
-                message = f"unknown sensor {cond.sensor!r}: device {device!r} has no metric {metric!r}"
+                message = f"unknown sensor {sensor!r}: device {device!r} has no metric {metric!r}"
             issues.append(ConfigIssue(message, path=f"{where}.sensor"))
     return issues

@@ -23,7 +23,7 @@ from rules.clock import Now
 from rules.compiler import RuleSet
 from rules.durations import Duration, format_duration
 from rules.engine import Action, RuleEngine
-from rules.schema import SENSOR_PATTERN, Location, Severity
+from rules.schema import Location, SensorId, Severity
 
 __all__ = [
     "ExpectItem",
@@ -41,7 +41,7 @@ class _Model(BaseModel):
 
 
 class ReadingSpec(_Model):
-    sensor: str = Field(pattern=SENSOR_PATTERN)
+    sensor: SensorId
     value: bool | int | float | str
     unit: str | None = None
 

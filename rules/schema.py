@@ -13,7 +13,15 @@ import re
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from rules.durations import Duration
 
@@ -44,7 +52,36 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
 
 
-SensorId = Annotated[str, Field(pattern=SENSOR_PATTERN, description="`device/metric`")]
+
+
+def _matcher(pattern: str, what: str) -> Any:
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.match(value):
+            raise ValueError(f"bad {what} {value!r}")
+        return value
+
+    return check
+
+
+SensorId = Annotated[
+    str,
+    AfterValidator(
+        _matcher(SENSOR_PATTERN, "sensor, write device/metric (device: letters, digits, - and _):")
+    ),
+    WithJsonSchema({"type": "string", "pattern": SENSOR_PATTERN, "description": "`device/metric`"}),
+]
+ActuatorId = Annotated[
+    str,
+    AfterValidator(_matcher(ACTUATOR_PATTERN, "actuator id, e.g. living-room/ac:")),
+    WithJsonSchema({"type": "string", "pattern": ACTUATOR_PATTERN}),
+]
+RuleId = Annotated[
+    str,
+    AfterValidator(_matcher(RULE_ID_PATTERN, "rule id (letters, digits, '.', '-' and '_'):")),
+    WithJsonSchema({"type": "string", "pattern": RULE_ID_PATTERN}),
+]
 
 
 class Condition(_Model):
@@ -156,7 +193,7 @@ class Action(_Model):
         json_schema_extra={"oneOf": [{"required": ["set", "to"]}, {"required": ["emit"]}]}
     )
 
-    set: Annotated[str, Field(pattern=ACTUATOR_PATTERN)] | None = Field(
+    set: ActuatorId | None = Field(
         None, description="Actuator id, e.g. `living-room/ac`."
     )
     to: dict[str, Any] | None = Field(None, description="The payload sent to the actuator.")
@@ -223,7 +260,7 @@ class Failsafe(_Model):
 
 
 class Rule(_Model):
-    id: Annotated[str, Field(pattern=RULE_ID_PATTERN)]
+    id: RuleId
     description: str = ""
     enabled: bool = True
     when: Condition

@@ -113,12 +113,13 @@ def restore(engine: RuleEngine, data: dict[str, Any], now: Now) -> None:
         rule.fired = saved["fired"]
         rule.failsafe_active = saved["failsafe_active"]
         pending = saved["pending_in"]
-        rule.pending_due = None if pending is None else mono + pending - elapsed
+        # A wait or a revert that fell due during the downtime runs now, at the first tick.
+        rule.pending_due = None if pending is None else max(mono, mono + pending - elapsed)
         ago = saved["last_fire_ago"]
         rule.last_fire = None if ago is None else mono - ago - elapsed
         rule.fires = deque(mono - a - elapsed for a in saved["fires_ago"])
         rule.reverts = {
-            key: [mono + r["in"] - elapsed, 0, r["actuator"], r["payload"]]
+            key: [max(mono, mono + r["in"] - elapsed), 0, r["actuator"], r["payload"]]
             for key, r in saved["reverts"].items()
         }
         for leaf, item in zip(rule.all_leaves(), saved["leaves"], strict=True):

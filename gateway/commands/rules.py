@@ -88,26 +88,22 @@ def load_rules(
     seen: set[str] = set()
     for doc, path in docs:
         raw_rules = doc.sub(path)
-        valid, indices = [], []
         for index in range(len(raw_rules)):
             try:
-                valid.append(validate(doc, Rule, path=(*path, index)))
-                indices.append(index)
+                out.rules.append(validate(doc, Rule, path=(*path, index)))
             except ConfigError as exc:
                 out.issues += exc.issues
         out.issues += doc.place(duplicate_ids(raw_rules, seen, prefix=""), prefix=path)
         out.issues += doc.place(
             check_rules(
-                valid,
+                raw_rules,
                 actuators=declared.actuators if declared else None,
                 sensors=declared.devices if declared else None,
                 location=(declared.location if declared else None) or location,
                 prefix="",
-                indices=indices,
             ),
             prefix=path,
         )
-        out.rules += valid
     return out
 
 
@@ -185,19 +181,6 @@ def load_declared(path: str | Path) -> Declared:
     return Declared(devices, actuators, shell.location)
 
 
-def _vocabulary() -> None:
-    from gateway.yamlio import register_vocabulary  # noqa: PLC0415
-    from rules import scenario, schema  # noqa: PLC0415
-
-    register_vocabulary(
-        [
-            schema.RulesFile, schema.Rule, schema.Condition, schema.Action, schema.EmitSpec,
-            schema.TimeWindow, schema.Failsafe, schema.Location, scenario.Scenario,
-            scenario.Step, scenario.ReadingSpec, scenario.ExpectItem, scenario.EmitExpect,
-        ]
-    )
-
-
 def sorted_issues(issues: Sequence[ConfigIssue]) -> list[ConfigIssue]:
     """By file (in the order first met), then line and column."""
     order: dict[str | None, int] = {}
@@ -212,7 +195,6 @@ def _print_issues(issues: Sequence[ConfigIssue]) -> None:
 
 
 def _check_command(args: argparse.Namespace) -> int:
-    _vocabulary()
     declared = load_declared(args.config) if args.config else None
     loaded = load_rules_files(args.files, declared)
     if loaded.issues:
@@ -266,13 +248,12 @@ def run_scenario_file(path: str | Path, *, logger: Any = None) -> ScenarioOutcom
         return ScenarioOutcome(EXIT_OK, f"ok: {path} ({result.expectations} expectations)")
     lines = [f"FAILED: {path}"]
     for mismatch in result.mismatches:
-        line, column = doc.locate(("steps", mismatch.step, "expect"))
+        line, column = doc.locate(("steps", mismatch.step, "expect"), at_key=True)
         lines.append(f"{path}:{line}:{column}: steps[{mismatch.step}].expect {mismatch.render()}")
     return ScenarioOutcome(EXIT_FAILED, "\n".join(lines))
 
 
 def _test_command(args: argparse.Namespace) -> int:
-    _vocabulary()
     worst = EXIT_OK
     for path in args.scenarios:
         outcome = run_scenario_file(path)

@@ -1,0 +1,176 @@
+"""Rule state to and from plain data: a restart loses no timer, cooldown or window."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from gateway.errors import RuleError
+from gateway.model import Reading, Value
+from rules import STATE_SCHEMA_VERSION, Now, RuleEngine, RuleSet
+from rules.engine import Action
+from tests.rules.helpers import START_WALL, describe, one_rule, ruleset
+
+
+class Restartable:
+    """An engine that can be snapshotted, "powered off" for a while and restored."""
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.rules = rules
+        self.mono = 0.0
+        self.wall = START_WALL
+        self.engine = RuleEngine(rules, self.now())
+        self.log: list[tuple[float, str]] = []
+
+    def now(self) -> Now:
+        return Now(self.mono, self.wall)
+
+    def _record(self, actions: list[Action]) -> None:
+        self.log += [(round(a.ts - START_WALL, 3), describe(a)) for a in actions]
+
+    def to(self, wall_offset: float) -> None:
+        """Advance both clocks to ``START_WALL + wall_offset``, running timers on the way."""
+        step = wall_offset - (self.wall - START_WALL)
+        deadline = self.engine.next_deadline()
+        while deadline is not None and deadline <= self.mono + step:
+            self._record(self.engine.tick(Now(deadline, self.wall + deadline - self.mono)))
+            deadline = self.engine.next_deadline()
+        self.mono += step
+        self.wall += step
+
+    def read(self, wall_offset: float, sensor: str, value: Value) -> None:
+        self.to(wall_offset)
+        device, metric = sensor.split("/", 1)
+        self._record(self.engine.on_reading(Reading(device, metric, value, self.wall, self.wall), self.now()))
+
+    def restart(self, downtime: float, *, rules: RuleSet | None = None) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(json.dumps(self.engine.snapshot(self.now())))  # plain JSON
+        self.wall += downtime
+        self.mono = 1_000_000.0  # the monotonic clock restarted with the machine
+        self.engine = RuleEngine(rules or self.rules, self.now())
+        self.engine.restore(data, self.now())
+        self._record(self.engine.tick(self.now()))
+        return data
+
+
+def test_snapshot_is_plain_json_with_a_schema_version() -> None:
+    box = Restartable(ruleset(one_rule("{sensor: s/v, above: 1}")))
+    box.read(0, "s/v", 2)
+    data = box.engine.snapshot(box.now())
+    assert json.loads(json.dumps(data)) == data
+    assert data["version"] == STATE_SCHEMA_VERSION == 1
+    assert data["rules"]["r"]["fired"] is True
+
+
+def test_pending_for_wait_continues_after_restart_minus_the_downtime() -> None:
+    box = Restartable(ruleset(one_rule("{sensor: s/v, above: 1, for: 2m}")))
+    box.read(0, "s/v", 2)
+    box.to(30)
+    box.restart(downtime=10)
+    box.to(119)
+    assert box.log == []
+    box.to(121)
+    assert box.log == [(120, "fired r"), (120, "set a/out on")]
+
+
+def test_revert_due_during_downtime_runs_at_the_first_tick() -> None:
+    then = '      - set: a/light\n        to: {state: "ON"}\n        for: 3m\n        revert: {state: "OFF"}'
+    box = Restartable(ruleset(one_rule("{sensor: s/v, equals: true}", then=then, else_="      []")))
+    box.read(0, "s/v", True)
+    box.to(60)
+    box.restart(downtime=600)
+    assert box.log[-1] == (660, "set a/light OFF")
+
+
+def test_cooldown_survives_a_restart() -> None:
+    box = Restartable(ruleset(one_rule("{sensor: s/v, above: 1}", "cooldown: 10m")))
+    box.read(0, "s/v", 2)
+    box.read(30, "s/v", 0)
+    box.restart(downtime=120)
+    box.read(300, "s/v", 2)  # inside the cooldown: dropped
+    box.read(400, "s/v", 0)
+    box.read(600, "s/v", 2)  # at fire + cooldown: fires
+    assert [entry for entry in box.log if entry[1].startswith(("fired", "cleared"))] == [
+        (0, "fired r"),
+        (30, "cleared r"),
+        (600, "fired r"),
+    ]
+
+
+def test_fired_state_survives_so_a_restart_neither_refires_nor_forgets_to_clear() -> None:
+    box = Restartable(ruleset(one_rule("{sensor: s/v, above: 1, hysteresis: 0.5}")))
+    box.read(0, "s/v", 2)
+    box.restart(downtime=5)
+    box.read(10, "s/v", 3)
+    box.read(11, "s/v", 0.8)  # the hysteresis latch survived too: no clear yet
+    box.read(12, "s/v", 0.5)
+    assert [e for e in box.log if e[1].startswith(("fired", "cleared"))] == [
+        (0, "fired r"),
+        (12, "cleared r"),
+    ]
+
+
+def test_window_contents_survive_and_age() -> None:
+    box = Restartable(ruleset(one_rule("{sensor: s/v, avg: 5m, above: 10}")))
+    box.read(0, "s/v", 0)
+    box.read(60, "s/v", 18)  # avg 9
+    box.restart(downtime=60)
+    box.read(180, "s/v", 15)  # avg(0, 18, 15) = 11
+    assert box.log[0] == (180.0, "fired r")
+    box.read(400, "s/v", 0)  # the readings at 0 and 60 left the window: avg(15, 0) = 7.5
+    assert box.log[-2] == (400.0, "cleared r")
+
+
+def test_state_of_a_changed_rule_is_dropped() -> None:
+    box = Restartable(ruleset(one_rule("{sensor: s/v, above: 1}")))
+    box.read(0, "s/v", 2)
+    box.restart(downtime=5, rules=ruleset(one_rule("{sensor: s/v, above: 5}")))
+    box.read(10, "s/v", 6)
+    assert box.log[-2:] == [(10, "fired r"), (10, "set a/out on")]
+
+
+def test_trace_and_counters_are_kept_in_the_snapshot() -> None:
+    box = Restartable(ruleset(one_rule("{sensor: s/v, above: 1}")))
+    box.read(0, "s/v", 2)
+    box.read(1, "s/v", "bad")
+    box.restart(downtime=5)
+    trace = box.engine.trace("r")
+    assert trace["outcomes"]["fired"][0]["values"] == {"s/v": 2}
+    assert trace["bad_readings"] == 1
+
+
+def test_a_wall_clock_that_went_backwards_counts_as_no_time_passed() -> None:
+    box = Restartable(ruleset(one_rule("{sensor: s/v, above: 1, for: 2m}")))
+    box.read(0, "s/v", 2)
+    box.to(30)
+    box.restart(downtime=-3600)  # the Pi booted with a clock an hour behind
+    assert box.engine.next_deadline() == pytest.approx(1_000_000.0 + 90)
+
+
+def test_stale_clocks_restart_at_restore() -> None:
+    box = Restartable(ruleset(one_rule("{sensor: s/v, stale: 10m}")))
+    box.read(0, "s/v", 1)
+    box.restart(downtime=3600)
+    assert box.log == []
+    box.to(3600 + 599)
+    assert box.log == []
+    box.to(3600 + 600)
+    assert box.log[0] == (4200, "fired r")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        pytest.param(
+            {"version": 99, "wall": 0, "rules": {}, "sensors": {}}, "newer than this edgegw", id="newer"
+        ),
+        pytest.param({"wall": 0, "rules": {}, "sensors": {}}, "without a schema version", id="missing"),
+        pytest.param({"version": 0, "wall": 0, "rules": {}, "sensors": {}}, "cannot migrate", id="too old"),
+    ],
+)
+def test_snapshot_versions(data: dict[str, Any], message: str) -> None:
+    engine = RuleEngine(ruleset(one_rule("{sensor: s/v, above: 1}")), Now(0.0, START_WALL))
+    with pytest.raises(RuleError, match=message):
+        engine.restore(data, Now(0.0, START_WALL))
