@@ -20,6 +20,7 @@ The tree::
     │   ├── SpoolError         the on-disk spool (SQLite)
     │   │   └── SpoolFullError the byte cap or the disk is full
     │   └── UplinkError        Kafka is unreachable or refused us
+    ├── PlatformError          the host failed us: systemd's notify socket, the state directory
     └── TestBedError           a test broker (Mosquitto, Kafka) failed to start or stop
 
 This module imports nothing else of the project, so every package may import it.
@@ -37,6 +38,7 @@ __all__ = [
     "DeviceError",
     "GatewayError",
     "PayloadError",
+    "PlatformError",
     "RuleError",
     "SourceError",
     "SourceRefusedError",
@@ -126,6 +128,11 @@ class SpoolFullError(SpoolError):
 
 class UplinkError(BridgeError):
     """Kafka is unreachable, refused our credentials, or rejected a record."""
+
+
+class PlatformError(GatewayError):
+    """The host failed us: systemd's notify socket refused a message, or the state
+    directory (where the derived gateway id is kept) cannot be read or written."""
 
 
 class TestBedError(GatewayError):
