@@ -6,13 +6,14 @@ ready per wakeup and hands the received messages to ``on_messages`` in one list,
 reconnects with jittered exponential backoff, and sets ``TCP_NODELAY``. The MQTT source
 and the MQTT actuators each run one.
 
-Two paho internals are overridden in :class:`_Client`, both for the hot path:
+paho internals overridden in :class:`_Client` (two for the hot path, one for a leak):
 
 - ``_sock_recv``: paho reads a packet with three ``recv`` calls (command byte, length,
   body); we read up to 256 KiB per ``recv`` and serve paho from that buffer, so one
   wakeup turns into many packets and one system call.
 - ``_handle_on_message``: paho matches every message against its per-topic callback
   table under two locks; we only append it to a list (routing is ours, once per batch).
+- ``_ssl_wrap_socket``: paho's leaves the socket open when the TLS handshake fails.
 
 paho-mqtt is pinned below 3 in pyproject.toml; the tests cover both overrides.
 """
@@ -71,6 +72,20 @@ class _Client(mqtt.Client):
         if pos == 0 and end >= len(buf):
             return buf
         return buf[pos:end]
+
+    def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
+        # paho's version leaks the SSL socket when the handshake fails (bad CA, wrong host);
+        # we always pass an SSLContext with check_hostname on, so the handshake verifies all
+        context = self._ssl_context
+        assert context is not None
+        ssl_sock = context.wrap_socket(tcp_sock, server_hostname=self._host, do_handshake_on_connect=False)
+        try:
+            ssl_sock.settimeout(self._connect_timeout)
+            ssl_sock.do_handshake()
+        except BaseException:
+            ssl_sock.close()
+            raise
+        return ssl_sock
 
     def buffered(self) -> bool:
         if self._rpos < len(self._rbuf):
@@ -249,15 +264,9 @@ class MqttLink:
                         f"refused user {self.conn.username!r}: {code.getName()}"
                     )
                 raise SourceError(f"{self.name}: broker refused the connection: {code.getName()}")
-            self.generation += 1
-            self.connected = True
-            self.connects += 1
-            self._backoff.reset()
             self._log.info("mqtt connected", session_present=session_present,
                            protocol=self.conn.protocol, generation=self.generation)
-            if self._on_connected is not None:
-                self._on_connected(session_present)
-                self._after_io()
+            self._after_io()
             await self._lost
             if not self._stopping:
                 raise SourceError(f"{self.name}: connection lost")
@@ -283,8 +292,18 @@ class MqttLink:
     # ------------------------------------------------------------------ callbacks (loop thread)
     def _handle_connect(self, _c: mqtt.Client, _u: Any, flags: mqtt.ConnectFlags,
                         code: ReasonCode, _p: Properties | None) -> None:
+        # runs inside the read that got the CONNACK: messages behind it in the same read
+        # already belong to the new connection, so switch generations here, not later
+        session_present = bool(flags.session_present)
+        if not code.is_failure:
+            self.generation += 1
+            self.connected = True
+            self.connects += 1
+            self._backoff.reset()
+            if self._on_connected is not None:
+                self._on_connected(session_present)
         if self._connack is not None and not self._connack.done():
-            self._connack.set_result((code, bool(flags.session_present)))
+            self._connack.set_result((code, session_present))
 
     def _handle_disconnect(self, _c: mqtt.Client, _u: Any, _f: mqtt.DisconnectFlags,
                            code: ReasonCode, _p: Properties | None) -> None:

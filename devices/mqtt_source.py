@@ -129,6 +129,9 @@ class MqttSource:
             name="mqtt-source",
             rand=rand,
         )
+        self.link.client.on_subscribe = self._subscribed_cb
+        self.subscribed = asyncio.Event()
+        """Set once the broker confirmed the subscriptions of the current connection."""
         self._pending: deque[_Batch] = deque()
         self._loop_thread: int | None = None
         self.messages = 0
@@ -143,9 +146,14 @@ class MqttSource:
         self.link.stop()
 
     # ------------------------------------------------------------------ subscriptions
+    def _subscribed_cb(self, *_args: object) -> None:
+        self.subscribed.set()
+
     def _subscribe(self, session_present: bool) -> None:
         self._pending = deque()  # acks of an earlier connection are void
+        self.subscribed.clear()
         if not self.topics:
+            self.subscribed.set()
             return
         client = self.link.client
         if self.link.conn.protocol == "5":
