@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import textwrap
+from collections.abc import Sequence
 from typing import Any
 
 from gateway.model import Command, Event, EventKind, Reading, Value
@@ -82,7 +83,7 @@ class Sim:
         wall = self.start + t
         self._record(self.engine.on_reading(Reading(device, metric, value, wall, wall), self.now()))
 
-    def feed(self, steps: list[tuple[float, Value]], sensor: str = "s/v", until: float | None = None) -> None:
+    def feed(self, steps: Sequence[tuple[float, Value]], sensor: str = "s/v", until: float | None = None) -> None:
         for t, value in steps:
             self.read(t, sensor, value)
         if until is not None:
