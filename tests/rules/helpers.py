@@ -83,7 +83,9 @@ class Sim:
         wall = self.start + t
         self._record(self.engine.on_reading(Reading(device, metric, value, wall, wall), self.now()))
 
-    def feed(self, steps: Sequence[tuple[float, Value]], sensor: str = "s/v", until: float | None = None) -> None:
+    def feed(
+        self, steps: Sequence[tuple[float, Value]], sensor: str = "s/v", until: float | None = None
+    ) -> None:
         for t, value in steps:
             self.read(t, sensor, value)
         if until is not None:
