@@ -112,7 +112,9 @@ def memory_per_rule(count: int, readings: list[tuple[Reading, Now]]) -> tuple[fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rules", type=int, default=1000, help="rules, one per sensor (default 1000)")
     parser.add_argument("--readings", type=int, default=300_000)
     parser.add_argument("--runs", type=int, default=5)
@@ -126,7 +128,10 @@ def main() -> None:
         rates.append(rate)
     median = statistics.median(rates)
     models, fresh, loaded = memory_per_rule(args.rules, readings[: min(len(readings), 300_000)])
-    print(f"rules engine: {args.rules} rules over {args.rules} sensors, {args.readings} readings, {args.runs} runs")
+    print(
+        f"rules engine: {args.rules} rules over {args.rules} sensors, "
+        f"{args.readings} readings, {args.runs} runs"
+    )
     print(f"  readings/s (median):      {median:,.0f}   (min {min(rates):,.0f}, max {max(rates):,.0f})")
     print(f"  microseconds per reading: {1e6 / median:.2f}")
     print(f"  actions per run:          {actions:,}")
