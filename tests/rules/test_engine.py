@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
+from gateway.errors import ConfigError
 from gateway.model import Command, Event, EventKind, Reading
 from rules import Now, RuleEngine
 from tests.rules.helpers import START_WALL, Sim, event_kinds, one_rule, ruleset
@@ -175,3 +176,21 @@ def test_tick_runs_timers_at_their_own_time_even_when_called_late() -> None:
     out = engine.tick(Now(500.0, START_WALL + 500))
     assert [a.ts for a in out] == [START_WALL + 60, START_WALL + 60]
     assert engine.next_deadline() is None
+
+
+def test_compiler_refuses_actuators_the_config_does_not_declare() -> None:
+    text = one_rule("{sensor: s/v, above: 1}")
+    assert len(ruleset(text, actuators={"a/out"})) == 1
+    with pytest.raises(ConfigError) as info:
+        ruleset(text, actuators={"a/other"})
+    assert [(i.path, i.message) for i in info.value.issues] == [
+        ("rules[0].then[0].set", "unknown actuator 'a/out': it is not declared in the config"),
+        ("rules[0].else[0].set", "unknown actuator 'a/out': it is not declared in the config"),
+    ]
+
+
+def test_compiler_refuses_duplicate_ids() -> None:
+    text = one_rule("{sensor: s/v, above: 1}")
+    doubled = text + text.split("rules:\n", 1)[1]
+    with pytest.raises(ConfigError, match=r"rules\[1\].id: duplicate rule id 'r'"):
+        ruleset(doubled)

@@ -1,0 +1,43 @@
+"""rules/ stays pure: no asyncio, MQTT, Kafka, SQLite or file access, no other packages."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+RULES = Path(__file__).resolve().parents[2] / "rules"
+ALLOWED_THIRD_PARTY = {"pydantic", "astral", "structlog"}  # structlog: the engine's warnings
+ALLOWED_PROJECT = {"gateway.model", "gateway.errors"}
+FORBIDDEN_STDLIB = {"asyncio", "sqlite3", "socket", "selectors", "threading", "subprocess", "pathlib"}
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("path", sorted(RULES.glob("*.py")), ids=lambda p: p.name)
+def test_rules_imports_only_what_it_may(path: Path) -> None:
+    for module in _imports(path):
+        top = module.split(".")[0]
+        if top in {"__future__", "rules"} or module in ALLOWED_PROJECT:
+            continue
+        assert top in sys.stdlib_module_names or top in ALLOWED_THIRD_PARTY, f"{path.name}: {module}"
+        assert top not in FORBIDDEN_STDLIB, f"{path.name}: {module}"
+
+
+def test_rules_never_opens_files() -> None:
+    for path in RULES.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        calls = {
+            n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+        }
+        assert "open" not in calls, path.name
