@@ -141,7 +141,12 @@ class SerialSource:
         self._log = _log.bind(device=device.id, transport="serial", port=self.path)
         self.opens = 0
         self.losses = 0
-        self.connected = False
+        self._connected = False
+
+    @property
+    def connected(self) -> bool:
+        """True while the port is open."""
+        return self._connected
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -165,7 +170,7 @@ class SerialSource:
                 continue
             missing_logged = False
             self.opens += 1
-            self.connected = True
+            self._connected = True
             self.ingest.reset()
             self._log.info("serial port open", baud=self.baud, opens=self.opens)
             try:
@@ -174,7 +179,7 @@ class SerialSource:
                 self.losses += 1
                 self._log.warning("serial port lost", error=str(exc))
             finally:
-                self.connected = False
+                self._connected = False
                 try:
                     port.close()
                 except OSError:

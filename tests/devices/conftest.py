@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -69,6 +69,13 @@ async def running(source: MqttSource, within: float = 15.0) -> AsyncIterator[Mqt
         source.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 10)
+
+
+async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    """Poll ``predicate`` (set by another thread or a callback) until it holds."""
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110 - the state lives in a thread or a callback
+            await asyncio.sleep(0.01)
 
 
 def small_fleet(per_profile: int = 15, **extra: Any) -> FleetSpec:
