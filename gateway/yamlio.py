@@ -32,6 +32,7 @@ __all__ = [
     "YamlDocument",
     "format_path",
     "issues_from_validation_error",
+    "load_model",
     "load_yaml",
     "parse_yaml",
     "validate",
@@ -224,6 +225,11 @@ def validate(
     except ValidationError as exc:
         raise ConfigError(issues_from_validation_error(exc, doc, path, model)) from exc
     return result
+
+
+def load_model(path: str | Path, model: type[M] | TypeAdapter[M]) -> M:
+    """Read a YAML file and validate it: ``ConfigError`` with located issues if it is bad."""
+    return validate(load_yaml(path), model)
 
 
 def _fields_of(model: Any) -> list[str]:

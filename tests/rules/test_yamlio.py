@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from gateway.errors import ConfigError
-from gateway.yamlio import format_path, load_yaml, parse_yaml, validate
+from gateway.yamlio import format_path, load_model, load_yaml, parse_yaml, validate
 
 
 class Inner(BaseModel):
@@ -73,3 +73,13 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 def test_format_path() -> None:
     assert format_path(("rules", 3, "when", "for")) == "rules[3].when.for"
     assert format_path((0, "a")) == "[0].a"
+
+
+def test_load_model_reads_and_validates(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\nitems: [{n: 1}]\n")
+    assert load_model(path, Outer) == Outer(name="x", items=[Inner(n=1)])
+    path.write_text("name: x\nitems: [{n: 1, nn: 2}]\n")
+    with pytest.raises(ConfigError) as info:
+        load_model(path, Outer)
+    assert str(info.value) == f"{path}:2:16: items[0].nn: unknown key 'nn' (did you mean 'n'?)"
