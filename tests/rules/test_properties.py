@@ -76,3 +76,39 @@ def test_for_fires_only_after_the_condition_held_that_long(
         assert started[-1] > THRESHOLD  # ...met the condition,
         during = [v for t, v in timed if fire_at - hold + eps < t < fire_at - eps]
         assert all(v > THRESHOLD for v in during)  # and nothing broke it during the wait
+
+
+def _reference(timed: list[tuple[float, float]], h: float, cooldown: float) -> list[tuple[float, str]]:
+    """The semantics of design.md written the obvious way, for one `above` rule."""
+    met = fired = False
+    last_fire: float | None = None
+    log = []
+    for t, v in timed:
+        now_met = v > (THRESHOLD - h if met else THRESHOLD)
+        if now_met == met:
+            continue
+        met = now_met
+        if met and (last_fire is None or t >= last_fire + cooldown):
+            fired, last_fire = True, t
+            log.append((t, "fired r"))
+        elif not met and fired:
+            fired = False
+            log.append((t, "cleared r"))
+    return log
+
+
+@settings(max_examples=300, deadline=None)
+@given(signals, st.floats(min_value=0, max_value=5), st.integers(min_value=0, max_value=900))
+def test_engine_matches_the_reference_semantics(
+    signal: list[tuple[float, float]], h: float, cooldown: int
+) -> None:
+    text = one_rule(
+        f"{{sensor: s/v, above: {THRESHOLD}, hysteresis: {h}}}",
+        f"cooldown: {cooldown}s\nmax_fires_per_minute: 1000",
+    )
+    sim = Sim(ruleset(text))
+    timed = _timed(signal)
+    sim.feed(timed)
+    actual, expected = sim.log(), _reference(timed, h, cooldown)
+    assert [text for _, text in actual] == [text for _, text in expected]
+    assert all(abs(a - e) < 1e-5 for (a, _), (e, _) in zip(actual, expected, strict=True))
