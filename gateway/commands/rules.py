@@ -12,9 +12,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import ConfigError, ConfigIssue
+
+if TYPE_CHECKING:
+    from gateway.yamlio import KeyPath, YamlDocument
+    from rules.schema import Location, Rule
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -55,8 +59,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 @dataclass(slots=True)
 class LoadedRules:
-    rules: list[Any] = field(default_factory=list)  # list[rules.schema.Rule]
-    location: Any = None  # rules.schema.Location | None
+    rules: list[Rule] = field(default_factory=list)
+    location: Location | None = None
     issues: list[ConfigIssue] = field(default_factory=list)
 
 
@@ -66,14 +70,14 @@ class Declared:
 
     devices: dict[str, frozenset[str] | None]
     actuators: frozenset[str]
-    location: Any = None
+    location: Location | None = None
 
 
 def load_rules(
-    docs: Sequence[tuple[Any, tuple[str | int, ...]]],
+    docs: Sequence[tuple[YamlDocument, KeyPath]],
     *,
     declared: Declared | None = None,
-    location: Any = None,
+    location: Location | None = None,
 ) -> LoadedRules:
     """Validate the ``rules:`` lists found at ``path`` in each ``YamlDocument``.
 
@@ -113,7 +117,7 @@ def load_rules_file(path: str | Path, declared: Declared | None = None) -> Loade
 
 
 def load_rules_files(paths: Sequence[str | Path], declared: Declared | None = None) -> LoadedRules:
-    from gateway.yamlio import YamlDocument, load_yaml, validate  # noqa: PLC0415
+    from gateway.yamlio import load_yaml, validate  # noqa: PLC0415
     from rules.schema import Location  # noqa: PLC0415
 
     issues: list[ConfigIssue] = []
@@ -141,7 +145,7 @@ def load_rules_files(paths: Sequence[str | Path], declared: Declared | None = No
 def _rules_shell() -> Any:
     from pydantic import BaseModel, ConfigDict  # noqa: PLC0415
 
-    from rules.schema import Location  # noqa: PLC0415
+    from rules.schema import Location  # noqa: F401, PLC0415 - pydantic resolves the annotation
 
     class RulesFileShell(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -157,7 +161,7 @@ def load_declared(path: str | Path) -> Declared:
     from pydantic import BaseModel, ConfigDict, Field  # noqa: PLC0415
 
     from gateway.yamlio import load_yaml, validate  # noqa: PLC0415
-    from rules.schema import Location  # noqa: PLC0415
+    from rules.schema import Location  # noqa: F401, PLC0415 - pydantic resolves the annotation
 
     class Entry(BaseModel):
         model_config = ConfigDict(extra="allow")
