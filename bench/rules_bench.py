@@ -81,6 +81,13 @@ def make_readings(sensors: int, count: int, seed: int = 7) -> list[tuple[Reading
     return out
 
 
+def leaves_per_reading(ruleset: RuleSet, readings: list[tuple[Reading, Now]]) -> float:
+    """How many condition leaves (rule evaluations of one sensor) a reading touches."""
+    slots = RuleEngine(ruleset, Now(0.0, START_WALL)).slots()
+    touched = sum(len(slots[r.sensor].leaves) if r.sensor in slots else 0 for r, _ in readings)
+    return touched / len(readings)
+
+
 def run_once(ruleset: RuleSet, readings: list[tuple[Reading, Now]]) -> tuple[float, int]:
     engine = RuleEngine(ruleset, Now(0.0, START_WALL))
     actions = 0
@@ -134,6 +141,8 @@ def main() -> None:
     )
     print(f"  readings/s (median):      {median:,.0f}   (min {min(rates):,.0f}, max {max(rates):,.0f})")
     print(f"  microseconds per reading: {1e6 / median:.2f}")
+    per = leaves_per_reading(ruleset, readings)
+    print(f"  rule evaluations/s:       {median * per:,.0f}   ({per:.2f} condition leaves per reading)")
     print(f"  actions per run:          {actions:,}")
     print(f"  memory per rule, models:  {models:,.0f} B (validated pydantic models, load time only)")
     print(f"  memory per rule, engine:  {fresh:,.0f} B fresh, {loaded:,.0f} B after the readings")
