@@ -20,6 +20,7 @@ The tree::
     │   ├── SpoolError         the on-disk spool (SQLite)
     │   │   └── SpoolFullError the byte cap or the disk is full
     │   └── UplinkError        Kafka is unreachable or refused us
+    │       └── UplinkRefusedError  bad credentials or TLS (retried at the longest backoff)
     ├── PlatformError          the host failed us: systemd's notify socket, the state directory
     └── TestBedError           a test broker (Mosquitto, Kafka) failed to start or stop
 
@@ -46,6 +47,7 @@ __all__ = [
     "SpoolFullError",
     "TestBedError",
     "UplinkError",
+    "UplinkRefusedError",
 ]
 
 
@@ -128,6 +130,10 @@ class SpoolFullError(SpoolError):
 
 class UplinkError(BridgeError):
     """Kafka is unreachable, refused our credentials, or rejected a record."""
+
+
+class UplinkRefusedError(UplinkError):
+    """Kafka refused our credentials or failed TLS verification: retrying soon won't help."""
 
 
 class PlatformError(GatewayError):
