@@ -15,6 +15,9 @@ paho internals overridden in :class:`_Client` (two for the hot path, one for a l
   table under two locks; we only append it to a list (routing is ours, once per batch).
 - ``_ssl_wrap_socket``: paho's leaves the socket open when the TLS handshake fails.
 
+and :meth:`_Client.ack_many` queues a batch of PUBACKs as one buffer through paho's
+``_packet_queue`` (one ``send`` per batch instead of one per message).
+
 paho-mqtt is pinned below 3 in pyproject.toml; the tests cover both overrides.
 """
 
@@ -24,6 +27,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -46,7 +50,9 @@ _log = structlog.get_logger("edgegw.devices.mqtt")
 READ_CHUNK = 256 * 1024
 MAX_PACKETS_PER_WAKEUP = 20_000
 """Bound on packets handled in one wakeup, so one busy link cannot starve the loop."""
-_REFUSED = {4, 5, 134, 135, 138}  # bad user name or password / not authorised / banned
+_REFUSED = {4, 5, 134, 135, 138}
+_PUBACK = struct.Struct("!BBH")
+PUBACK = 0x40  # bad user name or password / not authorised / banned
 
 
 class _Client(mqtt.Client):
@@ -92,6 +98,17 @@ class _Client(mqtt.Client):
             return True
         sock = self._sock
         return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+
+    def ack_many(self, mids: list[int]) -> None:
+        """PUBACK every message id in ``mids``, in order, in one write.
+
+        paho's ``ack()`` queues and sends one 4-byte packet per call (one system call
+        each); a batch of PUBACKs is one buffer here. A PUBACK without reason code is
+        valid in 3.1.1 and in 5 (remaining length 2 means "success, no properties").
+        """
+        if mids:
+            pack = _PUBACK.pack
+            self._packet_queue(PUBACK, b"".join([pack(0x40, 2, mid) for mid in mids]), 0, 0)
 
     def drop_buffer(self) -> None:
         self._rbuf = b""
@@ -139,6 +156,7 @@ class MqttLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd: int | None = None
         self._writing = False
+        self._failed = False
         self._lost: asyncio.Future[None] | None = None
         self._connack: asyncio.Future[tuple[ReasonCode, bool]] | None = None
         self._wake: asyncio.Event | None = None
@@ -231,6 +249,7 @@ class MqttLink:
         assert loop is not None
         self._lost = loop.create_future()
         self._connack = loop.create_future()
+        self._failed = False
         self.client.drop_buffer()
         try:
             await loop.run_in_executor(None, self._blocking_connect)
@@ -310,7 +329,10 @@ class MqttLink:
         self.connected = False
         self._unregister()
         if self._lost is not None and not self._lost.done():
-            self._log.warning("mqtt disconnected", reason=str(code))
+            if self._stopping:
+                self._log.info("mqtt disconnected", reason=str(code))
+            else:
+                self._log.warning("mqtt disconnected", reason=str(code))
             self._lost.set_result(None)
 
     def _readable(self) -> None:
@@ -324,7 +346,8 @@ class MqttLink:
             if not client.buffered():
                 break
         self._deliver()
-        self._after_io()
+        if not self._failed:
+            self._after_io()
 
     def _deliver(self) -> None:
         client = self.client
@@ -334,11 +357,12 @@ class MqttLink:
         if self._on_messages is not None:
             try:
                 self._on_messages(messages)
-            except BaseException as exc:
-                # a failing consumer stops the link: the supervisor decides what restarts
+            except Exception as exc:  # noqa: BLE001 - not swallowed: run() raises it
+                # a failing consumer (the sink) ends the link; the supervisor decides
+                self._unregister()
                 if self._lost is not None and not self._lost.done():
                     self._lost.set_exception(exc)
-                raise
+                    self._failed = True
 
     def _writable(self) -> None:
         rc = self.client.loop_write()

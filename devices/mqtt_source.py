@@ -224,16 +224,14 @@ class MqttSource:
             return
         pending = self._pending
         client = link.client
-        sent = 0
+        mids: list[int] = []
         while pending and pending[0].acked:
             done = pending.popleft()
-            if done.generation != link.generation:
-                continue
-            for mid in done.mids:
-                client.ack(mid, 1)
-            sent += len(done.mids)
-        if sent:
-            self.acked += sent
+            if done.generation == link.generation:
+                mids += done.mids
+        if mids:
+            client.ack_many(mids)
+            self.acked += len(mids)
             link.after_io()
 
     @property

@@ -18,7 +18,9 @@ from structlog.testing import capture_logs
 from devices.config import DeviceConfig, MqttConnection
 from devices.errors_counter import UNKNOWN_DEVICE
 from devices.mqtt_source import MqttSource
+from devices.sink import Ack
 from gateway.errors import SourceRefusedError
+from gateway.model import Reading
 from gateway.secrets import resolve_secret
 from simulators.fleet import FleetSpec
 from simulators.generator import FleetGenerator
@@ -220,3 +222,18 @@ async def test_reconnects_after_broker_restart(mosquitto_workdir: Path) -> None:
             await collector.wait_for(before + 1)
     finally:
         broker.stop()
+
+
+async def test_a_failing_sink_ends_the_source_with_its_error(mosquitto: Mosquitto) -> None:
+    spec = small_fleet(1)
+
+    def sink(readings: list[Reading], ack: Ack, /) -> None:
+        raise RuntimeError("spool is gone")
+
+    source = MqttSource(conn_for(mosquitto, "3.1.1"), device_configs(spec), sink)
+    task = asyncio.create_task(source.run())
+    await asyncio.wait_for(source.subscribed.wait(), 10)
+    await send(mosquitto, 5, spec)
+    with pytest.raises(RuntimeError, match="spool is gone"):
+        await asyncio.wait_for(task, 10)
+    assert source.acked == 0
