@@ -341,6 +341,13 @@ class RuleEngine:
 
         return snapshot(self, now)
 
+    def with_rules(self, ruleset: RuleSet, now: Now) -> RuleEngine:
+        """A new engine for ``ruleset`` (a reload) carrying the state of unchanged rules."""
+        engine = RuleEngine(ruleset, now, logger=self._log)
+        engine._start = self._start  # never-seen sensors keep their stale deadline
+        engine.restore(self.snapshot(now), now)
+        return engine
+
     def restore(self, data: dict[str, Any], now: Now) -> None:
         """Load a :meth:`snapshot` taken earlier, accounting for the time that passed."""
         from rules.state import restore  # noqa: PLC0415

@@ -9,8 +9,10 @@ time that passed is taken off every remaining duration (a revert due during the
 downtime runs at the first tick); if the wall clock went backwards, no time passed.
 
 Rules are matched by id and a fingerprint of their definition: the state of a rule
-whose definition changed is dropped (it starts fresh). Stale timers restart at restore
-(sensors get a full period to speak again, since the gateway could not hear them).
+whose definition changed is dropped (it starts fresh). The downtime does not count
+against a sensor's silence (the gateway could not hear it): a sensor silent for 4 of
+its 10 ``stale`` minutes at the snapshot goes stale 6 minutes after the restore. A
+reload (snapshot and restore in the same process) therefore changes no timer at all.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import RuleError
-from rules.conditions import StaleLeaf, WindowLeaf
+from rules.conditions import WindowLeaf
 from rules.engine import TRACE_DEPTH
 
 if TYPE_CHECKING:
@@ -136,16 +138,9 @@ def restore(engine: RuleEngine, data: dict[str, Any], now: Now) -> None:
     for name, seen in data["sensors"].items():
         slot = slots.get(name)
         if slot is not None:
-            slot.last_seen = mono - seen["seen_ago"] - elapsed
-    _restart_stale_clocks(engine, mono)
+            slot.last_seen = mono - seen["seen_ago"]  # the downtime is not the sensor's silence
     engine.rebuild_timers(now)
     engine._log.info(
         "rule state restored", rules=restored, of=len(engine.rules), elapsed_s=round(elapsed, 3)
     )
 
-
-def _restart_stale_clocks(engine: RuleEngine, mono: float) -> None:
-    for rule in engine.rules:
-        for leaf in rule.all_leaves():
-            if isinstance(leaf, StaleLeaf) and not leaf.met and leaf.slot.last_seen is not None:
-                leaf.slot.last_seen = max(leaf.slot.last_seen, mono)

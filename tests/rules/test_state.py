@@ -11,7 +11,7 @@ from gateway.errors import RuleError
 from gateway.model import Reading, Value
 from rules import STATE_SCHEMA_VERSION, Now, RuleEngine, RuleSet
 from rules.engine import Action
-from tests.rules.helpers import START_WALL, describe, one_rule, ruleset
+from tests.rules.helpers import START_WALL, Sim, describe, one_rule, ruleset
 
 
 class Restartable:
@@ -149,7 +149,7 @@ def test_a_wall_clock_that_went_backwards_counts_as_no_time_passed() -> None:
     assert box.engine.next_deadline() == pytest.approx(1_000_000.0 + 90)
 
 
-def test_stale_clocks_restart_at_restore() -> None:
+def test_the_downtime_does_not_make_sensors_stale() -> None:
     box = Restartable(ruleset(one_rule("{sensor: s/v, stale: 10m}")))
     box.read(0, "s/v", 1)
     box.restart(downtime=3600)
@@ -174,3 +174,31 @@ def test_snapshot_versions(data: dict[str, Any], message: str) -> None:
     engine = RuleEngine(ruleset(one_rule("{sensor: s/v, above: 1}")), Now(0.0, START_WALL))
     with pytest.raises(RuleError, match=message):
         engine.restore(data, Now(0.0, START_WALL))
+
+
+def test_silence_before_the_snapshot_still_counts_the_downtime_does_not() -> None:
+    box = Restartable(ruleset(one_rule("{sensor: s/v, stale: 10m}")))
+    box.read(0, "s/v", 1)
+    box.to(240)  # silent for 4 of its 10 minutes
+    box.restart(downtime=3600)
+    box.to(3840 + 359)
+    assert box.log == []
+    box.to(3840 + 360)
+    assert box.log[0] == (4200.0, "fired r")
+
+
+def test_reload_keeps_the_state_of_unchanged_rules_and_every_timer() -> None:
+    old = ruleset(one_rule("{sensor: s/v, stale: 10m}"))
+    sim = Sim(old)
+    sim.read(0, "s/v", 1)
+    sim.advance(300)
+    text = one_rule("{sensor: s/v, stale: 10m}") + one_rule("{sensor: x/y, above: 1}").replace(
+        "rules:\n  - id: r", "  - id: other"
+    )
+    sim.engine = sim.engine.with_rules(ruleset(text), sim.now())
+    sim.advance(599)
+    assert sim.log() == []
+    sim.advance(600)
+    assert sim.log() == [(600, "fired r")]
+    sim.read(601, "x/y", 2)
+    assert sim.log()[-1] == (601, "fired other")
