@@ -59,11 +59,14 @@ ProfileName = Literal["json", "plain", "zigbee2mqtt", "tasmota", "kv"]
 
 _ID = re.compile(r"^[A-Za-z0-9_-]+$")
 _ACTUATOR_ID = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)?$")
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")
+_DURATION = re.compile(
+    r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?"
+    r"(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$"
+)
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from ``30s``, ``2m``, ``1h30m``, ``250ms`` or a plain number of seconds."""
+    """Seconds from ``30s``, ``2m``, ``1h30m``, ``250ms``, ``7d`` or a plain number of seconds."""
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or text like 30s, 2m, 1h30m")
     if isinstance(value, int | float):
@@ -73,8 +76,8 @@ def parse_duration(value: object) -> float:
         match = _DURATION.fullmatch(text)
         if not text or match is None or not any(match.groups()):
             raise ValueError(f"invalid duration {value!r}: write e.g. 30s, 2m, 1h30m, 250ms")
-        hours, minutes, secs, millis = (float(g) if g else 0.0 for g in match.groups())
-        seconds = hours * 3600 + minutes * 60 + secs + millis / 1000
+        days, hours, minutes, secs, millis = (float(g) if g else 0.0 for g in match.groups())
+        seconds = days * 86400 + hours * 3600 + minutes * 60 + secs + millis / 1000
     else:
         raise ValueError("a duration is a number of seconds or text like 30s, 2m, 1h30m")
     if seconds < 0:

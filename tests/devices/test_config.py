@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from ruamel.yaml import YAML
 
 from devices.config import ActuatorConfig, DeviceConfig, MqttConnection, parse_duration
 
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30s", 30.0), ("2m", 120.0), ("1h30m", 5400.0), ("250ms", 0.25), (5, 5.0), ("1h", 3600.0)],
+    [("30s", 30.0), ("2m", 120.0), ("1h30m", 5400.0), ("250ms", 0.25), (5, 5.0), ("1h", 3600.0),
+     ("7d", 604800.0)],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -80,3 +84,17 @@ def test_mqtt_connection_never_takes_a_literal_password() -> None:
 def test_actuator_errors(data: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         ActuatorConfig.model_validate(data)
+
+
+def test_the_examples_in_docs_devices_md_are_valid() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "devices.md").read_text()
+    blocks = [YAML(typ="safe").load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)]
+    found = {key for block in blocks for key in block}
+    assert found == {"mqtt", "devices", "actuators"}
+    for block in blocks:
+        if "mqtt" in block:
+            MqttConnection.model_validate(block["mqtt"])
+        for device in block.get("devices", []):
+            DeviceConfig.model_validate(device)
+        for actuator in block.get("actuators", []):
+            ActuatorConfig.model_validate(actuator)
