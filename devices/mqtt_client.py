@@ -293,8 +293,11 @@ class MqttLink:
             self.connected = False
             if self._misc is not None:
                 self._misc.cancel()
-            if self.client.socket() is not None and not self._stopping:
-                self.client._sock_close()
+            if self.client.socket() is not None and self._stopping:
+                # stopped while connecting: say goodbye (paho closes after DISCONNECT)
+                self.client.disconnect()
+            if self.client.socket() is not None:
+                self.client._sock_close()  # a half-open or failed connection
             self._unregister()
 
     def _blocking_connect(self) -> None:
