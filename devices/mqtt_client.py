@@ -48,8 +48,9 @@ __all__ = ["MqttLink"]
 _log = structlog.get_logger("edgegw.devices.mqtt")
 
 READ_CHUNK = 256 * 1024
-MAX_PACKETS_PER_WAKEUP = 20_000
-"""Bound on packets handled in one wakeup, so one busy link cannot starve the loop."""
+MAX_PACKETS_PER_WAKEUP = 1000
+"""Packets handled before the batch goes to the consumer (and its PUBACKs can leave):
+small enough to keep the broker sending while we decode, and to let other tasks run."""
 _REFUSED = {4, 5, 134, 135, 138}
 _PUBACK = struct.Struct("!BBH")
 PUBACK = 0x40  # bad user name or password / not authorised / banned
@@ -251,31 +252,12 @@ class MqttLink:
         self._connack = loop.create_future()
         self._failed = False
         self.client.drop_buffer()
+        await self._open(loop)
         try:
-            await loop.run_in_executor(None, self._blocking_connect)
-        except ssl.SSLCertVerificationError as exc:
-            raise SourceRefusedError(
-                f"{self.name}: TLS verification of {self.conn.host}:{self.conn.effective_port} "
-                f"failed: {exc.verify_message}"
-            ) from exc
-        except (OSError, ssl.SSLError) as exc:
-            raise SourceError(
-                f"{self.name}: cannot connect to {self.conn.host}:{self.conn.effective_port}: {exc}"
-            ) from exc
-        sock = self.client.socket()
-        if sock is None:
-            raise SourceError(f"{self.name}: connection closed while connecting")
-        self._fd = sock.fileno()
-        loop.add_reader(self._fd, self._readable)
-        self._after_io()
-        self._schedule_misc()
-        try:
-            try:
-                code, session_present = await asyncio.wait_for(
-                    asyncio.shield(self._connack), self.conn.connect_timeout
-                )
-            except TimeoutError:
-                raise SourceError(f"{self.name}: no CONNACK within {self.conn.connect_timeout} s") from None
+            result = await self._await_connack(self._connack, self._lost)
+            if result is None:  # stopped while connecting
+                return
+            code, session_present = result
             if code.is_failure:
                 if code.value in _REFUSED:
                     raise SourceRefusedError(
@@ -290,15 +272,49 @@ class MqttLink:
             if not self._stopping:
                 raise SourceError(f"{self.name}: connection lost")
         finally:
-            self.connected = False
-            if self._misc is not None:
-                self._misc.cancel()
-            if self.client.socket() is not None and self._stopping:
-                # stopped while connecting: say goodbye (paho closes after DISCONNECT)
-                self.client.disconnect()
-            if self.client.socket() is not None:
-                self.client._sock_close()  # a half-open or failed connection
-            self._unregister()
+            self._close_session()
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> None:
+        """TCP (and TLS) connect and send CONNECT in a worker thread; watch the socket."""
+        where = f"{self.conn.host}:{self.conn.effective_port}"
+        try:
+            await loop.run_in_executor(None, self._blocking_connect)
+        except ssl.SSLCertVerificationError as exc:
+            raise SourceRefusedError(f"{self.name}: TLS verification of {where} failed: "
+                                     f"{exc.verify_message}") from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise SourceError(f"{self.name}: cannot connect to {where}: {exc}") from exc
+        sock = self.client.socket()
+        if sock is None:
+            raise SourceError(f"{self.name}: connection closed while connecting")
+        self._fd = sock.fileno()
+        loop.add_reader(self._fd, self._readable)
+        self._after_io()
+        self._schedule_misc()
+
+    async def _await_connack(
+        self, connack: asyncio.Future[tuple[ReasonCode, bool]], lost: asyncio.Future[None]
+    ) -> tuple[ReasonCode, bool] | None:
+        waiters: set[asyncio.Future[Any]] = {connack, lost}
+        await asyncio.wait(waiters, timeout=self.conn.connect_timeout, return_when=asyncio.FIRST_COMPLETED)
+        if connack.done():
+            return connack.result()
+        if self._stopping:
+            return None
+        if lost.done():
+            raise SourceError(f"{self.name}: connection closed before the CONNACK")
+        raise SourceError(f"{self.name}: no CONNACK within {self.conn.connect_timeout} s")
+
+    def _close_session(self) -> None:
+        self.connected = False
+        if self._misc is not None:
+            self._misc.cancel()
+        if self.client.socket() is not None and self._stopping:
+            # stopped while connecting: say goodbye (paho closes after DISCONNECT)
+            self.client.disconnect()
+        if self.client.socket() is not None:
+            self.client._sock_close()  # a half-open or failed connection
+        self._unregister()
 
     def _blocking_connect(self) -> None:
         conn = self.conn
@@ -349,8 +365,12 @@ class MqttLink:
             if not client.buffered():
                 break
         self._deliver()
-        if not self._failed:
-            self._after_io()
+        if self._failed:
+            return
+        self._after_io()
+        if client.buffered() and self._loop is not None and self._fd is not None:
+            # bytes wait in our buffer, where the selector cannot see them
+            self._loop.call_soon(self._readable)
 
     def _deliver(self) -> None:
         client = self.client
