@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -148,3 +149,11 @@ def test_rollback_needs_a_previous_release(installed: Path) -> None:
     result = run_installer(installed, "rollback", check=False)
     assert result.returncode != 0
     assert "no previous release" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed (optional)")
+def test_install_sh_is_shellcheck_clean() -> None:
+    result = subprocess.run(
+        ["shellcheck", str(ROOT / "systemd" / "install.sh")], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout
