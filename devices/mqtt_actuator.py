@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from devices.actuators import Actuators
 from devices.config import MqttConnection
-from devices.mqtt_client import MqttLink
+from devices.mqtt_client import InMessage, MqttLink
 from gateway.errors import ActuatorError
 
 __all__ = ["MqttCommandLink"]
@@ -60,14 +60,11 @@ class MqttCommandLink:
         if topics:
             self.link.client.subscribe([(t, 0) for t in topics])
 
-    def _on_messages(self, messages: list[mqtt.MQTTMessage]) -> None:
+    def _on_messages(self, messages: list[InMessage]) -> None:
         now = self._mono()
         for message in messages:
-            try:
-                topic = message.topic
-            except UnicodeDecodeError:
-                continue
-            self.actuators.on_state(topic, bytes(message.payload), now)
+            if message.topic is not None:
+                self.actuators.on_state(message.topic, message.payload, now)
 
     def publish(self, topic: str, payload: bytes, qos: int) -> None:
         if not self.link.connected:

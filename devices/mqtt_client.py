@@ -11,8 +11,10 @@ paho internals overridden in :class:`_Client` (two for the hot path, one for a l
 - ``_sock_recv``: paho reads a packet with three ``recv`` calls (command byte, length,
   body); we read up to 256 KiB per ``recv`` and serve paho from that buffer, so one
   wakeup turns into many packets and one system call.
-- ``_handle_on_message``: paho matches every message against its per-topic callback
-  table under two locks; we only append it to a list (routing is ours, once per batch).
+- ``_handle_publish`` / ``_handle_on_message``: paho builds an ``MQTTMessage`` (with a
+  ``threading.Condition``, and on MQTT 5 a ``Properties`` object) and matches it against
+  its per-topic callback table under two locks; we decode QoS 0/1 PUBLISH packets into a
+  slotted :class:`InMessage` and append it to a list (routing is ours, once per batch).
 - ``_ssl_wrap_socket``: paho's leaves the socket open when the TLS handshake fails.
 
 and :meth:`_Client.ack_many` queues a batch of PUBACKs as one buffer through paho's
@@ -43,7 +45,7 @@ from devices.backoff import Backoff
 from devices.config import MqttConnection
 from gateway.errors import SourceError, SourceRefusedError
 
-__all__ = ["MqttLink"]
+__all__ = ["InMessage", "MqttLink"]
 
 _log = structlog.get_logger("edgegw.devices.mqtt")
 
@@ -53,7 +55,24 @@ MAX_PACKETS_PER_WAKEUP = 1000
 small enough to keep the broker sending while we decode, and to let other tasks run."""
 _REFUSED = {4, 5, 134, 135, 138}
 _PUBACK = struct.Struct("!BBH")
+_U16 = struct.Struct("!H")
 PUBACK = 0x40  # bad user name or password / not authorised / banned
+
+
+class InMessage:
+    """A received PUBLISH: what edgegw needs of it and nothing more."""
+
+    __slots__ = ("dup", "mid", "payload", "qos", "raw_topic", "topic")
+
+    def __init__(self, topic: str | None, raw_topic: bytes, payload: bytes, *, mid: int, qos: int,
+                 dup: bool) -> None:
+        self.topic = topic
+        """None when the topic is not valid UTF-8 (``raw_topic`` has the bytes)."""
+        self.raw_topic = raw_topic
+        self.payload = payload
+        self.mid = mid
+        self.qos = qos
+        self.dup = dup
 
 
 class _Client(mqtt.Client):
@@ -63,7 +82,7 @@ class _Client(mqtt.Client):
         super().__init__(*args, **kwargs)
         self._rbuf = b""
         self._rpos = 0
-        self.inbox: list[mqtt.MQTTMessage] = []
+        self.inbox: list[InMessage] = []
 
     def _sock_recv(self, bufsize: int) -> bytes:
         pos = self._rpos
@@ -116,7 +135,58 @@ class _Client(mqtt.Client):
         self._rpos = 0
 
     def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
-        self.inbox.append(message)
+        # QoS 2 deliveries still come this way (after PUBREL)
+        try:
+            topic: str | None = message.topic
+        except UnicodeDecodeError:
+            topic = None
+        self.inbox.append(InMessage(topic, message._topic, bytes(message.payload), mid=message.mid,
+                                    qos=message.qos, dup=bool(message.dup)))
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        """PUBLISH (QoS 0 and 1) straight into :class:`InMessage`: paho's own builds an
+        ``MQTTMessage`` with a ``threading.Condition`` and, on MQTT 5, a ``Properties``
+        object per message, which costs more than everything edgegw does with it. We
+        announce no topic aliases, so the topic is always in the packet; properties are
+        skipped. QoS 2 goes through paho."""
+        command = self._in_packet["command"]
+        qos = (command & 0x06) >> 1
+        if qos > 1:
+            return super()._handle_publish()
+        packet = self._in_packet["packet"]
+        try:
+            (length,) = _U16.unpack_from(packet, 0)
+            pos = 2 + length
+            if pos > len(packet):
+                return MQTTErrorCode.MQTT_ERR_PROTOCOL
+            raw_topic = bytes(packet[2:pos])
+            mid = 0
+            if qos:
+                (mid,) = _U16.unpack_from(packet, pos)
+                pos += 2
+            if self._protocol == MQTTProtocolVersion.MQTTv5:
+                props, shift = 0, 0
+                while True:  # variable byte integer: the length of the properties
+                    byte = packet[pos]
+                    pos += 1
+                    props |= (byte & 0x7F) << shift
+                    shift += 7
+                    if not byte & 0x80 or shift > 21:
+                        break
+                pos += props
+            if pos > len(packet):
+                return MQTTErrorCode.MQTT_ERR_PROTOCOL
+            payload = bytes(packet[pos:])
+        except (struct.error, IndexError):
+            return MQTTErrorCode.MQTT_ERR_PROTOCOL
+        try:
+            topic: str | None = raw_topic.decode("utf-8")
+        except UnicodeDecodeError:
+            topic = None
+        self.inbox.append(InMessage(topic, raw_topic, payload, mid=mid, qos=qos, dup=bool(command & 0x08)))
+        if qos and not self._manual_ack:
+            return self._send_puback(mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
 class MqttLink:
@@ -136,7 +206,7 @@ class MqttLink:
         persistent: bool = False,
         manual_ack: bool = False,
         on_connected: Callable[[bool], None] | None = None,
-        on_messages: Callable[[list[mqtt.MQTTMessage]], None] | None = None,
+        on_messages: Callable[[list[InMessage]], None] | None = None,
         name: str = "mqtt",
         rand: Callable[[], float] | None = None,
     ) -> None:

@@ -28,13 +28,14 @@ from collections.abc import Callable, Sequence
 
 import paho.mqtt.client as mqtt
 import structlog
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import SecretStr
 
 from devices.config import DeviceConfig, MqttConnection
 from devices.errors_counter import UNKNOWN_DEVICE, BadInputCounter
 from devices.health import HealthTracker
-from devices.mqtt_client import MqttLink
+from devices.mqtt_client import InMessage, MqttLink
 from devices.profiles import Decoder, build_decoder
 from devices.sink import ReadingSink
 from gateway.errors import PayloadError
@@ -146,7 +147,12 @@ class MqttSource:
         self.link.stop()
 
     # ------------------------------------------------------------------ subscriptions
-    def _subscribed_cb(self, *_args: object) -> None:
+    def _subscribed_cb(self, _client: object, _userdata: object, _mid: int,
+                       codes: list[ReasonCode], _props: object) -> None:
+        refused = [t for t, code in zip(self.topics, codes, strict=False) if code.is_failure]
+        if refused:
+            # the broker's ACL: these devices will stay silent; the others work
+            _log.error("mqtt subscription refused", topics=refused[:20], count=len(refused))
         self.subscribed.set()
 
     def _subscribe(self, session_present: bool) -> None:
@@ -165,7 +171,7 @@ class MqttSource:
         _log.info("mqtt subscribed", topics=len(self.topics), session_present=session_present)
 
     # ------------------------------------------------------------------ hot path
-    def ingest(self, messages: list[mqtt.MQTTMessage]) -> None:
+    def ingest(self, messages: list[InMessage]) -> None:
         """Decode one wakeup's messages and hand them to the sink with one ack handle."""
         now = self._wall()
         mono = self._mono()
@@ -177,10 +183,9 @@ class MqttSource:
         for message in messages:
             if message.qos == 1:
                 mids.append(message.mid)
-            try:
-                topic = message.topic
-            except UnicodeDecodeError:
-                counter.record(UNKNOWN_DEVICE, "bad_topic", repr(message._topic[:80]), mono)
+            topic = message.topic
+            if topic is None:
+                counter.record(UNKNOWN_DEVICE, "bad_topic", repr(message.raw_topic[:80]), mono)
                 continue
             decoders = route(topic)
             if not decoders:
