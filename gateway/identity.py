@@ -60,13 +60,14 @@ def resolve_gateway_id(
     Raises :class:`ConfigError` for an invalid configured id and :class:`PlatformError`
     when the state directory cannot be read or written or holds an invalid id.
     """
+    path = state_dir / GATEWAY_ID_FILE
     if configured is not None:
         if not is_valid_gateway_id(configured):
             raise ConfigError(
                 f"gateway id {configured!r}: letters, digits, '.', '_' and '-', at most {MAX_LENGTH}"
             )
+        _warn_if_changed(configured, path)
         return configured
-    path = state_dir / GATEWAY_ID_FILE
     stored = _read(path)
     if stored is not None:
         return stored
@@ -75,6 +76,21 @@ def resolve_gateway_id(
     if kept == candidate:
         _log.info("gateway id derived", gateway_id=kept, path=str(path))
     return kept
+
+
+def _warn_if_changed(configured: str, path: Path) -> None:
+    """Kafka sees a new gateway when the id changes; say so when the config overrides a derived one."""
+    try:
+        stored = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return
+    if stored and stored != configured:
+        _log.warning(
+            "gateway id from the config differs from the one derived earlier: Kafka sees a new gateway",
+            gateway_id=configured,
+            derived=stored,
+            path=str(path),
+        )
 
 
 def _read(path: Path) -> str | None:

@@ -48,6 +48,12 @@ class Notifier:
         self._address = _parse_address(env.get("NOTIFY_SOCKET", ""))
         self._watchdog_usec = _parse_watchdog(env, os.getpid() if pid is None else pid)
         self._sock: socket.socket | None = None
+        if self._address is not None:
+            try:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            except OSError as exc:
+                raise PlatformError(f"cannot create a socket for sd_notify: {exc}") from exc
+            self._sock.settimeout(SEND_TIMEOUT)
 
     # ------------------------------------------------------------------ state
     @property
@@ -74,10 +80,9 @@ class Notifier:
         """
         if self._address is None:
             return False
+        if self._sock is None:
+            raise PlatformError(f"sd_notify: {_first_key(message)} sent after close()")
         try:
-            if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self._sock.settimeout(SEND_TIMEOUT)
             self._sock.sendto(message.encode("utf-8"), self._address)
         except OSError as exc:
             raise PlatformError(

@@ -53,6 +53,16 @@ def test_configured_id_wins_and_is_not_stored(tmp_path: Path) -> None:
     assert not (tmp_path / GATEWAY_ID_FILE).exists()
 
 
+def test_a_configured_id_that_replaces_a_derived_one_is_logged(tmp_path: Path) -> None:
+    derived = resolve_gateway_id(None, tmp_path, hostname=lambda: "pi", suffix=lambda: "0000beef")
+    with capture_logs() as logs:
+        assert resolve_gateway_id("hall-pi", tmp_path) == "hall-pi"
+        assert resolve_gateway_id(derived, tmp_path) == derived  # the same one: nothing to say
+    assert [(e["log_level"], e["gateway_id"], e["derived"]) for e in logs] == [
+        ("warning", "hall-pi", "pi-0000beef")
+    ]
+
+
 def test_invalid_configured_id_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="gateway id 'hall pi'"):
         resolve_gateway_id("hall pi", tmp_path)

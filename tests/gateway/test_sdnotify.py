@@ -194,3 +194,11 @@ async def test_a_blocked_loop_sends_no_pings(systemd: FakeSystemd) -> None:
 
 async def test_watchdog_loop_returns_without_a_watchdog() -> None:
     await asyncio.wait_for(watchdog_loop(Notifier({})), timeout=5)
+
+
+def test_sending_after_close_is_a_platform_error(systemd: FakeSystemd) -> None:
+    notifier = Notifier(systemd.env)
+    notifier.close()
+    notifier.close()  # twice is fine
+    with pytest.raises(PlatformError, match="STOPPING sent after close"):
+        notifier.stopping()
