@@ -8,8 +8,11 @@ last call, which the runtime turns into rule input (stale sensors) and metrics.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+
+from devices.config import DeviceConfig
 
 __all__ = ["DeviceHealth", "DeviceState", "HealthChange", "HealthTracker"]
 
@@ -47,6 +50,11 @@ class HealthTracker:
 
     def __init__(self, stale_after: dict[str, float]) -> None:
         self._devices = {dev: DeviceHealth(dev, after) for dev, after in stale_after.items()}
+
+    @classmethod
+    def for_devices(cls, devices: Iterable[DeviceConfig]) -> HealthTracker:
+        """A tracker for the configured devices, each with its ``stale_after``."""
+        return cls({d.id: d.stale_after for d in devices})
 
     def seen(self, device_id: str, now: float, wall: float | None = None) -> HealthChange | None:
         """Record a message; returns the change when the device came (back) online."""

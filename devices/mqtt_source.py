@@ -218,7 +218,11 @@ class MqttSource:
         if self._loop_thread is None or threading.get_ident() == self._loop_thread or loop is None:
             self._ack_local(batch)
         else:
-            loop.call_soon_threadsafe(self._ack_local, batch)
+            try:
+                loop.call_soon_threadsafe(self._ack_local, batch)
+            except RuntimeError:
+                # the loop is closed: the connection is gone, the broker will redeliver
+                batch.acked = True
 
     def _ack_local(self, batch: _Batch) -> None:
         if batch.acked:

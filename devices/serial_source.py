@@ -150,7 +150,11 @@ class SerialSource:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self._worker, loop)
+        try:
+            await asyncio.to_thread(self._worker, loop)
+        except asyncio.CancelledError:
+            self.stop()  # the worker thread ends at its next read timeout
+            raise
 
     def stop(self) -> None:
         self._stop.set()
@@ -201,7 +205,10 @@ class SerialSource:
                 self._backoff.reset()
             readings = self.ingest.feed(data, self._wall(), self._mono())
             if readings:
-                loop.call_soon_threadsafe(self._sink, readings, no_ack)
+                try:
+                    loop.call_soon_threadsafe(self._sink, readings, no_ack)
+                except RuntimeError:  # the event loop is gone: the gateway is shutting down
+                    self._stop.set()
 
 
 class SerialLineWriter:

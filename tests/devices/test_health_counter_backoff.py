@@ -5,6 +5,7 @@ from __future__ import annotations
 from structlog.testing import capture_logs
 
 from devices.backoff import Backoff
+from devices.config import DeviceConfig
 from devices.errors_counter import BadInputCounter
 from devices.health import DeviceState, HealthChange, HealthTracker
 
@@ -49,3 +50,8 @@ def test_backoff_grows_with_jitter_and_resets() -> None:
     low = Backoff(0.5, 8.0, rand=lambda: 0.0)
     assert [low.next() for _ in range(3)] == [0.25, 0.5, 1.0]
     assert backoff.next() == 0.5
+
+
+def test_tracker_for_configured_devices() -> None:
+    tracker = HealthTracker.for_devices([DeviceConfig(id="a", topic="a", stale_after=30.0)])
+    assert tracker.get("a").stale_after == 30.0

@@ -165,3 +165,16 @@ def test_serial_actuator_writes_a_line_to_the_pty(tmp_path: Path) -> None:
 def test_open_serial_missing_port_is_a_source_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="cannot open serial port"):
         open_serial(str(tmp_path / "nope"), 9600)
+
+
+async def test_cancelling_the_source_ends_its_thread() -> None:
+    def opener(path: str, baud: int) -> FakePort:
+        raise SourceError("no port")
+
+    source = SerialSource(serial_dev("/dev/none"), Collector(), opener=opener)
+    task = asyncio.create_task(source.run())
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert source._stop.is_set()
