@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,36 @@ def test_verify_catches_a_broken_unit(tmp_path: Path) -> None:
         [ANALYZE, "verify", str(broken)], capture_output=True, text=True, timeout=120, check=False
     )
     assert "WatchdogSecs" in result.stderr
+
+
+DOCS = UNIT.parents[1] / "docs" / "raspberry-pi.md"
+
+
+def _doc_dropins() -> list[str]:
+    return re.findall(r"```ini\n(.*?)```", DOCS.read_text(), re.DOTALL)
+
+
+def test_the_docs_show_dropins() -> None:
+    assert len(_doc_dropins()) >= 4
+
+
+@needs_analyze
+@pytest.mark.parametrize("index", range(len(_doc_dropins())))
+def test_every_dropin_in_the_docs_is_valid_and_keeps_the_score(index: int, tmp_path: Path) -> None:
+    """The unit plus one drop-in from docs/raspberry-pi.md (appended: a unit file may repeat
+    its sections, as a drop-in does). ExecStart= points at this Python, which exists, because
+    only the drop-in is under test here (test_verify_is_clean covers the installed path)."""
+    assert ANALYZE is not None
+    dropin = _doc_dropins()[index]
+    merged = tmp_path / "edgegw.service"
+    merged.write_text(
+        UNIT.read_text().replace("/opt/edgegw/venv/bin/edgegw", sys.executable) + "\n" + dropin
+    )
+    verify = subprocess.run(
+        [ANALYZE, "verify", str(merged)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert verify.returncode == 0, verify.stderr
+    assert [line for line in verify.stderr.splitlines() if "edgegw" in line] == []
+    match = re.search(r"Overall exposure level for edgegw\.service: (\d+\.\d+)", _security(merged).stdout)
+    assert match
+    assert float(match.group(1)) <= MAX_EXPOSURE, dropin
