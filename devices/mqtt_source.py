@@ -6,6 +6,8 @@ The runtime gives the source a *sink*::
     def sink(readings: list[Reading], ack: Ack) -> None:
         spool.put_many(readings, then=ack)   # call ack() after the group commit
 
+``ack.origins`` lines up with ``readings``: the message each reading came from
+(``.topic``, ``.payload``, ``.dup``), for the spool's recognition of DUP redeliveries.
 ``ack()`` may be called from any thread, at most once; the source sends the PUBACKs of
 that batch (every QoS 1 message in it, including the ones that held only bad input) in
 the order the messages arrived, after every earlier batch was acked too (MQTT wants
@@ -79,14 +81,21 @@ class TopicRouter:
 
 
 class _Batch:
-    """The ack handle of one batch."""
+    """The ack handle of one batch.
 
-    __slots__ = ("_source", "acked", "generation", "mids")
+    ``origins`` lines up with the batch's readings: the message each reading came from
+    (``.topic``, ``.payload``, ``.dup``), so the spool can recognise a DUP redelivery of a
+    message it already committed.
+    """
 
-    def __init__(self, source: MqttSource, generation: int, mids: list[int]) -> None:
+    __slots__ = ("_source", "acked", "generation", "mids", "origins")
+
+    def __init__(self, source: MqttSource, generation: int, mids: list[int],
+                 origins: list[InMessage]) -> None:
         self._source = source
         self.generation = generation
         self.mids = mids
+        self.origins = origins
         self.acked = False
 
     def __call__(self) -> None:
@@ -179,6 +188,7 @@ class MqttSource:
         counter = self.counter
         health = self.health
         readings: list[Reading] = []
+        origins: list[InMessage] = []
         mids: list[int] = []
         for message in messages:
             if message.qos == 1:
@@ -194,17 +204,19 @@ class MqttSource:
             payload = message.payload
             for decoder in decoders:
                 try:
-                    readings += decoder.decode(topic, payload, now)
+                    decoded = decoder.decode(topic, payload, now)
                 except PayloadError as exc:
                     counter.record(decoder.device_id, exc.reason, exc.detail, mono, topic=topic)
                     continue
+                readings += decoded
+                origins += [message] * len(decoded)
                 if health is not None:
                     health.seen(decoder.device_id, mono, now)
         self.messages += len(messages)
         if self._clock_synced is not None and not self._clock_synced():
             for reading in readings:
                 reading.clock_synced = False
-        batch = _Batch(self, self.link.generation, mids)
+        batch = _Batch(self, self.link.generation, mids, origins)
         self._pending.append(batch)
         if readings:
             self.readings += len(readings)

@@ -139,12 +139,20 @@ async def test_puback_only_after_ack_and_persistent_session(mosquitto: Mosquitto
                        for k, v in m.readings)
         await held.wait_for(sum(want.values()))
         assert source.acked == 0
-    # the same client id again: nothing was acked, so everything is delivered again
-    again = Collector()
+    assert not any(o.dup for ack in held.acks for o in ack.origins)  # type: ignore[attr-defined]
+    # the same client id again: nothing was acked, so everything is delivered again, as DUP
+    again = Collector(hold=True)
     async with running(MqttSource(conn, devices, again)) as source:
         await again.wait_for(sum(want.values()))
         await again.settle()
         assert Counter(triples(again.readings)) == want
+        origins = [o for ack in again.acks for o in ack.origins]  # type: ignore[attr-defined]
+        assert len(origins) == len(again.readings)
+        assert all(o.dup for o in origins)
+        assert all(o.topic and r.device_id in o.topic for o, r in zip(origins, again.readings, strict=True))
+        for ack in again.acks:
+            ack()
+        await asyncio.sleep(0.2)
     # acked now: published while away, only the new ones arrive
     third = Collector()
     sent2 = await send(mosquitto, 10, spec)
