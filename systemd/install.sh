@@ -88,6 +88,15 @@ switch_link() {
   say "$(basename "$1") -> $2"
 }
 
+# lock: one install.sh at a time (a second one fails at once instead of racing the links)
+lock() {
+  mkdir -p "$OPT"
+  exec 9>"$OPT/.install.lock"
+  if command -v flock >/dev/null 2>&1 && ! flock -n 9; then
+    die "another install.sh is working on $OPT; try again when it is done"
+  fi
+}
+
 check_python() {
   command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (Raspberry Pi OS: apt-get install python3 python3-venv)"
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -235,6 +244,7 @@ restart_if_running() {
 cmd_install() {
   need_root install
   check_python
+  lock
   local name
   if [ -n "$(link_target "$CURRENT")" ]; then
     say "edgegw is installed already ($(link_target "$CURRENT")); installing this checkout as a new release"
@@ -255,6 +265,7 @@ cmd_upgrade() {
   need_root upgrade
   [ -n "$(link_target "$CURRENT")" ] || die "edgegw is not installed; run: $0 install"
   check_python
+  lock
   local name
   name=$(build_release)
   activate "$name"
@@ -272,6 +283,7 @@ cmd_rollback() {
   [ -n "$current" ] || die "edgegw is not installed"
   [ -n "$previous" ] || die "no previous release to roll back to"
   [ -x "$OPT/$previous/bin/edgegw" ] || die "the previous release $previous is missing or broken"
+  lock
   switch_link "$CURRENT" "$previous"
   switch_link "$PREVIOUS" "$current"
   install_unit

@@ -6,6 +6,7 @@ answer from its cache), so these are slow: about 12 s per build here.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -157,3 +158,12 @@ def test_install_sh_is_shellcheck_clean() -> None:
         ["shellcheck", str(ROOT / "systemd" / "install.sh")], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout
+
+
+def test_a_second_installer_at_the_same_time_is_refused(installed: Path) -> None:
+    lock_file = installed / "opt/edgegw/.install.lock"
+    with lock_file.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = run_installer(installed, "upgrade", check=False)
+    assert result.returncode != 0
+    assert "another install.sh is working on" in result.stderr
