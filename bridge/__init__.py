@@ -1,1 +1,63 @@
-"""placeholder"""
+"""Store and forward: the durable SQLite spool, the Kafka forwarder, the CloudEvents envelope.
+
+See docs/bridge.md. The runtime wires it::
+
+    spool = Spool.open(cfg.spool, lanes=lane_priorities(cfg.kafka.topics.of_kind()))
+    forwarder = Forwarder.for_kafka(spool, cfg.kafka, gateway_id=gid, secrets=resolved)
+    forwarder.start()
+    ...
+    spool.submit(readings, ack, origins=[Origin.of(topic, payload, dup=dup), ...])
+    ...
+    forwarder.stop(); spool.close()
+"""
+
+from __future__ import annotations
+
+from bridge.checkpoint import Checkpoint
+from bridge.config import (
+    BridgeConfig,
+    KafkaConfig,
+    KafkaSecrets,
+    KafkaSecurity,
+    SaslConfig,
+    SecretRef,
+    SpoolConfig,
+    TlsConfig,
+    TopicsConfig,
+)
+from bridge.envelope import CE_TYPES, HEARTBEAT_TYPE, Envelope, Record
+from bridge.forwarder import Forwarder, ForwarderStats, SendResult, Uplink
+from bridge.policy import Kind, Priority, lane_priorities
+from bridge.spool import DeadLetter, OnDurable, Origin, Spool, SpoolStats
+from bridge.status import SpoolStatus, read_status
+
+__all__ = [
+    "CE_TYPES",
+    "HEARTBEAT_TYPE",
+    "BridgeConfig",
+    "Checkpoint",
+    "DeadLetter",
+    "Envelope",
+    "Forwarder",
+    "ForwarderStats",
+    "KafkaConfig",
+    "KafkaSecrets",
+    "KafkaSecurity",
+    "Kind",
+    "OnDurable",
+    "Origin",
+    "Priority",
+    "Record",
+    "SaslConfig",
+    "SecretRef",
+    "SendResult",
+    "Spool",
+    "SpoolConfig",
+    "SpoolStats",
+    "SpoolStatus",
+    "TlsConfig",
+    "TopicsConfig",
+    "Uplink",
+    "lane_priorities",
+    "read_status",
+]

@@ -1,0 +1,203 @@
+"""The ``bridge:`` section of the gateway config: spool, Kafka uplink, security, topics.
+
+Validated once at load time (the gateway config of issue 6 composes :class:`BridgeConfig`);
+the hot path then uses plain values. Secrets are never written here: a :class:`SecretRef`
+names a file, an environment variable or a systemd credential, and the runtime resolves
+it (``gateway.secrets.resolve_secret``) into the :class:`KafkaSecrets` the forwarder takes.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, SecretStr, model_validator
+
+from bridge.policy import Kind
+
+__all__ = [
+    "BridgeConfig",
+    "KafkaConfig",
+    "KafkaSecrets",
+    "KafkaSecurity",
+    "SaslConfig",
+    "SecretRef",
+    "SpoolConfig",
+    "TlsConfig",
+    "TopicsConfig",
+    "parse_duration",
+]
+
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?"
+                       r"(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")  # fmt: skip
+_UNITS = (86400.0, 3600.0, 60.0, 1.0, 0.001)
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``250ms``, ``30s``, ``2m``, ``1h30m``, ``7d`` or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or text like 30s, 2m, 1h30m, 7d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        match = _DURATION.fullmatch(text)
+        if not text or match is None or not any(match.groups()):
+            raise ValueError(f"invalid duration {value!r}: write e.g. 250ms, 30s, 2m, 1h30m, 7d")
+        seconds = sum(float(g) * unit for g, unit in zip(match.groups(), _UNITS, strict=True) if g)
+    else:
+        raise ValueError("a duration is a number of seconds or text like 30s, 2m, 1h30m, 7d")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Model):
+    """Where a secret comes from: exactly one of a file, an environment variable or a
+    systemd credential (``LoadCredential=NAME:...``, read from ``$CREDENTIALS_DIRECTORY``)."""
+
+    file: Path | None = None
+    env: str | None = None
+    credential: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        given = [n for n in ("file", "env", "credential") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of file, env or credential (never the secret itself)")
+        return self
+
+
+class SpoolConfig(_Model):
+    path: Path = Path("/var/lib/edgegw/spool.db")
+    max_bytes: ByteSize = ByteSize(256 * 1024 * 1024)
+    """Cap on row bytes (data + key + 32 per row); accepts 256MiB, 1GB, plain integers."""
+    ttl: Duration = 7 * 86400.0
+    """Rows older than this (time spooled) are dropped, counted as ``ttl``."""
+    synchronous: Literal["normal", "full"] = "normal"
+    """``normal`` survives a killed process; ``full`` survives power loss (an fsync per group)."""
+    commit_interval: Duration = 0.002
+    """A group is committed when its first row has waited this long..."""
+    commit_rows: int = Field(2000, ge=1)
+    """...or when it holds this many rows, whichever comes first."""
+    dedup_window: Duration = 300.0
+    """A DUP redelivery matching a message committed this recently is not spooled again."""
+    dedup_entries: int = Field(16384, ge=0)
+    """How many recent MQTT message digests are kept for that check."""
+    max_pages: int | None = Field(None, ge=16)
+    """SQLite ``max_page_count`` (a hard file size limit in 4 KiB pages); none by default."""
+    wal_autocheckpoint: int = Field(1000, ge=16)
+    """Pages in the WAL before SQLite copies them into the database file."""
+
+
+class TlsConfig(_Model):
+    ca_file: Path | None = None
+    """CA bundle that signed the brokers' certificates; the system store when omitted."""
+    cert_file: Path | None = None
+    """Client certificate (PEM) for mutual TLS."""
+    key_file: Path | None = None
+    key_password: SecretRef | None = None
+    verify_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (client certificate)")
+        if self.key_password is not None and self.key_file is None:
+            raise ValueError("key_password needs key_file")
+        return self
+
+
+class SaslConfig(_Model):
+    mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    username: str = Field(min_length=1)
+    password: SecretRef
+
+
+class KafkaSecurity(_Model):
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl: SaslConfig | None = None
+    tls: TlsConfig | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSecurity:
+        needs_sasl = self.protocol.startswith("SASL")
+        if needs_sasl and self.sasl is None:
+            raise ValueError(f"protocol {self.protocol} needs a sasl: section")
+        if not needs_sasl and self.sasl is not None:
+            raise ValueError(
+                f"a sasl: section needs protocol SASL_SSL (or SASL_PLAINTEXT), not {self.protocol}"
+            )
+        if self.tls is not None and not self.protocol.endswith("SSL"):
+            raise ValueError(f"a tls: section needs protocol SSL or SASL_SSL, not {self.protocol}")
+        return self
+
+
+class TopicsConfig(_Model):
+    readings: str = "edgegw.readings"
+    events: str = "edgegw.events"
+    commands: str = "edgegw.commands"
+    heartbeats: str = "edgegw.heartbeats"
+    checkpoints: str = "edgegw.checkpoints"
+    """Compacted; one record per gateway (exactly-once mode only)."""
+
+    def of_kind(self) -> dict[Kind, str]:
+        return {
+            Kind.READING: self.readings,
+            Kind.RULE_FIRED: self.events,
+            Kind.RULE_CLEARED: self.events,
+            Kind.RULE_EMITTED: self.events,
+            Kind.RULE_STALE: self.events,
+            Kind.COMMAND: self.commands,
+        }
+
+
+_FORBIDDEN_OVERRIDES = ("sasl.", "ssl.", "security.protocol", "transactional.id", "enable.idempotence")
+
+
+class KafkaConfig(_Model):
+    bootstrap: str = Field(min_length=1)
+    """``host:port[,host:port...]``"""
+    mode: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    security: KafkaSecurity = KafkaSecurity()
+    topics: TopicsConfig = TopicsConfig()
+    batch_rows: int = Field(5000, ge=1)
+    """Spool rows per transaction (exactly-once) or per flush (at-least-once)."""
+    transactional_id_prefix: str = "edgegw-"
+    heartbeat_interval: Duration = 60.0
+    backoff_initial: Duration = 0.5
+    backoff_max: Duration = 30.0
+    send_timeout: Duration = 30.0
+    """How long one transaction (or flush) may wait for the brokers before it is retried."""
+    producer_overrides: dict[str, str | int | float | bool] = {}
+    """Extra librdkafka producer properties (tuning only; security and transactions are ours)."""
+
+    @model_validator(mode="after")
+    def _overrides(self) -> KafkaConfig:
+        for key in self.producer_overrides:
+            if key.startswith(_FORBIDDEN_OVERRIDES):
+                raise ValueError(f"producer_overrides may not set {key}: use security/mode instead")
+        return self
+
+
+class BridgeConfig(_Model):
+    spool: SpoolConfig = SpoolConfig()
+    kafka: KafkaConfig | None = None
+    """No uplink when omitted: the spool keeps everything (up to its cap and TTL)."""
+
+
+class KafkaSecrets(BaseModel):
+    """The resolved secrets of :class:`KafkaSecurity` (the runtime resolves the refs)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sasl_password: SecretStr | None = None
+    ssl_key_password: SecretStr | None = None

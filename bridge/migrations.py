@@ -1,0 +1,172 @@
+"""The spool's on-disk schema and its migrations (``PRAGMA user_version``).
+
+- Version 1 (edgegw 0.0.x development builds): one ``spool`` table, kinds as text,
+  payload as text. Kept here as :data:`SCHEMA_V1` so tests can build such a file.
+- Version 2 (current): rows clustered by ``(prio, seq)`` so each drain lane is read in
+  order without a second index; dead letters; drop counters; recent MQTT digests; meta.
+
+A newer edgegw migrates an older file in place, in one transaction, at open. A row it
+does not understand (a kind it does not know) is never discarded: it moves to the
+dead-letter table with its original kind and data, listed by ``edgegw spool status``.
+A file written by a *newer* edgegw is refused untouched.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+
+import structlog
+
+from bridge.policy import KIND_NAMES, PRIORITY_OF_KIND, Kind
+from gateway.errors import SpoolError
+
+__all__ = ["SCHEMA_V1", "SCHEMA_VERSION", "migrate"]
+
+SCHEMA_VERSION = 2
+
+_log = structlog.get_logger("edgegw.bridge.spool")
+
+SCHEMA_V1 = """
+CREATE TABLE spool (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind    TEXT NOT NULL,
+    device  TEXT NOT NULL,
+    ts      REAL NOT NULL,
+    created REAL NOT NULL,
+    payload TEXT NOT NULL
+);
+PRAGMA user_version = 1;
+"""
+
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rows (
+    prio       INTEGER NOT NULL,
+    seq        INTEGER NOT NULL,
+    kind       INTEGER NOT NULL,
+    key        TEXT NOT NULL,
+    ts         REAL NOT NULL,
+    spooled_at REAL NOT NULL,
+    data       BLOB NOT NULL,
+    PRIMARY KEY (prio, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq        INTEGER PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    ts         REAL,
+    spooled_at REAL,
+    data       BLOB NOT NULL,
+    reason     TEXT NOT NULL,
+    error      TEXT NOT NULL,
+    failed_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS drops (
+    reason TEXT NOT NULL,
+    prio   INTEGER NOT NULL,
+    rows   INTEGER NOT NULL,
+    bytes  INTEGER NOT NULL,
+    PRIMARY KEY (reason, prio)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS recent_origins (
+    slot   INTEGER PRIMARY KEY,
+    digest INTEGER NOT NULL,
+    at     REAL NOT NULL
+);
+"""
+
+_V1_KINDS: dict[str, Kind] = {name: Kind(code) for code, name in KIND_NAMES.items()}
+
+
+def _init_meta(conn: sqlite3.Connection, next_seq: int) -> None:
+    conn.executemany(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)",
+        [
+            ("spool_id", uuid.uuid4().hex[:12]),
+            ("created_at", repr(time.time())),
+            ("next_seq", str(next_seq)),
+        ],
+    )
+
+
+def _script(conn: sqlite3.Connection, script: str) -> None:
+    """Run DDL statement by statement (``executescript`` would commit the open transaction)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    _script(conn, _SCHEMA_V2)
+    _init_meta(conn, 1)
+
+
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    _script(conn, _SCHEMA_V2)
+    kept = moved = 0
+    now = time.time()
+    for seq, kind_name, device, ts, created, payload in conn.execute(
+        "SELECT seq, kind, device, ts, created, payload FROM spool ORDER BY seq"
+    ):
+        data = payload.encode() if isinstance(payload, str) else bytes(payload)
+        kind = _V1_KINDS.get(kind_name)
+        if kind is None:
+            conn.execute(
+                "INSERT INTO dead_letters(seq, kind, key, ts, spooled_at, data, reason, error, failed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'unknown_kind', ?, ?)",
+                (seq, str(kind_name), device, ts, created, data,
+                 f"schema 1 row of kind {kind_name!r}, unknown to this edgegw", now),
+            )  # fmt: skip
+            moved += 1
+            continue
+        conn.execute(
+            "INSERT INTO rows(prio, seq, kind, key, ts, spooled_at, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (int(PRIORITY_OF_KIND[kind]), seq, int(kind), device, ts, created, data),
+        )
+        kept += 1
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
+    top = conn.execute("SELECT max(seq) FROM spool").fetchone()[0] or 0
+    next_seq = max(top, row[0] if row else 0) + 1
+    conn.execute("DROP TABLE spool")
+    _init_meta(conn, next_seq)
+    _log.info("spool migrated", from_version=1, to_version=2, rows=kept, dead_lettered=moved)
+
+
+_STEPS = {1: _v1_to_v2}
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the open database to :data:`SCHEMA_VERSION` in one transaction; returns the old version.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``).
+    """
+    old = version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version == SCHEMA_VERSION:
+        return version
+    if version > SCHEMA_VERSION:
+        raise SpoolError(
+            f"spool schema version {version} was written by a newer edgegw; "
+            f"this one reads up to version {SCHEMA_VERSION}. Upgrade edgegw (the file is untouched)."
+        )
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if version == 0 and not tables - {"sqlite_sequence"}:
+            _create(conn)
+        elif version == 0:
+            raise SpoolError("the file is an SQLite database but not an edgegw spool (no schema version)")
+        else:
+            while version < SCHEMA_VERSION:
+                _STEPS[version](conn)
+                version += 1
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return old

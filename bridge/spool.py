@@ -1,0 +1,307 @@
+"""The durable spool: SQLite in WAL mode, one writer thread, group commit.
+
+Write API (thread-safe, for the runtime)::
+
+    spool = Spool.open(config.spool, lanes=lane_priorities(config.kafka.topics.of_kind()))
+    spool.submit(readings, ack)                 # never blocks; ack() runs after the commit
+    spool.submit(readings, ack, origins=[Origin.of(topic, payload, dup=msg.dup), ...])
+    spool.append_many(records)                  # blocking variant for tools and tests
+
+``on_durable`` is called once, from the writer thread, after the group commit that holds
+the batch: every row of it is on disk (``synchronous=NORMAL``: survives a killed process;
+``FULL``: survives power loss), or was dropped by the stated policy (overflow, duplicate,
+disk full), counted and logged. It must be quick and must not block: for MQTT it hands
+the PUBACKs to the client's loop. If the spool fails for good (an I/O error other than
+"full"), callbacks of the batches it could not write are never called, :meth:`Spool.submit`
+raises :class:`SpoolError` and :meth:`Spool.stats` says why.
+
+The local rule path never waits for the spool: :meth:`Spool.submit` only appends to a
+queue. Back-pressure comes from MQTT itself: PUBACKs wait for the commit, so the broker
+stops sending once its in-flight window is full.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from bridge.config import SpoolConfig
+from bridge.envelope import SpoolRow
+from bridge.policy import PRIORITY_OF_KIND, Kind, Usage
+from bridge.store import Store, connect
+from bridge.writer import Barrier, DeadLetter, GroupWriter, OnDurable, Origin, Settle, SpoolItem, Submit
+from gateway.errors import SpoolError
+
+__all__ = ["DeadLetter", "OnDurable", "Origin", "Spool", "SpoolItem", "SpoolRow", "SpoolStats"]
+
+_log = structlog.get_logger("edgegw.bridge.spool")
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    depth: int
+    bytes: int
+    by_priority: dict[int, Usage]
+    oldest_age: float | None
+    """Seconds since the oldest row still in the spool was spooled."""
+    dropped: dict[str, int]
+    dead_letters: int
+    committed_rows: int
+    commits: int
+    pending: int
+    """Items submitted and not yet committed."""
+    commit_ms_p50: float | None
+    commit_ms_p99: float | None
+    durable_ms_p50: float | None
+    """submit() to on_durable, per group (what a PUBACK waits)."""
+    durable_ms_p99: float | None
+    failed: str | None
+
+
+class _SyncDone:
+    """The ``on_durable`` of :meth:`Spool.append_many`: woken on failure too."""
+
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def __call__(self) -> None:
+        self.event.set()
+
+
+_STOP = object()
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Spool:
+    """See the module docstring. Build with :meth:`open`; :meth:`close` when done."""
+
+    def __init__(self, config: SpoolConfig, *, lanes: Mapping[Kind, int] | None = None,
+                 clock: Any = time.time) -> None:  # fmt: skip
+        self.config = config
+        self.path = config.path
+        self._clock = clock
+        store = Store(config)
+        self._store = store
+        self.spool_id = store.spool_id
+        self.migrated_from = store.old_version
+        self._writer = GroupWriter(
+            store, config, {int(k): int(v) for k, v in (lanes or PRIORITY_OF_KIND).items()}, clock
+        )
+        self.data_ready = self._writer.data_ready
+        """Set after each commit that added rows (the forwarder waits on it)."""
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._failed: SpoolError | None = None
+        self._closed = False
+        self._stats_conn: sqlite3.Connection | None = None
+        self._thread = threading.Thread(target=self._run, name="edgegw-spool-writer", daemon=True)
+
+    @classmethod
+    def open(cls, config: SpoolConfig, *, lanes: Mapping[Kind, int] | None = None,
+             clock: Any = time.time) -> Spool:  # fmt: skip
+        spool = cls(config, lanes=lanes, clock=clock)
+        spool._thread.start()
+        _log.info("spool open", path=str(spool.path), spool_id=spool.spool_id,
+                  depth=sum(u.rows for u in spool._store.usage.values()),
+                  synchronous=config.synchronous)  # fmt: skip
+        return spool
+
+    # ------------------------------------------------------------------ writing
+    def submit(self, items: Sequence[SpoolItem], on_durable: OnDurable | None = None, *,
+               origins: Sequence[Origin | None] | None = None) -> None:  # fmt: skip
+        """Queue ``items`` for the next group commit; never blocks. See the module docstring."""
+        if self._failed is not None:
+            raise self._failed
+        if self._closed:
+            raise SpoolError("spool is closed")
+        if origins is not None and len(origins) != len(items):
+            raise ValueError("origins must be as long as items")
+        with self._lock:
+            self._pending += len(items)
+        self._queue.put(Submit(items, origins, on_durable))
+
+    def append_many(self, items: Sequence[SpoolItem], *, origins: Sequence[Origin | None] | None = None,
+                    timeout: float | None = 60.0) -> None:  # fmt: skip
+        """Submit and wait until the batch is durable (tools, tests, benchmarks)."""
+        done = _SyncDone()
+        self.submit(items, done, origins=origins)
+        self._wait(done.event, timeout)
+
+    def settle(self, delete_upto: Mapping[int, int] | None = None, dead: Sequence[DeadLetter] = (), *,
+               wait: bool = False, timeout: float | None = 60.0) -> None:  # fmt: skip
+        """Forwarder side: move ``dead`` rows to the dead-letter table, then delete each lane's
+        rows up to its sequence, in one transaction."""
+        done = threading.Event() if wait else None
+        self._queue.put(Settle(dict(delete_upto or {}), list(dead), done))
+        if done is not None:
+            self._wait(done, timeout)
+
+    def flush(self, timeout: float | None = 60.0) -> None:
+        """Wait until everything queued before this call is committed."""
+        barrier = Barrier()
+        self._queue.put(barrier)
+        self._wait(barrier.done, timeout)
+
+    def _wait(self, done: threading.Event, timeout: float | None) -> None:
+        if not done.wait(timeout):
+            raise SpoolError(f"spool writer did not commit within {timeout} s")
+        if self._failed is not None:
+            raise self._failed
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Commit what is queued, checkpoint, close. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        with self._lock:
+            if self._stats_conn is not None:
+                self._stats_conn.close()
+                self._stats_conn = None
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def lanes(self) -> dict[int, int]:
+        """Drain lane (stored priority) of each kind."""
+        return dict(self._writer.lanes)
+
+    def stored_lanes(self) -> list[int]:
+        """Lanes that hold rows now (a lane of an earlier topic mapping may linger)."""
+        return [p for p, u in dict(self._store.usage).items() if u.rows > 0]
+
+    def reader(self) -> SpoolReader:
+        """A read-only connection for one thread (the forwarder's)."""
+        return SpoolReader(self)
+
+    def stats(self) -> SpoolStats:
+        store, w = self._store, self._writer
+        usage = dict(store.usage)
+        oldest: float | None = None
+        with self._lock:
+            pending = self._pending
+            try:
+                if self._stats_conn is None and not self._closed:
+                    self._stats_conn = connect(self.path, readonly=True)
+                for prio, u in usage.items():
+                    if u.rows and self._stats_conn is not None:
+                        row = self._stats_conn.execute(
+                            "SELECT spooled_at FROM rows WHERE prio = ? ORDER BY seq LIMIT 1", (prio,)
+                        ).fetchone()
+                        if row is not None and (oldest is None or row[0] < oldest):
+                            oldest = float(row[0])
+            except (sqlite3.Error, SpoolError) as exc:
+                _log.debug("spool: stats query failed", error=str(exc))
+        commit_ms, durable_ms = list(w.commit_ms), list(w.durable_ms)
+        return SpoolStats(
+            depth=sum(u.rows for u in usage.values()),
+            bytes=sum(u.bytes for u in usage.values()),
+            by_priority=usage,
+            oldest_age=None if oldest is None else max(0.0, self._clock() - oldest),
+            dropped=dict(store.drops),
+            dead_letters=store.dead_letters,
+            committed_rows=w.committed_rows,
+            commits=w.commits,
+            pending=pending,
+            commit_ms_p50=_percentile(commit_ms, 0.5),
+            commit_ms_p99=_percentile(commit_ms, 0.99),
+            durable_ms_p50=_percentile(durable_ms, 0.5),
+            durable_ms_p99=_percentile(durable_ms, 0.99),
+            failed=None if self._failed is None else str(self._failed),
+        )
+
+    # ------------------------------------------------------------------ writer thread
+    def _run(self) -> None:
+        interval = self.config.commit_interval
+        max_rows = self.config.commit_rows
+        get = self._queue.get
+        stop = False
+        while not stop:
+            try:
+                first = get(timeout=1.0)
+            except queue.Empty:
+                first = None
+            group = [] if first is None else [first]
+            rows = len(first.items) if isinstance(first, Submit) else 0
+            deadline = time.monotonic() + interval
+            while rows < max_rows and group and group[-1] is not _STOP:
+                try:
+                    op = self._queue.get_nowait()
+                except queue.Empty:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        op = get(timeout=remaining)
+                    except queue.Empty:
+                        break
+                group.append(op)
+                if isinstance(op, Submit):
+                    rows += len(op.items)
+            stop = bool(group) and group[-1] is _STOP
+            try:
+                settled = self._writer.group(group)
+            except (sqlite3.Error, SpoolError) as exc:
+                self._fail(exc, group)
+                return
+            with self._lock:
+                self._pending -= settled
+        self._store.close()
+
+    def _fail(self, exc: Exception, group: list[Any]) -> None:
+        self._failed = exc if isinstance(exc, SpoolError) else SpoolError(f"spool write failed: {exc}")
+        _log.error("spool failed", path=str(self.path), error=str(exc))
+        self._store.rollback()
+        while True:  # wake every waiter: they see the failure
+            for op in group:
+                if isinstance(op, Settle | Barrier) and op.done is not None:
+                    op.done.set()
+                elif isinstance(op, Submit) and isinstance(op.on_durable, _SyncDone):
+                    op.on_durable.event.set()
+            try:
+                group = [self._queue.get_nowait()]
+            except queue.Empty:
+                break
+
+
+class SpoolReader:
+    """Reads a spool's lanes in order, on a read-only connection of its own."""
+
+    def __init__(self, spool: Spool) -> None:
+        self._conn = connect(spool.path, readonly=True)
+
+    def fetch(self, lane: int, after: int, limit: int) -> list[SpoolRow]:
+        """Rows of ``lane`` with sequence > ``after``, oldest first."""
+        try:
+            cur = self._conn.execute(
+                "SELECT seq, kind, key, ts, data FROM rows WHERE prio = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (lane, after, limit),
+            )
+            return [SpoolRow(*r) for r in cur]
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot read spool: {exc}") from exc
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,0 +1,243 @@
+"""The spool's SQLite statements, run by the spool's single writer thread.
+
+:class:`Store` holds the write connection and the in-memory usage figures (rows and
+bytes per priority) that the overflow policy decides on. Every method either runs
+inside a transaction the caller opened (``begin``/``commit``) or opens its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bridge.config import SpoolConfig
+from bridge.migrations import migrate
+from bridge.policy import KIND_NAMES, ROW_OVERHEAD, Usage, expired_prefix
+from gateway.errors import SpoolError
+
+__all__ = ["Store", "connect", "is_full"]
+
+_KIND_TEXT = "CASE kind " + " ".join(f"WHEN {k} THEN '{v}'" for k, v in KIND_NAMES.items()) + \
+    " ELSE CAST(kind AS TEXT) END"  # fmt: skip
+_CHUNK = 2000
+# _KIND_TEXT is built from our own constants; every value is bound
+_DEAD_LETTER_SQL = (
+    "INSERT OR IGNORE INTO dead_letters(seq, kind, key, ts, spooled_at, data, reason, error, failed_at)"  # noqa: S608
+    f" SELECT seq, {_KIND_TEXT}, key, ts, spooled_at, data, ?, ?, ?"
+    " FROM rows WHERE prio = ? AND seq = ?"
+)
+
+
+def is_full(exc: sqlite3.Error) -> bool:
+    """SQLite's full condition: the disk (ENOSPC) or ``max_page_count``."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc)
+
+
+def connect(path: Path, *, readonly: bool = False, timeout: float = 10.0) -> sqlite3.Connection:
+    """A connection in autocommit mode (explicit BEGIN/COMMIT), optionally read-only."""
+    try:
+        if readonly:
+            conn = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False,
+                timeout=timeout,
+            )  # fmt: skip
+        else:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=timeout)
+    except sqlite3.Error as exc:
+        raise SpoolError(f"cannot open spool {path}: {exc}") from exc
+    return conn
+
+
+class Store:
+    """Write side of one spool file (used from one thread at a time)."""
+
+    def __init__(self, config: SpoolConfig) -> None:
+        self.config = config
+        self.path = config.path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = connect(self.path)
+        try:
+            self._pragmas()
+            self.old_version = migrate(self.conn)
+            meta = dict(self.conn.execute("SELECT key, value FROM meta"))
+            self.spool_id: str = meta["spool_id"]
+            top = self.conn.execute("SELECT max(seq) FROM rows").fetchone()[0] or 0
+            dead_top = self.conn.execute("SELECT max(seq) FROM dead_letters").fetchone()[0] or 0
+            self.next_seq = max(int(meta["next_seq"]), top + 1, dead_top + 1)
+            self.usage: dict[int, Usage] = {}
+            self.dead_letters = 0
+            self.drops: dict[str, int] = defaultdict(int)
+            self.reload_counters()
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise SpoolError(f"cannot open spool {self.path}: {exc}") from exc
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def reload_counters(self) -> None:
+        """Usage, drop and dead-letter figures from the file (at open, after a rollback)."""
+        usage: dict[int, Usage] = {}
+        for prio, rows, size in self.conn.execute(
+            "SELECT prio, count(*), sum(length(data) + length(key)) FROM rows GROUP BY prio"
+        ):
+            usage[prio] = Usage(rows, int(size or 0) + rows * ROW_OVERHEAD)
+        self.usage = usage
+        self.dead_letters = int(self.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+        drops: dict[str, int] = defaultdict(int)
+        for reason, rows in self.conn.execute("SELECT reason, sum(rows) FROM drops GROUP BY reason"):
+            drops[reason] = int(rows)
+        self.drops = drops
+
+    def _pragmas(self) -> None:
+        c = self.config
+        conn = self.conn
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise SpoolError(f"spool {self.path}: cannot switch to WAL mode (got {mode})")
+        conn.execute(f"PRAGMA synchronous = {c.synchronous.upper()}")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {int(c.wal_autocheckpoint)}")
+        conn.execute(f"PRAGMA journal_size_limit = {int(c.wal_autocheckpoint) * 4096}")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute("PRAGMA cache_size = -8000")
+        if c.max_pages is not None:
+            conn.execute(f"PRAGMA max_page_count = {int(c.max_pages)}")
+
+    # ------------------------------------------------------------------ transactions
+    def begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back on its own (SQLITE_FULL)
+                self.conn.execute("ROLLBACK")
+
+    def checkpoint(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # busy readers: the next checkpoint will do
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(u.bytes for u in self.usage.values())
+
+    def _account(self, prio: int, rows: int, size: int) -> None:
+        u = self.usage.get(prio, Usage())
+        self.usage[prio] = Usage(u.rows + rows, u.bytes + size)
+
+    # ------------------------------------------------------------------ writes (inside a transaction)
+    def insert(self, rows: Sequence[list[Any]]) -> None:
+        """Rows are ``[prio, seq, kind, key, ts, spooled_at, data]``."""
+        self.conn.executemany(
+            "INSERT INTO rows(prio, seq, kind, key, ts, spooled_at, data) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+        )
+        for r in rows:
+            self._account(r[0], 1, len(r[6]) + len(r[3]) + ROW_OVERHEAD)
+
+    def remember(self, origins: Sequence[tuple[int, int, float]]) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO recent_origins(slot, digest, at) VALUES (?, ?, ?)", origins
+        )
+
+    def save_next_seq(self) -> None:
+        self.conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(self.next_seq),))
+
+    def count_drop(self, reason: str, prio: int, rows: int, size: int) -> None:
+        if rows <= 0:
+            return
+        self.conn.execute(
+            "INSERT INTO drops(reason, prio, rows, bytes) VALUES (?, ?, ?, ?) ON CONFLICT(reason, prio)"
+            " DO UPDATE SET rows = rows + excluded.rows, bytes = bytes + excluded.bytes",
+            (reason, prio, rows, size),
+        )
+        self.drops[reason] += rows
+
+    def delete_upto(self, prio: int, seq: int) -> tuple[int, int]:
+        """Delete the rows of ``prio`` with sequence <= ``seq``; returns (rows, bytes)."""
+        rows, size = self.conn.execute(
+            "SELECT count(*), sum(length(data) + length(key)) FROM rows WHERE prio = ? AND seq <= ?",
+            (prio, seq),
+        ).fetchone()
+        if rows:
+            self.conn.execute("DELETE FROM rows WHERE prio = ? AND seq <= ?", (prio, seq))
+            size = int(size or 0) + rows * ROW_OVERHEAD
+            self._account(prio, -rows, -size)
+            return int(rows), size
+        return 0, 0
+
+    def drop_oldest(self, prio: int, target: int) -> tuple[int, int]:
+        """Delete the oldest rows of ``prio`` until at least ``target`` bytes are freed."""
+        freed = 0
+        last: int | None = None
+        while freed < target:
+            chunk = self.conn.execute(
+                "SELECT seq, length(data) + length(key) FROM rows"
+                " WHERE prio = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (prio, -1 if last is None else last, _CHUNK),
+            ).fetchall()
+            if not chunk:
+                break
+            for seq, size in chunk:
+                last = seq
+                freed += size + ROW_OVERHEAD
+                if freed >= target:
+                    break
+        return self.delete_upto(prio, last) if last is not None else (0, 0)
+
+    def expire(self, prio: int, now: float, ttl: float) -> tuple[int, int]:
+        """Delete the leading rows of ``prio`` spooled more than ``ttl`` seconds ago."""
+        total_rows = total_bytes = 0
+        while True:
+            chunk = self.conn.execute(
+                "SELECT seq, spooled_at FROM rows WHERE prio = ? ORDER BY seq LIMIT ?", (prio, _CHUNK)
+            ).fetchall()
+            last = expired_prefix(chunk, now, ttl)
+            if last is None:
+                break
+            rows, size = self.delete_upto(prio, last)
+            total_rows += rows
+            total_bytes += size
+            if last != chunk[-1][0]:
+                break
+        return total_rows, total_bytes
+
+    def oldest_spooled_at(self, prio: int) -> float | None:
+        row = self.conn.execute(
+            "SELECT spooled_at FROM rows WHERE prio = ? ORDER BY seq LIMIT 1", (prio,)
+        ).fetchone()
+        return None if row is None else float(row[0])
+
+    def dead_letter(self, prio: int, seq: int, reason: str, error: str, now: float) -> bool:
+        """Move one row to the dead-letter table; False if it is gone already."""
+        cur = self.conn.execute(
+            _DEAD_LETTER_SQL,
+            (reason, error[:2000], now, prio, seq),
+        )
+        if cur.rowcount <= 0:
+            return False
+        size = self.conn.execute(
+            "SELECT length(data) + length(key) FROM rows WHERE prio = ? AND seq = ?", (prio, seq)
+        ).fetchone()[0]
+        self.conn.execute("DELETE FROM rows WHERE prio = ? AND seq = ?", (prio, seq))
+        self._account(prio, -1, -(int(size) + ROW_OVERHEAD))
+        self.dead_letters += 1
+        return True
+
+    def load_origins(self) -> list[tuple[int, int, float]]:
+        cur = self.conn.execute("SELECT slot, digest, at FROM recent_origins ORDER BY at")
+        return [(int(a), int(b), float(c)) for a, b, c in cur]
+
+    def prios(self) -> Iterable[int]:
+        return sorted(p for p, u in self.usage.items() if u.rows > 0)
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # closing anyway
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self.conn.close()

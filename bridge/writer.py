@@ -1,0 +1,328 @@
+"""Group commit: what the spool's writer thread does with one group of queued operations.
+
+A group is every operation queued within ``commit_interval`` of the first one (or
+``commit_rows`` rows). It becomes one SQLite transaction: the cap is applied (overflow
+policy), dead letters are moved and shipped rows deleted, TTL is enforced, rows and MQTT
+digests are inserted. On SQLite's full condition (disk or ``max_page_count``) the
+transaction is rolled back, rows are dropped by the same policy (reason ``disk_full``)
+and it is retried. Only then do the ``on_durable`` callbacks run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import structlog
+
+from bridge.config import SpoolConfig
+from bridge.envelope import Record, encode_item
+from bridge.policy import ROW_OVERHEAD, DropReason, RecentOrigins, overflow_plan
+from bridge.store import Store, is_full
+from gateway.model import Command, Event, Reading
+
+__all__ = ["Barrier", "DeadLetter", "GroupWriter", "OnDurable", "Origin", "Settle", "SpoolItem", "Submit"]
+
+_log = structlog.get_logger("edgegw.bridge.spool")
+
+OnDurable = Callable[[], None]
+SpoolItem = Reading | Event | Command | Record
+Row = list[Any]  # [prio, seq, kind, key, ts, spooled_at, data]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A row Kafka refused for good: moved to the dead-letter table with why."""
+
+    seq: int
+    lane: int
+    reason: str
+    error: str
+
+
+class Submit:
+    __slots__ = ("at", "items", "on_durable", "origins")
+
+    def __init__(self, items: Sequence[SpoolItem], origins: Sequence[Origin | None] | None,
+                 on_durable: OnDurable | None) -> None:  # fmt: skip
+        self.items = items
+        self.origins = origins
+        self.on_durable = on_durable
+        self.at = time.monotonic()
+
+
+class Origin(NamedTuple):
+    """Where an item came from, for recognising MQTT DUP redeliveries."""
+
+    digest: int
+    dup: bool = False
+
+    @staticmethod
+    def of(topic: str, payload: bytes, *, dup: bool = False) -> Origin:
+        """The digest of an MQTT message: its topic and payload (64-bit BLAKE2b)."""
+        h = hashlib.blake2b(topic.encode(), digest_size=8)
+        h.update(b"\0")
+        h.update(payload)
+        return Origin(int.from_bytes(h.digest(), "big", signed=True), dup)
+
+
+@dataclass
+class Settle:
+    delete_upto: Mapping[int, int]
+    dead: Sequence[DeadLetter]
+    done: threading.Event | None = None
+
+
+@dataclass
+class Barrier:
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _Group:
+    rows: list[Row] = field(default_factory=list)
+    origins: list[tuple[int, int, float]] = field(default_factory=list)
+    fresh: set[int] = field(default_factory=set)
+    callbacks: list[OnDurable] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    settles: list[Settle] = field(default_factory=list)
+    barriers: list[Barrier] = field(default_factory=list)
+    submitted: int = 0
+    oldest_submit: float | None = None
+
+
+class GroupWriter:
+    """Turns groups of operations into transactions on a :class:`Store` (writer thread only)."""
+
+    def __init__(self, store: Store, config: SpoolConfig, lanes: Mapping[int, int],
+                 clock: Callable[[], float]) -> None:  # fmt: skip
+        self.store = store
+        self.config = config
+        self.lanes = lanes
+        self.clock = clock
+        self.recent = RecentOrigins(window=config.dedup_window, capacity=config.dedup_entries)
+        self._ring = 0
+        for slot, digest, at in store.load_origins():
+            self.recent.add(digest, at)
+            self._ring = slot + 1
+        self.data_ready = threading.Event()
+        self.committed_rows = 0
+        self.commits = 0
+        self.commit_ms: deque[float] = deque(maxlen=4096)
+        self.durable_ms: deque[float] = deque(maxlen=4096)
+        self._next_maintenance = 0.0
+
+    def group(self, ops: Sequence[object]) -> int:
+        """Commit one group; returns how many submitted items it settled."""
+        now = self.clock()
+        g = _Group()
+        for op in ops:
+            if isinstance(op, Submit):
+                self._take(op, g, now)
+            elif isinstance(op, Settle):
+                g.settles.append(op)
+            elif isinstance(op, Barrier):
+                g.barriers.append(op)
+        maintenance = now >= self._next_maintenance
+        if g.rows or g.settles or maintenance:
+            started = time.monotonic()
+            self._write(g, now, maintenance)
+            if g.rows or g.settles:
+                self.commits += 1
+                self.commit_ms.append((time.monotonic() - started) * 1000)
+        for digest_row in g.origins:
+            self.recent.add(digest_row[1], now)
+        self.committed_rows += len(g.rows)
+        if g.rows:
+            self.data_ready.set()
+        if g.oldest_submit is not None:
+            self.durable_ms.append((time.monotonic() - g.oldest_submit) * 1000)
+        self._notify(g)
+        return g.submitted
+
+    @staticmethod
+    def _notify(g: _Group) -> None:
+        for callback in g.callbacks:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - a caller's callback must never stop the writer
+                _log.exception("spool: on_durable callback failed")
+        for s in g.settles:
+            if s.done is not None:
+                s.done.set()
+        for b in g.barriers:
+            b.done.set()
+
+    def _take(self, op: Submit, g: _Group, now: float) -> None:
+        """Encode one submitted batch into rows, skipping recognised DUP redeliveries."""
+        store = self.store
+        lanes = self.lanes
+        recent = self.recent
+        ring = max(1, self.config.dedup_entries)
+        keep_origins = self.config.dedup_entries > 0
+        g.submitted += len(op.items)
+        if g.oldest_submit is None:
+            g.oldest_submit = op.at
+        op_origins = op.origins
+        for i, item in enumerate(op.items):
+            origin = op_origins[i] if op_origins is not None else None
+            if origin is not None:
+                if origin.dup and (origin.digest in g.fresh or recent.seen(origin.digest, now)):
+                    g.skipped[DropReason.DUPLICATE] += 1
+                    continue
+                if keep_origins and origin.digest not in g.fresh:
+                    g.fresh.add(origin.digest)
+                    g.origins.append((self._ring % ring, origin.digest, now))
+                    self._ring += 1
+            try:
+                kind, key, ts, data = encode_item(item)
+            except (ValueError, TypeError) as exc:
+                g.skipped["unencodable"] += 1
+                _log.warning("spool: item dropped, not encodable", error=str(exc))
+                continue
+            g.rows.append([lanes.get(kind, 2), store.next_seq, kind, key, ts, now, data])
+            store.next_seq += 1
+        if op.on_durable is not None:
+            g.callbacks.append(op.on_durable)
+
+    def _write(self, g: _Group, now: float, maintenance: bool) -> None:
+        """One transaction; on SQLite's full condition, drop by policy and retry."""
+        store = self.store
+        rows, origins, settles, skipped = g.rows, g.origins, g.settles, g.skipped
+        batch_drops: list[tuple[int, int, int]] = []
+        for attempt in range(12):
+            try:
+                store.begin()
+                if rows:
+                    rows = self._apply_cap(rows)
+                for s in settles:
+                    self._settle(s, now)
+                if maintenance:
+                    self._maintain(now)
+                store.insert(rows)
+                if origins:
+                    store.remember(origins)
+                for reason, count in skipped.items():
+                    store.count_drop(reason, 2, count, 0)
+                for prio, n, size in batch_drops:
+                    store.count_drop(DropReason.DISK_FULL, prio, n, size)
+                store.save_next_seq()
+                store.commit()
+            except sqlite3.Error as exc:
+                store.rollback()
+                store.reload_counters()
+                if not is_full(exc) or attempt == 11:
+                    raise
+                rows = self._free_space(rows, attempt, batch_drops)
+                continue
+            if skipped:
+                _log.info("spool: items not spooled", **skipped)
+            g.rows = rows
+            return
+
+    def _apply_cap(self, rows: list[Row]) -> list[Row]:
+        store = self.store
+        incoming: dict[int, int] = defaultdict(int)
+        for r in rows:
+            incoming[r[0]] += len(r[6]) + len(r[3]) + ROW_OVERHEAD
+        plan = overflow_plan(store.usage, incoming, int(self.config.max_bytes))
+        if plan.empty:
+            return rows
+        return self._drop(rows, plan.stored, plan.incoming, DropReason.CAP)
+
+    def _drop(self, rows: list[Row], stored: Mapping[int, int], incoming: Mapping[int, int],
+              reason: str) -> list[Row]:  # fmt: skip
+        store = self.store
+        for prio, target in stored.items():
+            n, size = store.drop_oldest(prio, target)
+            store.count_drop(reason, prio, n, size)
+            if n:
+                _log.warning("spool: oldest rows dropped", reason=reason, priority=prio, rows=n, bytes=size)
+        kept = rows
+        for prio, target in incoming.items():
+            freed = n = 0
+            survivors = []
+            for r in kept:
+                if r[0] == prio and freed < target:
+                    freed += len(r[6]) + len(r[3]) + ROW_OVERHEAD
+                    n += 1
+                else:
+                    survivors.append(r)
+            kept = survivors
+            store.count_drop(reason, prio, n, freed)
+            if n:
+                _log.warning("spool: incoming rows dropped", reason=reason, priority=prio, rows=n,
+                             bytes=freed)  # fmt: skip
+        return kept
+
+    def _free_space(self, rows: list[Row], attempt: int,
+                    batch_drops: list[tuple[int, int, int]]) -> list[Row]:  # fmt: skip
+        """SQLite says the disk (or max_page_count) is full: make room by the overflow policy."""
+        store = self.store
+        store.checkpoint()
+        by_prio: dict[int, int] = defaultdict(int)
+        for r in rows:
+            by_prio[r[0]] += len(r[6]) + len(r[3]) + ROW_OVERHEAD
+        incoming = sum(by_prio.values())
+        target = max(2 * incoming, store.total_bytes // 10, 64 * 1024) * (attempt + 1)
+        _log.warning("spool: storage full, dropping by policy", path=str(store.path), attempt=attempt + 1,
+                     stored_bytes=store.total_bytes, incoming_bytes=incoming)  # fmt: skip
+        plan = overflow_plan(store.usage, by_prio, max(0, store.total_bytes + incoming - target))
+        if plan.stored:
+            try:
+                store.begin()
+                self._drop([], plan.stored, {}, DropReason.DISK_FULL)
+                store.commit()
+            except sqlite3.Error as exc:
+                store.rollback()
+                store.reload_counters()
+                _log.warning("spool: cannot free space yet", error=str(exc))
+            store.checkpoint()
+        if attempt < 3 and store.total_bytes:
+            return rows
+        # little or nothing left to drop on disk: drop from the batch, lowest priority first
+        kept: list[Row] = []
+        dropped: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        budget = {p: b if attempt >= 8 else b // 2 + 1 for p, b in by_prio.items()}
+        lowest = max(by_prio) if by_prio else 0
+        for r in rows:
+            size = len(r[6]) + len(r[3]) + ROW_OVERHEAD
+            d = dropped[r[0]]
+            if (r[0] == lowest or attempt >= 8) and d[1] < budget.get(r[0], 0):
+                d[0] += 1
+                d[1] += size
+            else:
+                kept.append(r)
+        for prio, (n, size) in dropped.items():
+            if n:
+                batch_drops.append((prio, n, size))
+                _log.warning("spool: incoming rows dropped", reason=DropReason.DISK_FULL, priority=prio,
+                             rows=n, bytes=size)  # fmt: skip
+        return kept
+
+    def _settle(self, s: Settle, now: float) -> None:
+        store = self.store
+        for d in s.dead:
+            if store.dead_letter(d.lane, d.seq, d.reason, d.error, now):
+                _log.error("spool: row moved to dead letters", seq=d.seq, reason=d.reason,
+                           error=d.error[:300])  # fmt: skip
+        for prio, seq in s.delete_upto.items():
+            store.delete_upto(prio, seq)
+
+    def _maintain(self, now: float) -> None:
+        store = self.store
+        self._next_maintenance = now + 1.0
+        for prio in list(store.prios()):
+            oldest = store.oldest_spooled_at(prio)
+            if oldest is not None and now - oldest > self.config.ttl:
+                n, size = store.expire(prio, now, self.config.ttl)
+                store.count_drop(DropReason.TTL, prio, n, size)
+                if n:
+                    _log.warning("spool: rows past TTL dropped", priority=prio, rows=n, bytes=size)
+        self.recent.expire(now)

@@ -1,0 +1,148 @@
+"""The forwarder's logic on an in-memory uplink: lanes, order, checkpoints, dead letters, backoff."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from bridge.checkpoint import Checkpoint
+from bridge.config import TopicsConfig
+from bridge.forwarder import Forwarder
+from bridge.policy import Backoff, Priority
+from bridge.spool import Spool
+from gateway.model import Event, EventKind
+from tests.bridge.helpers import FakeUplink, readings, spool_config
+
+TOPICS = TopicsConfig(readings="r", events="e", commands="c", heartbeats="hb", checkpoints="cp")
+
+
+def _forwarder(spool: Spool, uplink: FakeUplink, **kw: object) -> Forwarder:
+    return Forwarder(
+        spool,
+        uplink.factory,
+        gateway_id="gw-1",
+        topic_of_kind=TOPICS.of_kind(),
+        heartbeat_topic=kw.pop("heartbeat_topic", None),  # type: ignore[arg-type]
+        exactly_once=kw.pop("exactly_once", True),  # type: ignore[arg-type]
+        batch_rows=kw.pop("batch_rows", 100),  # type: ignore[arg-type]
+        backoff=Backoff(initial=0.01, maximum=0.05),
+    )
+
+
+def _drain(forwarder: Forwarder, spool: Spool) -> None:
+    reader = spool.reader()
+    while forwarder.step(reader.fetch):
+        pass
+    spool.flush()
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[Spool]:
+    s = Spool.open(spool_config(tmp_path))
+    yield s
+    s.close()
+
+
+def test_events_drain_before_readings_and_each_device_stays_in_order(spool: Spool) -> None:
+    t = 1_800_000_000.0
+    spool.append_many(readings(250, devices=5))
+    spool.append_many([Event(EventKind.FIRED, "hot", t), Event(EventKind.CLEARED, "hot", t + 1)])
+    uplink = FakeUplink()
+    forwarder = _forwarder(spool, uplink, batch_rows=100)
+    _drain(forwarder, spool)
+    topics = [m.topic for m in uplink.committed]
+    assert topics[:2] == ["e", "e"], "rule events first, though spooled last"
+    assert len(topics) == 252
+    for dev in range(5):
+        values = [v["value"] for v in uplink.values("r") if v["device_id"] == f"dev-{dev}"]
+        assert values == sorted(values)
+    assert spool.stats().depth == 0
+    assert uplink.checkpoint is not None
+    assert uplink.checkpoint.lanes == {Priority.EVENT: 252, Priority.READING: 250}
+    assert forwarder.stats().shipped == 252
+
+
+def test_a_restart_drops_what_the_checkpoint_covers(spool: Spool) -> None:
+    spool.append_many(readings(10))
+    # Kafka already has rows 1..6 of this spool (the gateway died before deleting them)
+    uplink = FakeUplink(checkpoint=Checkpoint("gw-1", spool.spool_id, {Priority.READING: 6}))
+    _drain(_forwarder(spool, uplink), spool)
+    assert [m.seq for m in uplink.committed] == [7, 8, 9, 10]
+
+
+def test_a_checkpoint_of_another_spool_file_is_ignored(spool: Spool) -> None:
+    spool.append_many(readings(3))
+    uplink = FakeUplink(checkpoint=Checkpoint("gw-1", "someotherfile", {Priority.READING: 100}))
+    _drain(_forwarder(spool, uplink), spool)
+    assert [m.seq for m in uplink.committed] == [1, 2, 3]
+
+
+def test_a_refused_record_goes_to_dead_letters_and_never_stalls_the_rest(spool: Spool) -> None:
+    spool.append_many(readings(20))
+    uplink = FakeUplink(refuse_seqs={5})
+    forwarder = _forwarder(spool, uplink)
+    with capture_logs() as logs:
+        _drain(forwarder, spool)
+    assert [m.seq for m in uplink.committed] == [s for s in range(1, 21) if s != 5]
+    assert spool.stats().dead_letters == 1
+    assert forwarder.stats().dead_lettered == 1
+    assert any(e["event"] == "spool: row moved to dead letters" and e["seq"] == 5 for e in logs)
+
+
+def test_at_least_once_deletes_on_ack_and_dead_letters_too(spool: Spool) -> None:
+    spool.append_many(readings(20))
+    uplink = FakeUplink(refuse_seqs={3}, exactly_once=False)
+    forwarder = _forwarder(spool, uplink, exactly_once=False)
+    _drain(forwarder, spool)
+    assert [m.seq for m in uplink.committed] == [s for s in range(1, 21) if s != 3]
+    assert uplink.checkpoint is None
+    assert spool.stats().depth == 0
+    assert spool.stats().dead_letters == 1
+
+
+def test_failures_back_off_then_the_backlog_drains_exactly_once(spool: Spool) -> None:
+    spool.append_many(readings(500))
+    uplink = FakeUplink(connect_failures=3, send_failures=2)
+    forwarder = _forwarder(spool, uplink, batch_rows=50)
+    with capture_logs() as logs:
+        forwarder.start()
+        deadline = time.monotonic() + 20
+        while forwarder.stats().shipped < 500 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        forwarder.stop()
+    assert [m.seq for m in uplink.committed] == list(range(1, 501))
+    assert uplink.connects >= 6
+    assert any(e["event"] == "uplink unavailable" for e in logs)
+    stats = forwarder.stats()
+    assert stats.state == "stopped"
+
+
+def test_heartbeat_carries_spool_depth_and_versions(spool: Spool) -> None:
+    spool.append_many(readings(3))
+    uplink = FakeUplink()
+    forwarder = _forwarder(spool, uplink, heartbeat_topic="hb", batch_rows=2)
+    reader = spool.reader()
+    assert forwarder.step(reader.fetch)
+    beats = [m for m in uplink.committed if m.topic == "hb"]
+    assert len(beats) == 1
+    data = json.loads(beats[0].value)
+    assert data["gateway_id"] == "gw-1"
+    assert data["spool"]["depth"] == 3
+    assert data["versions"]["edgegw"]
+    forwarder.step(reader.fetch)
+    assert len([m for m in uplink.committed if m.topic == "hb"]) == 1  # one per interval
+
+
+def test_stats_report_backlog_size_and_age(spool: Spool) -> None:
+    spool.append_many(readings(7))
+    forwarder = _forwarder(spool, FakeUplink())
+    stats = forwarder.stats()
+    assert stats.backlog_rows == 7
+    assert stats.backlog_bytes > 7 * 100
+    assert stats.backlog_oldest_age is not None
+    assert stats.state == "starting"

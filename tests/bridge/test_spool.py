@@ -1,0 +1,225 @@
+"""The spool: group commit, durability callbacks, lanes, cap, TTL, redelivery, dead letters."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from bridge.envelope import Record
+from bridge.policy import Kind, Priority
+from bridge.spool import DeadLetter, Origin, Spool
+from gateway.errors import SpoolError
+from gateway.model import Command, Event, EventKind, Reading
+from tests.bridge.helpers import FakeClock, readings, spool_config
+
+
+def _all_rows(path: Path) -> list[tuple[int, int, str]]:
+    with sqlite3.connect(path) as conn:
+        return [tuple(r) for r in conn.execute("SELECT prio, seq, key FROM rows ORDER BY prio, seq")]
+
+
+def test_rows_are_durable_when_on_durable_runs_and_survive_reopen(tmp_path: Path) -> None:
+    cfg = spool_config(tmp_path)
+    spool = Spool.open(cfg)
+    seen: list[tuple[str, int]] = []
+    done = threading.Event()
+
+    def on_durable() -> None:
+        # committed before the callback runs: a second connection sees every row
+        seen.append((threading.current_thread().name, len(_all_rows(cfg.path))))
+        done.set()
+
+    spool.submit(readings(50), on_durable)
+    assert done.wait(10)
+    assert seen == [("edgegw-spool-writer", 50)]
+    spool.close()
+    with Spool.open(cfg) as again:
+        assert again.stats().depth == 50
+        assert [r.seq for r in again.reader().fetch(Priority.READING, 0, 100)] == list(range(1, 51))
+
+
+def test_group_commit_puts_many_batches_in_one_transaction(tmp_path: Path) -> None:
+    spool = Spool.open(spool_config(tmp_path, commit_interval="50ms", commit_rows=100_000))
+    acked: list[int] = []
+    all_acked = threading.Event()
+
+    def ack() -> None:
+        acked.append(1)
+        if len(acked) == 200:
+            all_acked.set()
+
+    for i in range(200):
+        spool.submit(readings(5, start=i * 5), ack)
+    assert all_acked.wait(10)
+    stats = spool.stats()
+    assert stats.committed_rows == 1000
+    assert stats.commits <= 5, stats
+    assert stats.durable_ms_p50 is not None
+    spool.close()
+
+
+def test_commit_rows_bounds_a_group(tmp_path: Path) -> None:
+    spool = Spool.open(spool_config(tmp_path, commit_interval="1s", commit_rows=10))
+    for i in range(10):
+        spool.submit(readings(10, start=i * 10))
+    spool.flush()
+    assert spool.stats().commits >= 10  # one group per 10 rows, not one per second
+    spool.close()
+
+
+def test_lanes_hold_each_kind_in_spool_order(tmp_path: Path) -> None:
+    spool = Spool.open(spool_config(tmp_path))
+    t = 1_800_000_000.0
+    spool.append_many(
+        [
+            Reading("a", "t", 1.0, t, t),
+            Event(EventKind.FIRED, "hot", t, values={"a/t": 30.0}),
+            Command("a/ac", {"state": "on"}, "hot", t),
+            Reading("a", "t", 2.0, t, t),
+            Event(EventKind.CLEARED, "hot", t),
+        ]
+    )
+    reader = spool.reader()
+    assert [(r.seq, r.kind) for r in reader.fetch(Priority.EVENT, 0, 10)] == [
+        (2, Kind.RULE_FIRED),
+        (5, Kind.RULE_CLEARED),
+    ]
+    assert [r.seq for r in reader.fetch(Priority.COMMAND, 0, 10)] == [3]
+    assert [r.seq for r in reader.fetch(Priority.READING, 0, 10)] == [1, 4]
+    assert [r.seq for r in reader.fetch(Priority.READING, 1, 10)] == [4]
+    stats = spool.stats()
+    assert stats.by_priority[Priority.EVENT].rows == 2
+    assert stats.depth == 5
+    spool.close()
+
+
+def test_cap_drops_oldest_readings_first_counted_and_logged(tmp_path: Path) -> None:
+    spool = Spool.open(spool_config(tmp_path, max_bytes=20_000))
+    spool.append_many(readings(100))  # ~180 bytes each: 18 kB
+    t = 1_800_000_000.0
+    with capture_logs() as logs:
+        spool.append_many([Event(EventKind.FIRED, f"rule-{i}", t) for i in range(40)])
+    stats = spool.stats()
+    assert stats.bytes <= 20_000
+    assert stats.by_priority[Priority.EVENT].rows == 40  # every event kept
+    assert stats.dropped["cap"] > 0
+    kept = [r.seq for r in spool.reader().fetch(Priority.READING, 0, 1000)]
+    assert kept == list(range(101 - len(kept), 101)), "the oldest readings went, the newest stayed"
+    assert any(e["event"] == "spool: oldest rows dropped" and e["reason"] == "cap" for e in logs)
+    # readings arriving at a spool full of events are what gets dropped
+    spool.append_many([Event(EventKind.FIRED, f"more-{i}", t) for i in range(60)])
+    spool.append_many(readings(5, start=1000))
+    stats = spool.stats()
+    assert stats.bytes <= 20_000
+    assert stats.by_priority[Priority.EVENT].rows + stats.by_priority[Priority.READING].rows < 200
+    spool.close()
+
+
+def test_ttl_drops_old_rows_on_a_fake_clock(tmp_path: Path) -> None:
+    clock = FakeClock()
+    spool = Spool.open(spool_config(tmp_path, ttl="1h"), clock=clock)
+    spool.append_many(readings(10))
+    clock.advance(1800)
+    spool.append_many(readings(5, start=10))
+    clock.advance(1801)  # the first 10 are now older than 1 h, the last 5 are not
+    with capture_logs() as logs:
+        spool.append_many(readings(1, start=15))
+    assert [r.seq for r in spool.reader().fetch(Priority.READING, 0, 100)] == list(range(11, 17))
+    assert spool.stats().dropped["ttl"] == 10
+    assert any(e["event"] == "spool: rows past TTL dropped" for e in logs)
+    spool.close()
+
+
+def test_dup_redelivery_of_a_committed_message_is_not_spooled_twice(tmp_path: Path) -> None:
+    clock = FakeClock()
+    cfg = spool_config(tmp_path, dedup_window="5m")
+    spool = Spool.open(cfg, clock=clock)
+    r = readings(2)
+    spool.append_many(r, origins=[Origin.of("home/a", b"21.5"), Origin.of("home/b", b"7")])
+    spool.close()  # the crash between commit and PUBACK
+
+    spool = Spool.open(cfg, clock=clock)  # digests are on disk, not only in memory
+    spool.append_many(readings(1), origins=[Origin.of("home/a", b"21.5", dup=True)])  # redelivered: skipped
+    spool.append_many(readings(1), origins=[Origin.of("home/a", b"21.6", dup=True)])  # not the same payload
+    spool.append_many(readings(1), origins=[Origin.of("home/a", b"21.5")])  # no DUP flag: a new message
+    assert spool.stats().depth == 4
+    assert spool.stats().dropped["duplicate"] == 1
+    clock.advance(301)
+    spool.append_many(readings(1), origins=[Origin.of("home/b", b"7", dup=True)])  # outside the window
+    assert spool.stats().depth == 5
+    spool.close()
+
+
+def test_dup_is_recognised_after_the_row_was_shipped(tmp_path: Path) -> None:
+    spool = Spool.open(spool_config(tmp_path))
+    spool.append_many(readings(1), origins=[Origin.of("t", b"p")])
+    spool.settle(delete_upto={Priority.READING: 1}, wait=True)
+    assert spool.stats().depth == 0
+    spool.append_many(readings(1), origins=[Origin.of("t", b"p", dup=True)])
+    assert spool.stats().depth == 0
+    spool.close()
+
+
+def test_unencodable_items_are_counted_and_the_batch_still_acked(tmp_path: Path) -> None:
+    spool = Spool.open(spool_config(tmp_path))
+    done = threading.Event()
+    bad = Reading("a", "t", math.nan, 1.0, 1.0)
+    spool.submit([bad, *readings(2)], done.set)
+    assert done.wait(10)
+    spool.flush()
+    assert spool.stats().depth == 2
+    assert spool.stats().dropped["unencodable"] == 1
+    spool.close()
+
+
+def test_dead_letters_move_rows_and_keep_them(tmp_path: Path) -> None:
+    cfg = spool_config(tmp_path)
+    spool = Spool.open(cfg)
+    spool.append_many([*readings(3), Record(Kind.READING, "x", 1.0, b'{"big":1}')])
+    spool.settle(dead=[DeadLetter(4, Priority.READING, "msg_size_too_large", "too large")], wait=True)
+    assert spool.stats().depth == 3
+    assert spool.stats().dead_letters == 1
+    spool.close()
+    with sqlite3.connect(cfg.path) as conn:
+        assert conn.execute("SELECT seq, kind, key, data, reason FROM dead_letters").fetchall() == [
+            (4, "reading", "x", b'{"big":1}', "msg_size_too_large")
+        ]
+
+
+def test_sequences_are_never_reused_after_everything_was_shipped(tmp_path: Path) -> None:
+    cfg = spool_config(tmp_path)
+    spool = Spool.open(cfg)
+    spool.append_many(readings(5))
+    spool.settle(delete_upto={Priority.READING: 5}, wait=True)
+    spool.close()
+    with Spool.open(cfg) as spool:
+        spool.append_many(readings(1))
+        assert [r.seq for r in spool.reader().fetch(Priority.READING, 0, 10)] == [6]
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("normal", 1), ("full", 2)])
+def test_synchronous_mode(tmp_path: Path, mode: str, expected: int) -> None:
+    spool = Spool.open(spool_config(tmp_path, synchronous=mode))
+    assert spool._store.conn.execute("PRAGMA synchronous").fetchone()[0] == expected
+    assert spool._store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    spool.close()
+
+
+def test_submit_after_close_fails(tmp_path: Path) -> None:
+    spool = Spool.open(spool_config(tmp_path))
+    spool.close()
+    with pytest.raises(SpoolError):
+        spool.submit(readings(1))
+
+
+def test_a_database_that_is_not_a_spool_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE other (x)")
+    with pytest.raises(SpoolError, match="not an edgegw spool"):
+        Spool.open(spool_config(tmp_path))
