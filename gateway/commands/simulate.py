@@ -71,22 +71,11 @@ def _password(args: argparse.Namespace) -> str | None:
 
 
 def _load(path: str, seed: int | None) -> Any:
-    from pydantic import ValidationError  # noqa: PLC0415
-
+    """The fleet spec; a ConfigError located at file:line:column when it is invalid."""
+    from gateway.yamlio import load_model  # noqa: PLC0415
     from simulators.fleet import FleetSpec  # noqa: PLC0415
 
-    try:
-        spec = FleetSpec.load(path)
-    except OSError as exc:
-        raise ConfigError(ConfigIssue(f"cannot read fleet: {exc.strerror or exc}", file=path)) from None
-    except ValidationError as exc:
-        issues = [
-            ConfigIssue(err["msg"], file=path, path=".".join(str(p) for p in err["loc"]))
-            for err in exc.errors()
-        ]
-        raise ConfigError(issues) from None
-    except ValueError as exc:  # YAML syntax
-        raise ConfigError(ConfigIssue(str(exc).splitlines()[0], file=path)) from None
+    spec = load_model(path, FleetSpec)
     if seed is not None:
         spec = spec.model_copy(update={"seed": seed})
     return spec

@@ -70,9 +70,17 @@ async def test_simulate_cli_with_two_processes(
 
 def test_simulate_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("groups:\n  - {kind: toaster}\n")
+    bad.write_text("seed: 1\ngroups:\n  - kind: toaster\n")
     assert main(["simulate", str(bad), "--broker", "127.0.0.1:1"]) == 2
-    assert f"{bad}:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{bad}:3:" in err
+    assert "groups[0].kind" in err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("groups: [\n")
+    assert main(["simulate", str(broken)]) == 2
+    assert f"{broken}:" in capsys.readouterr().err
+    assert main(["simulate", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
     good = write_fleet(tmp_path, "x")
     assert main(["simulate", str(good)]) == 2
     assert "--broker" in capsys.readouterr().err
