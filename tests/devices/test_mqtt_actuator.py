@@ -110,3 +110,23 @@ async def test_command_while_broker_unreachable_fails_fast() -> None:
     with pytest.raises(ActuatorError, match="not connected"):
         actuators.apply(Command("valve", {"open": True}, None, 0.0), 0.0)
     assert actuators.failed["valve"] == 1
+
+
+async def test_full_paho_queue_holds_commands_back_in_order(mosquitto: Mosquitto) -> None:
+    p = uuid.uuid4().hex[:6]
+    actuators = Actuators([ActuatorConfig(id="valve", profile="json", topic=f"{p}/valve/cmd")])
+    # a paho queue of one: every command waits for the PUBACK of the one before
+    conn = MqttConnection(host=mosquitto.host, port=mosquitto.port, client_id=f"edgegw-{p}",
+                          max_queued_messages=1)
+    with fake_devices(mosquitto, [f"{p}/valve/cmd"], echo={}) as got:
+        link = MqttCommandLink(conn, actuators)
+        async with command_link(link):
+            for i in range(20):
+                actuators.apply(Command("valve", {"step": i}, None, 0.0), 0.0)
+            assert link.backlog > 0
+            async with asyncio.timeout(10):
+                while len(got) < 20:  # noqa: ASYNC110 - filled by paho's thread
+                    await asyncio.sleep(0.02)
+    assert [payload for _, payload in got] == [f'{{"step":{i}}}'.encode() for i in range(20)]
+    assert link.backlog_waits > 0
+    assert link.dropped == 0
