@@ -8,17 +8,20 @@ import asyncio
 import json
 import secrets
 import threading
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from devices.config import DeviceConfig, MqttConnection
 from devices.mqtt_source import MqttSource
+from devices.serial_source import SerialSource
 from gateway.cli import main
 from simulators.fleet import FleetSpec
+from simulators.generator import FleetGenerator
 from simulators.serial_fleet import SerialFleet
 from simulators.testbed import Mosquitto
-from tests.devices.conftest import Collector, running
+from tests.devices.conftest import Collector, running, triples, until
 
 
 def write_fleet(tmp_path: Path, token: str) -> Path:
@@ -107,3 +110,32 @@ def test_serial_fleet_unplugs_and_replugs(tmp_path: Path) -> None:
     # plugged at the start and after every outage (the last may still be running at the end)
     assert all(p.plugs in (stats.disconnects, stats.disconnects + 1) for p in fleet.ptys.values())
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.serial
+async def test_serial_fleet_readings_reach_serial_sources_exactly(tmp_path: Path) -> None:
+    spec = FleetSpec.model_validate({
+        "seed": 5, "rate": 300,
+        "serial": [{"kind": "temperature", "count": 2, "format": "kv", "path": str(tmp_path / "kv")},
+                   {"kind": "power", "count": 1, "format": "json", "path": str(tmp_path / "js")}],
+        "faults": {"garbage": 0.03},
+    })
+    devices = [DeviceConfig.model_validate(d) for d in spec.gateway_devices()]
+    fleet = SerialFleet(spec).start()
+    collector = Collector()
+    sources = [SerialSource(d, collector) for d in devices]
+    tasks = [asyncio.create_task(s.run()) for s in sources]
+    try:
+        await until(lambda: all(s.connected for s in sources))
+        stats = await asyncio.to_thread(fleet.run, rate=300, max_messages=200)
+        expected = FleetGenerator(spec, spec.devices(), rate=300).take(stats.messages)
+        want = Counter((m.device_id, k, v) for m in expected for k, v in m.readings)
+        await collector.wait_for(sum(want.values()))
+        await collector.settle()
+    finally:
+        for source in sources:
+            source.stop()
+        await asyncio.gather(*tasks)
+        fleet.close()
+    assert Counter(triples(collector.readings)) == want
+    assert sum(s.counter.total() for s in sources) == stats.garbage > 0
