@@ -30,7 +30,7 @@ from devices.errors_counter import UNKNOWN_DEVICE, BadInputCounter
 from devices.framing import Frame, LineFramer
 from devices.health import DeviceState, HealthChange, HealthTracker
 from devices.mqtt_actuator import MqttCommandLink
-from devices.mqtt_client import MqttLink
+from devices.mqtt_client import InMessage, MqttLink
 from devices.mqtt_source import MqttSource, TopicRouter
 from devices.profiles import Decoder, build_decoder
 from devices.serial_source import SerialIngest, SerialLineWriter, SerialPort, SerialSource, open_serial
@@ -51,6 +51,7 @@ __all__ = [
     "Frame",
     "HealthChange",
     "HealthTracker",
+    "InMessage",
     "LineFramer",
     "LineWriter",
     "MqttCommandLink",

@@ -6,21 +6,8 @@ ready per wakeup and hands the received messages to ``on_messages`` in one list,
 reconnects with jittered exponential backoff, and sets ``TCP_NODELAY``. The MQTT source
 and the MQTT actuators each run one.
 
-paho internals overridden in :class:`_Client` (two for the hot path, one for a leak):
-
-- ``_sock_recv``: paho reads a packet with three ``recv`` calls (command byte, length,
-  body); we read up to 256 KiB per ``recv`` and serve paho from that buffer, so one
-  wakeup turns into many packets and one system call.
-- ``_handle_publish`` / ``_handle_on_message``: paho builds an ``MQTTMessage`` (with a
-  ``threading.Condition``, and on MQTT 5 a ``Properties`` object) and matches it against
-  its per-topic callback table under two locks; we decode QoS 0/1 PUBLISH packets into a
-  slotted :class:`InMessage` and append it to a list (routing is ours, once per batch).
-- ``_ssl_wrap_socket``: paho's leaves the socket open when the TLS handshake fails.
-
-and :meth:`_Client.ack_many` queues a batch of PUBACKs as one buffer through paho's
-``_packet_queue`` (one ``send`` per batch instead of one per message).
-
-paho-mqtt is pinned below 3 in pyproject.toml; the tests cover both overrides.
+The paho client itself is :class:`devices.paho_client.PahoClient` (buffered reads, lean
+PUBLISH decoding, batched PUBACKs).
 """
 
 from __future__ import annotations
@@ -29,7 +16,6 @@ import asyncio
 import contextlib
 import socket
 import ssl
-import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -43,150 +29,18 @@ from pydantic import SecretStr
 
 from devices.backoff import Backoff
 from devices.config import MqttConnection
+from devices.paho_client import InMessage, PahoClient
 from gateway.errors import SourceError, SourceRefusedError
 
 __all__ = ["InMessage", "MqttLink"]
 
 _log = structlog.get_logger("edgegw.devices.mqtt")
 
-READ_CHUNK = 256 * 1024
 MAX_PACKETS_PER_WAKEUP = 1000
 """Packets handled before the batch goes to the consumer (and its PUBACKs can leave):
 small enough to keep the broker sending while we decode, and to let other tasks run."""
-_REFUSED = {4, 5, 134, 135, 138}
-_PUBACK = struct.Struct("!BBH")
-_U16 = struct.Struct("!H")
-PUBACK = 0x40  # bad user name or password / not authorised / banned
+_REFUSED = {4, 5, 134, 135, 138}  # bad user name or password / not authorised / banned
 
-
-class InMessage:
-    """A received PUBLISH: what edgegw needs of it and nothing more."""
-
-    __slots__ = ("dup", "mid", "payload", "qos", "raw_topic", "topic")
-
-    def __init__(self, topic: str | None, raw_topic: bytes, payload: bytes, *, mid: int, qos: int,
-                 dup: bool) -> None:
-        self.topic = topic
-        """None when the topic is not valid UTF-8 (``raw_topic`` has the bytes)."""
-        self.raw_topic = raw_topic
-        self.payload = payload
-        self.mid = mid
-        self.qos = qos
-        self.dup = dup
-
-
-class _Client(mqtt.Client):
-    """paho client with a read buffer and a message list instead of callbacks."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._rbuf = b""
-        self._rpos = 0
-        self.inbox: list[InMessage] = []
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        pos = self._rpos
-        buf = self._rbuf
-        if pos >= len(buf):
-            data = super()._sock_recv(READ_CHUNK)  # BlockingIOError when nothing is there
-            if not data:
-                return data
-            self._rbuf = buf = data
-            pos = 0
-        end = pos + bufsize
-        self._rpos = min(end, len(buf))
-        if pos == 0 and end >= len(buf):
-            return buf
-        return buf[pos:end]
-
-    def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
-        # paho's version leaks the SSL socket when the handshake fails (bad CA, wrong host);
-        # we always pass an SSLContext with check_hostname on, so the handshake verifies all
-        context = self._ssl_context
-        assert context is not None
-        ssl_sock = context.wrap_socket(tcp_sock, server_hostname=self._host, do_handshake_on_connect=False)
-        try:
-            ssl_sock.settimeout(self._connect_timeout)
-            ssl_sock.do_handshake()
-        except BaseException:
-            ssl_sock.close()
-            raise
-        return ssl_sock
-
-    def buffered(self) -> bool:
-        if self._rpos < len(self._rbuf):
-            return True
-        sock = self._sock
-        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
-
-    def ack_many(self, mids: list[int]) -> None:
-        """PUBACK every message id in ``mids``, in order, in one write.
-
-        paho's ``ack()`` queues and sends one 4-byte packet per call (one system call
-        each); a batch of PUBACKs is one buffer here. A PUBACK without reason code is
-        valid in 3.1.1 and in 5 (remaining length 2 means "success, no properties").
-        """
-        if mids:
-            pack = _PUBACK.pack
-            self._packet_queue(PUBACK, b"".join([pack(0x40, 2, mid) for mid in mids]), 0, 0)
-
-    def drop_buffer(self) -> None:
-        self._rbuf = b""
-        self._rpos = 0
-
-    def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
-        # QoS 2 deliveries still come this way (after PUBREL)
-        try:
-            topic: str | None = message.topic
-        except UnicodeDecodeError:
-            topic = None
-        self.inbox.append(InMessage(topic, message._topic, bytes(message.payload), mid=message.mid,
-                                    qos=message.qos, dup=bool(message.dup)))
-
-    def _handle_publish(self) -> MQTTErrorCode:
-        """PUBLISH (QoS 0 and 1) straight into :class:`InMessage`: paho's own builds an
-        ``MQTTMessage`` with a ``threading.Condition`` and, on MQTT 5, a ``Properties``
-        object per message, which costs more than everything edgegw does with it. We
-        announce no topic aliases, so the topic is always in the packet; properties are
-        skipped. QoS 2 goes through paho."""
-        command = self._in_packet["command"]
-        qos = (command & 0x06) >> 1
-        if qos > 1:
-            return super()._handle_publish()
-        packet = self._in_packet["packet"]
-        try:
-            (length,) = _U16.unpack_from(packet, 0)
-            pos = 2 + length
-            if pos > len(packet):
-                return MQTTErrorCode.MQTT_ERR_PROTOCOL
-            raw_topic = bytes(packet[2:pos])
-            mid = 0
-            if qos:
-                (mid,) = _U16.unpack_from(packet, pos)
-                pos += 2
-            if self._protocol == MQTTProtocolVersion.MQTTv5:
-                props, shift = 0, 0
-                while True:  # variable byte integer: the length of the properties
-                    byte = packet[pos]
-                    pos += 1
-                    props |= (byte & 0x7F) << shift
-                    shift += 7
-                    if not byte & 0x80 or shift > 21:
-                        break
-                pos += props
-            if pos > len(packet):
-                return MQTTErrorCode.MQTT_ERR_PROTOCOL
-            payload = bytes(packet[pos:])
-        except (struct.error, IndexError):
-            return MQTTErrorCode.MQTT_ERR_PROTOCOL
-        try:
-            topic: str | None = raw_topic.decode("utf-8")
-        except UnicodeDecodeError:
-            topic = None
-        self.inbox.append(InMessage(topic, raw_topic, payload, mid=mid, qos=qos, dup=bool(command & 0x08)))
-        if qos and not self._manual_ack:
-            return self._send_puback(mid)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
 class MqttLink:
@@ -235,14 +89,14 @@ class MqttLink:
         self.client = self._make_client(manual_ack)
 
     # ------------------------------------------------------------------ set-up
-    def _make_client(self, manual_ack: bool) -> _Client:
+    def _make_client(self, manual_ack: bool) -> PahoClient:
         conn = self.conn
         v5 = conn.protocol == "5"
         if v5:
-            client = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+            client = PahoClient(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=MQTTProtocolVersion.MQTTv5, manual_ack=manual_ack)
         else:
-            client = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+            client = PahoClient(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              clean_session=not self.persistent,
                              protocol=MQTTProtocolVersion.MQTTv311, manual_ack=manual_ack)
         client.max_queued_messages_set(conn.max_queued_messages)

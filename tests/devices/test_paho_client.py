@@ -8,12 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
-from devices.mqtt_client import _Client
+from devices.paho_client import PahoClient
 
 
-def client(v5: bool) -> _Client:
+def client(v5: bool) -> PahoClient:
     protocol = MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311
-    return _Client(CallbackAPIVersion.VERSION2, client_id="t", protocol=protocol, manual_ack=True)
+    return PahoClient(CallbackAPIVersion.VERSION2, client_id="t", protocol=protocol, manual_ack=True)
 
 
 def varint(n: int) -> bytes:
@@ -25,7 +25,7 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
-def feed(c: _Client, command: int, body: bytes) -> MQTTErrorCode:
+def feed(c: PahoClient, command: int, body: bytes) -> MQTTErrorCode:
     c._in_packet = {"command": command, "have_remaining": 1, "remaining_count": [], "remaining_mult": 1,
                     "remaining_length": len(body), "packet": bytearray(body), "to_process": 0, "pos": 0}
     return c._handle_publish()
