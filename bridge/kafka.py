@@ -190,7 +190,10 @@ class KafkaUplink:
     def close(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            producer.flush(0)
+            try:
+                producer.flush(0)
+            except KafkaException as exc:  # a fatal producer state: it is being dropped anyway
+                _log.debug("kafka producer closed in a failed state", error=_describe(exc.args[0]))
 
     # ------------------------------------------------------------------ sending
     def send(self, messages: Sequence[OutMessage], checkpoint: Checkpoint | None) -> SendResult:
@@ -237,6 +240,7 @@ class KafkaUplink:
     def _send_transaction(self, producer: Producer, messages: Sequence[OutMessage],
                           checkpoint: Checkpoint | None) -> SendResult:  # fmt: skip
         timeout = self.config.send_timeout
+        deadline = time.monotonic() + timeout
         producer.begin_transaction()
         failed = self._produce_all(producer, messages)
         if checkpoint is not None and not failed:
@@ -247,7 +251,6 @@ class KafkaUplink:
             producer.flush(timeout)
             failed = self._index(messages, self._failures)
         if not failed and not self._failures:
-            deadline = time.monotonic() + timeout
             while True:
                 try:
                     producer.commit_transaction(max(1.0, deadline - time.monotonic()))
