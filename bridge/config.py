@@ -96,6 +96,9 @@ class SpoolConfig(_Model):
     """SQLite ``max_page_count`` (a hard file size limit in 4 KiB pages); none by default."""
     wal_autocheckpoint: int = Field(1000, ge=16)
     """Pages in the WAL before SQLite copies them into the database file."""
+    reserve_bytes: ByteSize = ByteSize(1024 * 1024)
+    """A ballast file beside the spool, given back when the disk is full so that SQLite can
+    checkpoint and delete (which need room too); made again once there is room. 0: none."""
 
 
 class TlsConfig(_Model):

@@ -8,6 +8,7 @@ inside a transaction the caller opened (``begin``/``commit``) or opens its own.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -73,12 +74,60 @@ class Store:
             self.dead_letters = 0
             self.drops: dict[str, int] = defaultdict(int)
             self.reload_counters()
+            self.ensure_reserve()
         except sqlite3.Error as exc:
             self.conn.close()
             raise SpoolError(f"cannot open spool {self.path}: {exc}") from exc
         except BaseException:
             self.conn.close()
             raise
+
+    # ------------------------------------------------------------------ disk reserve
+    @property
+    def reserve_path(self) -> Path:
+        return Path(f"{self.path}-reserve")
+
+    def ensure_reserve(self) -> bool:
+        """Make the ballast file if it is missing and the filesystem has room for it twice over."""
+        size = int(self.config.reserve_bytes)
+        path = self.reserve_path
+        if size <= 0 or path.exists():
+            return False
+        try:
+            st = os.statvfs(path.parent)
+            if st.f_bavail * st.f_frsize < 2 * size + int(self.config.wal_autocheckpoint) * 4096:
+                return False
+            with path.open("wb") as f:
+                f.write(b"\0" * size)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return False
+        return True
+
+    def room(self) -> int:
+        """Bytes the spool could still grow by: free filesystem space, or free pages under max_page_count."""
+        try:
+            st = os.statvfs(self.path.parent)
+            free = st.f_bavail * st.f_frsize
+        except OSError:
+            return 0
+        if self.config.max_pages is not None:
+            pages, freelist = (
+                self.conn.execute("PRAGMA page_count").fetchone()[0],
+                self.conn.execute("PRAGMA freelist_count").fetchone()[0],
+            )
+            free = min(free, (int(self.config.max_pages) - int(pages) + int(freelist)) * 4096)
+        return free
+
+    def release_reserve(self) -> bool:
+        try:
+            self.reserve_path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     def reload_counters(self) -> None:
         """Usage, drop and dead-letter figures from the file (at open, after a rollback)."""

@@ -117,6 +117,8 @@ class GroupWriter:
         self.commit_ms: deque[float] = deque(maxlen=4096)
         self.durable_ms: deque[float] = deque(maxlen=4096)
         self._next_maintenance = 0.0
+        self.full_cap: int | None = None
+        """A cap learned from a full disk: the bytes that fitted. Lifted when room returns."""
 
     def group(self, ops: Sequence[object]) -> int:
         """Commit one group; returns how many submitted items it settled."""
@@ -217,8 +219,11 @@ class GroupWriter:
             except sqlite3.Error as exc:
                 store.rollback()
                 store.reload_counters()
-                if not is_full(exc) or attempt == 11:
+                if not is_full(exc):
                     raise
+                if attempt == 11:
+                    self._give_up(rows, exc)
+                    return
                 rows = self._free_space(rows, attempt, batch_drops)
                 continue
             if skipped:
@@ -231,10 +236,14 @@ class GroupWriter:
         incoming: dict[int, int] = defaultdict(int)
         for r in rows:
             incoming[r[0]] += len(r[6]) + len(r[3]) + ROW_OVERHEAD
-        plan = overflow_plan(store.usage, incoming, int(self.config.max_bytes))
+        cap = int(self.config.max_bytes)
+        reason = DropReason.CAP
+        if self.full_cap is not None and self.full_cap < cap:
+            cap, reason = self.full_cap, DropReason.DISK_FULL
+        plan = overflow_plan(store.usage, incoming, cap)
         if plan.empty:
             return rows
-        return self._drop(rows, plan.stored, plan.incoming, DropReason.CAP)
+        return self._drop(rows, plan.stored, plan.incoming, reason)
 
     def _drop(self, rows: list[Row], stored: Mapping[int, int], incoming: Mapping[int, int],
               reason: str) -> list[Row]:  # fmt: skip
@@ -261,10 +270,17 @@ class GroupWriter:
                              bytes=freed)  # fmt: skip
         return kept
 
+    def _give_up(self, rows: list[Row], exc: sqlite3.Error) -> None:
+        """Still full after every remedy: this group's rows are lost (counted in memory, logged)."""
+        self.store.drops[DropReason.DISK_FULL] += len(rows)
+        _log.error("spool: storage full, group not written", rows=len(rows), error=str(exc))
+
     def _free_space(self, rows: list[Row], attempt: int,
                     batch_drops: list[tuple[int, int, int]]) -> list[Row]:  # fmt: skip
         """SQLite says the disk (or max_page_count) is full: make room by the overflow policy."""
         store = self.store
+        if store.release_reserve():
+            _log.warning("spool: disk full, reserve file given back", path=str(store.reserve_path))
         store.checkpoint()
         by_prio: dict[int, int] = defaultdict(int)
         for r in rows:
@@ -284,6 +300,7 @@ class GroupWriter:
                 store.reload_counters()
                 _log.warning("spool: cannot free space yet", error=str(exc))
             store.checkpoint()
+        self.full_cap = store.total_bytes
         if attempt < 3 and store.total_bytes:
             return rows
         # little or nothing left to drop on disk: drop from the batch, lowest priority first
@@ -318,6 +335,13 @@ class GroupWriter:
     def _maintain(self, now: float) -> None:
         store = self.store
         self._next_maintenance = now + 1.0
+        if store.ensure_reserve():
+            _log.info("spool: reserve file made again", path=str(store.reserve_path))
+        if self.full_cap is not None:
+            wanted = 2 * int(self.config.reserve_bytes) + int(self.config.wal_autocheckpoint) * 4096
+            if store.room() > max(wanted, self.full_cap // 10):
+                _log.info("spool: room again after a full disk", learned_cap=self.full_cap)
+                self.full_cap = None
         for prio in list(store.prios()):
             oldest = store.oldest_spooled_at(prio)
             if oldest is not None and now - oldest > self.config.ttl:
