@@ -180,6 +180,8 @@ class KafkaUplink:
                 return None
             self._producer.init_transactions(timeout)
         except KafkaException as exc:
+            if self._producer is not None:
+                self._producer.poll(0)  # serve queued error callbacks: was it a refusal?
             raise self._refused_or(exc, "cannot connect to Kafka") from exc
         if self._refusal is not None:
             raise UplinkRefusedError(f"Kafka refused the connection ({_describe(self._refusal)})")
