@@ -83,7 +83,7 @@ def test_sasl_ssl_ships_and_never_logs_the_password(
     topics = make_topics(node, topic_prefix)
     security = KafkaSecurity(
         protocol="SASL_SSL",
-        sasl=SaslConfig(mechanism=mechanism, username=USER, password=SecretRef(env="EDGEGW_KAFKA_PASSWORD")),  # type: ignore[arg-type]
+        sasl=SaslConfig(mechanism=mechanism, username=USER, password=SecretRef(env="EDGEGW_KAFKA_PASSWORD")),
         tls=TlsConfig(ca_file=tls.ca_cert),
     )
     with capture_logs() as logs:
