@@ -212,6 +212,11 @@ class Forwarder:
                     _log.error("forwarder cannot read the spool", error=str(exc))
                     self._stop.wait(1.0)
                     continue
+                except Exception as exc:  # noqa: BLE001 - this loop is the forwarder's supervisor
+                    _log.exception("forwarder round failed unexpectedly; reconnecting")
+                    self._disconnect(UplinkError(f"unexpected: {exc!r}"))
+                    self._stop.wait(self._backoff.next_delay())
+                    continue
                 if not worked:
                     wait = max(0.0, min(1.0, self._next_heartbeat - time.monotonic()))
                     self.spool.data_ready.wait(wait)

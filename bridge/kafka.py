@@ -250,7 +250,9 @@ class KafkaUplink:
         commit_error: KafkaError | None = None
         if not failed:
             # flush first: it serves the delivery reports, so a refused record shows up here
-            producer.flush(timeout)
+            # (and a failed transaction stops the flush early: its other records never leave)
+            while producer.flush(0.2) > 0 and not self._failures and time.monotonic() < deadline:
+                pass
             failed = self._index(messages, self._failures)
         if not failed and not self._failures:
             while True:

@@ -110,6 +110,7 @@ class Spool:
         self._failed: SpoolError | None = None
         self._closed = False
         self._stats_conn: sqlite3.Connection | None = None
+        self._stats_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="edgegw-spool-writer", daemon=True)
 
     @classmethod
@@ -171,7 +172,7 @@ class Spool:
         self._closed = True
         self._queue.put(_STOP)
         self._thread.join(timeout)
-        with self._lock:
+        with self._stats_lock:
             if self._stats_conn is not None:
                 self._stats_conn.close()
                 self._stats_conn = None
@@ -200,8 +201,8 @@ class Spool:
         store, w = self._store, self._writer
         usage = dict(store.usage)
         oldest: float | None = None
-        with self._lock:
-            pending = self._pending
+        pending = self._pending
+        with self._stats_lock:  # not the submit lock: the rule path never waits on a stats query
             try:
                 if self._stats_conn is None and not self._closed:
                     self._stats_conn = connect(self.path, readonly=True)
