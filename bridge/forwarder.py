@@ -280,6 +280,9 @@ class Forwarder:
             checkpoint = Checkpoint(self.gateway_id, self.spool.spool_id, {**self._cursors, **upto})
         result = uplink.send(messages, checkpoint)
         self._transactions += 1
+        if beat and len(messages) - 1 in result.permanent:  # never let a refused heartbeat block data
+            _log.warning("heartbeat refused by Kafka", error=result.permanent[len(messages) - 1][1])
+            self._next_heartbeat = time.monotonic() + self.heartbeat_interval
         if self.exactly_once:
             self._settle_transaction(messages, upto, result)
         else:

@@ -150,6 +150,8 @@ class KafkaUplink:
                 "queue.buffering.max.kbytes": 1_048_576,
                 "message.timeout.ms": timeout_ms,
                 "partitioner": "murmur2_random",
+                # an unknown topic fails its records well inside one round (dead letters)
+                "topic.metadata.propagation.max.ms": min(10_000, timeout_ms // 2),
                 "delivery.report.only.error": True,
                 "on_delivery": self._on_delivery,
                 "error_cb": self._on_error,

@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 
 from bridge.checkpoint import Checkpoint
 from bridge.config import TopicsConfig
-from bridge.forwarder import Forwarder
+from bridge.forwarder import Forwarder, SendResult
 from bridge.policy import Backoff, Priority
 from bridge.spool import Spool
 from gateway.model import Event, EventKind
@@ -146,3 +146,20 @@ def test_stats_report_backlog_size_and_age(spool: Spool) -> None:
     assert stats.backlog_bytes > 7 * 100
     assert stats.backlog_oldest_age is not None
     assert stats.state == "starting"
+
+
+def test_a_refused_heartbeat_never_blocks_the_data(spool: Spool) -> None:
+    class RefusesHeartbeats(FakeUplink):
+        def send(self, messages, checkpoint):  # type: ignore[no-untyped-def]
+            for i, m in enumerate(messages):
+                if m.seq is None:
+                    return SendResult(permanent={i: ("topic_authorization_failed", "not authorised")})
+            return super().send(messages, checkpoint)
+
+    spool.append_many(readings(10))
+    uplink = RefusesHeartbeats()
+    forwarder = _forwarder(spool, uplink, heartbeat_topic="hb")
+    with capture_logs() as logs:
+        _drain(forwarder, spool)
+    assert [m.seq for m in uplink.committed] == list(range(1, 11))
+    assert any(e["event"] == "heartbeat refused by Kafka" for e in logs)
