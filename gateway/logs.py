@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -33,14 +33,14 @@ def redact_secrets(
     return event_dict
 
 
-def configure_logging(*, level: str = "info", json: bool | None = None) -> None:
-    """Configure structlog for the process. ``json=None`` picks by environment."""
+def configure_logging(*, level: str = "info", json: bool | None = None, file: TextIO | None = None) -> None:
+    """Configure structlog for the process. ``json=None`` picks by environment; ``file``
+    (default stderr) is where the lines go (the demo sends them to a file under its view)."""
+    stream = file or sys.stderr
     if json is None:
-        json = "JOURNAL_STREAM" in os.environ or not sys.stderr.isatty()
+        json = "JOURNAL_STREAM" in os.environ or not stream.isatty()
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
     structlog.configure(
         processors=[
@@ -52,6 +52,6 @@ def configure_logging(*, level: str = "info", json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )
