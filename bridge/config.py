@@ -8,13 +8,13 @@ it (``gateway.secrets.resolve_secret``) into the :class:`KafkaSecrets` the forwa
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, model_validator
 
 from bridge.policy import Kind
+from gateway.configtypes import Duration, SecretRef, parse_duration
 
 __all__ = [
     "BridgeConfig",
@@ -29,51 +29,8 @@ __all__ = [
     "parse_duration",
 ]
 
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?"
-                       r"(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")  # fmt: skip
-_UNITS = (86400.0, 3600.0, 60.0, 1.0, 0.001)
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from ``250ms``, ``30s``, ``2m``, ``1h30m``, ``7d`` or a plain number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or text like 30s, 2m, 1h30m, 7d")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        match = _DURATION.fullmatch(text)
-        if not text or match is None or not any(match.groups()):
-            raise ValueError(f"invalid duration {value!r}: write e.g. 250ms, 30s, 2m, 1h30m, 7d")
-        seconds = sum(float(g) * unit for g, unit in zip(match.groups(), _UNITS, strict=True) if g)
-    else:
-        raise ValueError("a duration is a number of seconds or text like 30s, 2m, 1h30m, 7d")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SecretRef(_Model):
-    """Where a secret comes from: exactly one of a file, an environment variable or a
-    systemd credential (``LoadCredential=NAME:...``, read from ``$CREDENTIALS_DIRECTORY``)."""
-
-    file: Path | None = None
-    env: str | None = None
-    credential: str | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> SecretRef:
-        given = [n for n in ("file", "env", "credential") if getattr(self, n) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of file, env or credential (never the secret itself)")
-        return self
 
 
 class SpoolConfig(_Model):

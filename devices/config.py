@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.configtypes import Duration, SecretRef, parse_duration
 
 __all__ = [
     "ActuatorConfig",
@@ -59,32 +61,6 @@ ProfileName = Literal["json", "plain", "zigbee2mqtt", "tasmota", "kv"]
 
 _ID = re.compile(r"^[A-Za-z0-9_-]+$")
 _ACTUATOR_ID = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)?$")
-_DURATION = re.compile(
-    r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?"
-    r"(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$"
-)
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from ``30s``, ``2m``, ``1h30m``, ``250ms``, ``7d`` or a plain number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or text like 30s, 2m, 1h30m")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        match = _DURATION.fullmatch(text)
-        if not text or match is None or not any(match.groups()):
-            raise ValueError(f"invalid duration {value!r}: write e.g. 30s, 2m, 1h30m, 250ms")
-        days, hours, minutes, secs, millis = (float(g) if g else 0.0 for g in match.groups())
-        seconds = days * 86400 + hours * 3600 + minutes * 60 + secs + millis / 1000
-    else:
-        raise ValueError("a duration is a number of seconds or text like 30s, 2m, 1h30m")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
-
-
 def _size(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -100,23 +76,8 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-Duration = Annotated[float, Field(ge=0)]
-
-
-class PasswordRef(_Model):
-    """Where a password comes from: exactly one of a file, an environment variable or a
-    systemd credential (``LoadCredential=NAME:...``, read from ``$CREDENTIALS_DIRECTORY``)."""
-
-    file: Path | None = None
-    env: str | None = None
-    credential: str | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> PasswordRef:
-        given = [n for n in ("file", "env", "credential") if getattr(self, n) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of file, env or credential (never the password itself)")
-        return self
+PasswordRef = SecretRef
+"""Where a password comes from (see :class:`gateway.configtypes.SecretRef`)."""
 
 
 class TlsSettings(_Model):
@@ -155,11 +116,6 @@ class MqttConnection(_Model):
     reconnect_max: Duration = 60.0
     connect_timeout: Duration = 10.0
 
-    @field_validator("keepalive", "session_expiry", "reconnect_min", "reconnect_max",
-                     "connect_timeout", mode="before")
-    @classmethod
-    def _durations(cls, value: object) -> float:
-        return parse_duration(value)
 
     @model_validator(mode="after")
     def _check(self) -> MqttConnection:
@@ -183,10 +139,6 @@ class SerialPortConfig(_Model):
     reconnect_min: Duration = 0.5
     reconnect_max: Duration = 30.0
 
-    @field_validator("reconnect_min", "reconnect_max", mode="before")
-    @classmethod
-    def _durations(cls, value: object) -> float:
-        return parse_duration(value)
 
 
 class FieldSpec(_Model):
@@ -224,10 +176,6 @@ class DeviceConfig(_Model):
     stale_after: Duration = 300.0
     max_payload: int = Field(default=64 * 1024, ge=1)
 
-    @field_validator("stale_after", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> float:
-        return parse_duration(value)
 
     @field_validator("max_payload", mode="before")
     @classmethod
@@ -280,10 +228,6 @@ class ConfirmConfig(_Model):
     state_topic: str | None = None
     """Default: ``<base>/<name>`` (Zigbee2MQTT), ``stat/<topic>/RESULT`` (Tasmota)."""
 
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> float:
-        return parse_duration(value)
 
 
 class ActuatorConfig(_Model):

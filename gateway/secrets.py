@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Protocol
 
 import structlog
-from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+from pydantic import SecretStr
 
+from gateway.configtypes import SecretRef
 from gateway.errors import ConfigError
 
 __all__ = ["SecretRef", "SecretSource", "resolve_secret"]
@@ -41,23 +42,6 @@ class SecretSource(Protocol):
     def env(self) -> str | None: ...
     @property
     def credential(self) -> str | None: ...
-
-
-class SecretRef(BaseModel):
-    """Where a secret comes from: exactly one of ``file``, ``env``, ``credential``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    file: Path | None = None
-    env: str | None = None
-    credential: str | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> SecretRef:
-        given = [n for n in ("file", "env", "credential") if getattr(self, n) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of file, env or credential (never the secret itself)")
-        return self
 
 
 def resolve_secret(
