@@ -183,6 +183,12 @@ class Spool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def failed(self) -> SpoolError | None:
+        """Why the writer stopped for good (an I/O error other than "full"), else None.
+        The runtime then reopens the spool; nothing committed before is lost."""
+        return self._failed
+
     # ------------------------------------------------------------------ reading
     @property
     def lanes(self) -> dict[int, int]:

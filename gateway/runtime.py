@@ -208,6 +208,7 @@ class Runtime:
                     group.create_task(self._announce_ready(), name="ready"),
                     group.create_task(watchdog_loop(self.notifier), name="watchdog"),
                     group.create_task(self._reloader(), name="reloader"),
+                    group.create_task(self._spool_watch(), name="spool-watch"),
                 ]
                 await self._stop.wait()
                 self.notifier.stopping("stopping")
@@ -403,6 +404,35 @@ class Runtime:
             if now.mono - self._last_snapshot >= SNAPSHOT_EVERY_S:
                 self._save_rule_state()
             await asyncio.sleep(TICK_S)
+
+    async def _spool_watch(self) -> None:
+        """Reopen the spool (and restart the forwarder) when its writer failed for good.
+
+        Meanwhile ``submit`` raises, the sources stop acking and the broker keeps the
+        messages (persistent session): they come again once the spool is back.
+        """
+        backoff = Backoff(1.0, 30.0)
+        while True:
+            await asyncio.sleep(1.0)
+            spool = self.spool
+            if spool is None or spool.failed is None:
+                continue
+            self.state.component_errors["spool"] = str(spool.failed)
+            _log.error("spool failed; reopening", error=str(spool.failed))
+            if self.forwarder is not None:
+                await asyncio.to_thread(self.forwarder.stop, 5.0)
+                self.forwarder = None
+            await asyncio.to_thread(spool.close, 5.0)
+            try:
+                await asyncio.to_thread(self._open_spool)
+            except GatewayError as exc:
+                _log.error("cannot reopen the spool", error=str(exc))
+                self.state.restarts["spool"] += 1
+                await asyncio.sleep(backoff.next())
+                continue
+            backoff.reset()
+            self.state.restarts["spool"] += 1
+            self._start_forwarder()
 
     # ------------------------------------------------------------------ rule state
     @property
