@@ -202,6 +202,11 @@ class Observability:
     def metrics(self) -> Response:
         return 200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(self.registry)
 
+    def rules(self) -> Response:
+        """Every rule's trace (``edgegw rules explain`` reads it)."""
+        body = json.dumps(self.runtime.engine.traces(), default=str, indent=1)
+        return 200, "application/json", body.encode()
+
     def healthz(self) -> Response:
         ok, body = health(self.runtime)
         return (200 if ok else 503), "application/json", (json.dumps(body, indent=2) + "\n").encode()

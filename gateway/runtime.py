@@ -524,7 +524,11 @@ class Runtime:
         from gateway.metrics import Observability  # noqa: PLC0415
 
         obs = Observability(self)
-        server = HttpServer(section.host, section.port, {"/metrics": obs.metrics, "/healthz": obs.healthz})
+        server = HttpServer(
+            section.host,
+            section.port,
+            {"/metrics": obs.metrics, "/healthz": obs.healthz, "/rules": obs.rules},
+        )
         await server.start()
         self.http_port = server.port
         return server

@@ -55,6 +55,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     test.add_argument("scenarios", nargs="+", metavar="SCENARIO")
     test.set_defaults(func=_test_command)
+    explain = sub.add_parser(
+        "explain",
+        help="why a rule of a running gateway fired, cleared or was held back",
+        description="Show the last evaluations of a rule per outcome (fired, cleared, blocked by "
+        "cooldown, blocked by guard...) with the values that decided, from a running gateway's "
+        "HTTP port (the `http:` section of its config).",
+    )
+    explain.add_argument("rule", metavar="RULE_ID")
+    explain.add_argument("--config", metavar="CFG", help="the gateway's config (to find its HTTP port)")
+    explain.add_argument(
+        "--url", metavar="URL", help="the gateway's HTTP address, e.g. http://127.0.0.1:9108"
+    )
+    explain.add_argument("--json", action="store_true", help="print the trace as JSON")
+    explain.set_defaults(func=_explain_command)
 
 
 @dataclass(slots=True)
@@ -267,3 +281,50 @@ def _test_command(args: argparse.Namespace) -> int:
             print(outcome.report)
         worst = max(worst, outcome.code)
     return worst
+
+
+def _explain_command(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import time  # noqa: PLC0415
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    url = args.url
+    if url is None:
+        from gateway.config import DEFAULT_CONFIG_PATH, GatewayConfig  # noqa: PLC0415
+        from gateway.yamlio import load_model  # noqa: PLC0415
+
+        path = args.config or os.environ.get("EDGEGW_CONFIG") or str(DEFAULT_CONFIG_PATH)
+        http = load_model(path, GatewayConfig).http
+        url = f"http://{http.host}:{http.port}"
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/rules", timeout=5) as response:  # noqa: S310 - our own local gateway
+            traces: dict[str, Any] = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"error: cannot reach the gateway at {url}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    trace = traces.get(args.rule)
+    if trace is None:
+        known = ", ".join(sorted(traces)) or "none"
+        print(f"error: no rule {args.rule!r} in the running gateway (rules: {known})", file=sys.stderr)
+        return EXIT_INVALID
+    if args.json:
+        print(json.dumps(trace, indent=2))
+        return EXIT_OK
+    state = "fired" if trace.get("fired") else "clear"
+    print(f"rule {args.rule}: {state}; condition {'met' if trace.get('met') else 'not met'}")
+    for key in ("bad_readings", "loop_guard_trips"):
+        if trace.get(key):
+            print(f"  {key.replace('_', ' ')}: {trace[key]}")
+    outcomes: dict[str, list[dict[str, Any]]] = trace.get("outcomes", {})
+    if not outcomes:
+        print("  no evaluations yet")
+    for outcome, entries in outcomes.items():
+        print(f"  {outcome.replace('_', ' ')}:")
+        for entry in entries:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.get("at", 0)))
+            values = ", ".join(f"{k}={v}" for k, v in (entry.get("values") or {}).items())
+            detail = f" ({entry['detail']})" if entry.get("detail") else ""
+            print(f"    {when}  {values}{detail}")
+    return EXIT_OK
