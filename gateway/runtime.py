@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import time
@@ -48,10 +47,12 @@ from devices import (
 )
 from devices.backoff import Backoff
 from gateway.config import LoadedConfig, load_config
-from gateway.errors import ActuatorError, ConfigError, GatewayError, SourceRefusedError
+from gateway.errors import ActuatorError, ConfigError, GatewayError
 from gateway.model import Command, Event, Reading
+from gateway.rulestate import RULE_STATE_FILE, read_rule_state, set_aside, write_rule_state
 from gateway.sdnotify import Notifier, watchdog_loop
 from gateway.secrets import resolve_secret
+from gateway.supervisor import supervise
 from gateway.timesync import ClockSync, SystemClockProbe
 from rules import Now, RuleEngine
 
@@ -61,7 +62,6 @@ _log = structlog.get_logger("edgegw.runtime")
 
 TICK_S = 0.05
 SNAPSHOT_EVERY_S = 10.0
-RULE_STATE_FILE = "rules-state.json"
 STOP_BUDGET_S = 8.0  # systemd's TimeoutStopSec is larger; the issue asks for 10 s
 
 
@@ -121,6 +121,7 @@ class Runtime:
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._generation = 0  # bumped when a reload replaces the device components
         self._group: asyncio.TaskGroup | None = None
         self._last_snapshot = time.monotonic()
 
@@ -345,36 +346,16 @@ class Runtime:
 
     def _spawn(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         assert self._group is not None
-        self._tasks[name] = self._group.create_task(self._supervise(name, run), name=name)
-
-    async def _supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
-        """Run one component; restart it with backoff when it fails, until the runtime stops."""
-        backoff = Backoff(0.5, 30.0)
-        log = _log.bind(component=name)
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                await run()
-            except asyncio.CancelledError:
-                raise
-            except SourceRefusedError as exc:  # wrong credentials: retrying fast will not help
-                self.state.component_errors[name] = str(exc)
-                log.error("component refused by its peer; retrying slowly", error=str(exc))
-                delay = backoff.maximum
-            except (GatewayError, OSError) as exc:
-                self.state.component_errors[name] = str(exc)
-                log.warning("component failed; restarting", error=str(exc))
-                delay = backoff.next()
-            else:
-                if self._stop.is_set():
-                    return
-                log.warning("component ended; restarting")
-                delay = backoff.next()
-            if time.monotonic() - started > 60:
-                backoff.reset()
-            self.state.restarts[name] += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+        generation = self._generation
+        task = supervise(
+            name,
+            run,
+            keep_running=lambda: not self._stop.is_set() and generation == self._generation,
+            wake=self._stop,
+            restarts=self.state.restarts,
+            errors=self.state.component_errors,
+        )
+        self._tasks[name] = self._group.create_task(task, name=name)
 
     async def _announce_ready(self) -> None:
         """READY once MQTT is subscribed, the spool open and the rules loaded (never waits on Kafka)."""
@@ -441,34 +422,18 @@ class Runtime:
 
     def _save_rule_state(self) -> None:
         self._last_snapshot = time.monotonic()
-        data = self.engine.snapshot(self.now())
-        tmp = self.rule_state_path.with_suffix(".tmp")
-        try:
-            with tmp.open("w") as handle:
-                json.dump(data, handle, separators=(",", ":"))
-                handle.flush()
-                os.fsync(handle.fileno())
-            tmp.replace(self.rule_state_path)
-        except OSError as exc:
-            _log.error("cannot save rule state", path=str(self.rule_state_path), error=str(exc))
+        write_rule_state(self.rule_state_path, self.engine.snapshot(self.now()))
 
     def _restore_rule_state(self) -> None:
-        path = self.rule_state_path
-        if not path.exists():
+        data = read_rule_state(self.rule_state_path)
+        if data is None:
             return
         try:
-            data = json.loads(path.read_text())
             self.engine.restore(data, self.now())
-        except (OSError, ValueError, KeyError, TypeError, GatewayError) as exc:
-            # a corrupt snapshot must not keep the house dark: start fresh, keep the file
-            keep = path.with_suffix(f".bad-{int(time.time())}")
-            with contextlib.suppress(OSError):
-                path.replace(keep)
-            _log.error(
-                "rule state unreadable; starting fresh", path=str(path), kept=str(keep), error=str(exc)
-            )
+        except (ValueError, KeyError, TypeError, GatewayError) as exc:
+            set_aside(self.rule_state_path, str(exc))
         else:
-            _log.info("rule state restored", path=str(path), rules=len(self.engine.rules))
+            _log.info("rule state restored", path=str(self.rule_state_path), rules=len(self.engine.rules))
 
     # ------------------------------------------------------------------ reload (SIGHUP)
     async def _reloader(self) -> None:
@@ -504,12 +469,15 @@ class Runtime:
         broker handed over and that were not acked yet come again (persistent session)."""
         if self.spool is not None:
             await asyncio.to_thread(self.spool.flush, 5.0)
+        self._generation += 1  # first: the old components' supervisors must not restart them
         for component in self._stoppables():
             component.stop()
         old_tasks = list(self._tasks.values())
         self._tasks.clear()
         if old_tasks:
-            await asyncio.wait(old_tasks, timeout=5.0)
+            _done, pending = await asyncio.wait(old_tasks, timeout=5.0)
+            for task in pending:
+                task.cancel()
         for writer in self.serial_writers.values():
             writer.close()
         self._build_devices()
