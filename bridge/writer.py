@@ -58,15 +58,24 @@ class Submit:
 
 
 class Origin(NamedTuple):
-    """Where an item came from, for recognising MQTT DUP redeliveries."""
+    """Where an item came from, for recognising MQTT DUP redeliveries.
+
+    The digest covers the MQTT packet id as well as the topic and payload. A broker
+    resends an unacknowledged QoS 1 message with its *original* packet id (MQTT 3.1.1
+    4.4, MQTT 5 4.4), so a redelivery matches exactly the message it repeats, while a
+    different message that merely says the same thing (a door reporting ``true`` again)
+    has another packet id and is never mistaken for it. Packet ids are reused only after
+    65,535 others, far more than the ring of recent digests holds.
+    """
 
     digest: int
     dup: bool = False
 
     @staticmethod
-    def of(topic: str, payload: bytes, *, dup: bool = False) -> Origin:
-        """The digest of an MQTT message: its topic and payload (64-bit BLAKE2b)."""
-        h = hashlib.blake2b(topic.encode(), digest_size=8)
+    def of(topic: str, payload: bytes, *, dup: bool = False, mid: int = 0) -> Origin:
+        """The digest (64-bit BLAKE2b) of an MQTT message: packet id, topic and payload."""
+        h = hashlib.blake2b(mid.to_bytes(2, "big"), digest_size=8)
+        h.update(topic.encode())
         h.update(b"\0")
         h.update(payload)
         return Origin(int.from_bytes(h.digest(), "big", signed=True), dup)
@@ -132,7 +141,7 @@ class GroupWriter:
             elif isinstance(op, Barrier):
                 g.barriers.append(op)
         maintenance = now >= self._next_maintenance
-        if g.rows or g.settles or maintenance:
+        if g.rows or g.settles or g.skipped or maintenance:  # skipped: their drop counts are recorded
             started = time.monotonic()
             self._write(g, now, maintenance)
             if g.rows or g.settles:
@@ -172,10 +181,21 @@ class GroupWriter:
         if g.oldest_submit is None:
             g.oldest_submit = op.at
         op_origins = op.origins
+        previous: Origin | None = None
+        keep_previous = True
         for i, item in enumerate(op.items):
             origin = op_origins[i] if op_origins is not None else None
-            if origin is not None:
-                if origin.dup and (origin.digest in g.fresh or recent.seen(origin.digest, now)):
+            if origin is not None and origin is previous:
+                # another reading of the same message: the message was decided once
+                if not keep_previous:
+                    g.skipped[DropReason.DUPLICATE] += 1
+                    continue
+            elif origin is not None:
+                previous = origin
+                keep_previous = not (
+                    origin.dup and (origin.digest in g.fresh or recent.seen(origin.digest, now))
+                )
+                if not keep_previous:
                     g.skipped[DropReason.DUPLICATE] += 1
                     continue
                 if keep_origins and origin.digest not in g.fresh:

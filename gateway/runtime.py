@@ -159,7 +159,7 @@ class Runtime:
                 origin = by_message.get(id(message))
                 if origin is None:
                     origin = by_message[id(message)] = Origin.of(
-                        message.topic, message.payload, dup=message.dup
+                        message.topic, message.payload, dup=message.dup, mid=message.mid
                     )
                 origins.append(origin)
         spool.submit(readings, ack, origins=origins)

@@ -223,3 +223,30 @@ def test_a_database_that_is_not_a_spool_is_refused(tmp_path: Path) -> None:
         conn.execute("CREATE TABLE other (x)")
     with pytest.raises(SpoolError, match="not an edgegw spool"):
         Spool.open(spool_config(tmp_path))
+
+
+def test_dup_is_matched_by_packet_id_not_by_content(tmp_path: Path) -> None:
+    """A door that reports `true` twice sends two messages: a redelivery of the second one
+    must not be taken for the first, which has another packet id."""
+    spool = Spool.open(spool_config(tmp_path))
+    spool.append_many(readings(1), origins=[Origin.of("door/1", b"true", mid=41)])
+    # message 42 says the same; the gateway dies before committing it; the broker resends it
+    spool.append_many(readings(1), origins=[Origin.of("door/1", b"true", mid=42, dup=True)])
+    assert spool.stats().depth == 2
+    # and a real redelivery of 42 after it was committed is still recognised
+    spool.append_many(readings(1), origins=[Origin.of("door/1", b"true", mid=42, dup=True)])
+    assert spool.stats().depth == 2
+    assert spool.stats().dropped["duplicate"] == 1
+    spool.close()
+
+
+def test_all_readings_of_a_redelivered_message_are_kept_together(tmp_path: Path) -> None:
+    """A DUP message that was never committed and carries three readings keeps all three."""
+    spool = Spool.open(spool_config(tmp_path))
+    origin = Origin.of("zigbee2mqtt/plug", b'{"power":5,"energy":7,"voltage":230}', mid=9, dup=True)
+    spool.append_many(readings(3), origins=[origin, origin, origin])
+    assert spool.stats().depth == 3
+    spool.append_many(readings(3), origins=[origin, origin, origin])  # the same message again
+    assert spool.stats().depth == 3
+    assert spool.stats().dropped["duplicate"] == 3
+    spool.close()
