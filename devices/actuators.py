@@ -200,7 +200,7 @@ class Actuators:
             _log.warning("command failed", actuator=cfg.id, error=str(exc), rule=command.rule_id)
             raise
         self.sent[cfg.id] += 1
-        _log.info("command sent", actuator=cfg.id, rule=command.rule_id, payload=dict(command.payload))
+        _log.debug("command sent", actuator=cfg.id, rule=command.rule_id, payload=dict(command.payload))
         if cfg.confirm is not None and state_topic(cfg) is not None:
             expected = _expected(cfg, command.payload)
             if expected:
