@@ -8,8 +8,6 @@ WATCHDOG_PID-less environment and STATE_DIRECTORY as the unit would, starts
 - WATCHDOG=1 pings keep arriving, more often than WatchdogSec=;
 - SIGHUP (ExecReload=) reloads: READY=1 again, after an optional RELOADING=1;
 - SIGTERM: STOPPING=1, then exit status 0 within 10 s (TimeoutStopSec= is 20 s).
-
-Skipped until the `run` command exists.
 """
 
 from __future__ import annotations
@@ -32,14 +30,6 @@ from tests.systemd.conftest import ROOT
 pytestmark = [pytest.mark.slow, pytest.mark.mqtt]
 
 WATCHDOG_USEC = 2_000_000  # 2 s: pings expected at least every second
-
-
-def _run_command_exists() -> bool:
-    probe = subprocess.run(
-        [sys.executable, "-m", "gateway", "run", "--help"],
-        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
-    )
-    return probe.returncode == 0
 
 
 class NotifySocket:
@@ -78,8 +68,6 @@ def notify() -> Iterator[NotifySocket]:
 
 
 def test_run_speaks_the_units_protocol(mosquitto: Mosquitto, notify: NotifySocket, tmp_path: Path) -> None:
-    if not _run_command_exists():
-        pytest.skip("`edgegw run` is not there yet")
     state = tmp_path / "state"
     state.mkdir()
     config = tmp_path / "edgegw.yaml"
