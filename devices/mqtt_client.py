@@ -76,6 +76,7 @@ class MqttLink:
                               client_id=self.client_id)
         self.generation = 0
         self.connected = False
+        self._paused = False
         self.connects = 0
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -212,7 +213,8 @@ class MqttLink:
         if sock is None:
             raise SourceError(f"{self.name}: connection closed while connecting")
         self._fd = sock.fileno()
-        loop.add_reader(self._fd, self._readable)
+        if not self._paused:
+            loop.add_reader(self._fd, self._readable)
         self._after_io()
         self._schedule_misc()
 
@@ -279,6 +281,8 @@ class MqttLink:
             self._lost.set_result(None)
 
     def _readable(self) -> None:
+        if self._paused:
+            return
         client = self.client
         for _ in range(MAX_PACKETS_PER_WAKEUP):
             rc = client.loop_read()
@@ -362,6 +366,12 @@ class MqttLink:
         self._fd = None
 
     # ------------------------------------------------------------------ API for users
+    def pause_reading(self) -> None:
+        """Take no more messages (before a graceful stop); writes, PUBACKs included, go on."""
+        self._paused = True
+        if self._loop is not None and self._fd is not None:
+            self._loop.remove_reader(self._fd)
+
     def after_io(self) -> None:
         """Call after queueing packets outside a read (acks, publishes)."""
         self._after_io()

@@ -155,6 +155,10 @@ class MqttSource:
     def stop(self) -> None:
         self.link.stop()
 
+    def pause(self) -> None:
+        """Take no more messages; batches already handed on are still acked when durable."""
+        self.link.pause_reading()
+
     # ------------------------------------------------------------------ subscriptions
     def _subscribed_cb(self, _client: object, _userdata: object, _mid: int,
                        codes: list[ReasonCode], _props: object) -> None:

@@ -238,7 +238,10 @@ class Runtime:
         self._reload.set()
 
     async def _shutdown(self) -> None:
-        """Flush the spool while MQTT is still up (so the last PUBACKs go out), then stop."""
+        """Stop taking messages, flush the spool while MQTT is still up (so the PUBACKs of
+        everything taken go out), then stop: a graceful stop leaves no redeliveries."""
+        if self.mqtt_source is not None:
+            self.mqtt_source.pause()
         if self.spool is not None:
             with contextlib.suppress(GatewayError):
                 await asyncio.to_thread(self.spool.flush, STOP_BUDGET_S / 2)
