@@ -92,7 +92,11 @@ def _simulate(args: argparse.Namespace) -> int:
 
         yaml = YAML()
         yaml.default_flow_style = False
-        yaml.dump({"devices": spec.gateway_devices()}, sys.stdout)
+        try:
+            yaml.dump({"devices": spec.gateway_devices()}, sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `| head`: the reader had enough
+            sys.stderr.close()  # nothing more to say, and no traceback at exit
         return EXIT_OK
     devices = spec.devices()
     n_mqtt = sum(1 for d in devices if not d.is_serial)
