@@ -84,6 +84,7 @@ async def test_source_with_fake_ports_reconnects() -> None:
     source = SerialSource(serial_dev("/dev/fake"), collector, opener=opener, rand=lambda: 0.0)
     task = asyncio.create_task(source.run())
     await collector.wait_for(3, within=5)
+    await until(lambda: source.losses == 2, within=5)  # the second port runs dry after its reading
     source.stop()
     await asyncio.wait_for(task, 5)
     assert [r.value for r in collector.readings] == [1.0, 2.0, 3.0]
