@@ -10,8 +10,8 @@ test:           ## set up and run ruff, mypy --strict and the whole test suite
 lint:
 	.venv/bin/ruff check . && .venv/bin/mypy
 
-chaos:          ## the long fault-injection runs (kills, outages, failover)
-	./scripts/test -m chaos
+chaos:          ## the long fault-injection runs against `edgegw run` (docs/chaos.md); CHAOS="--quick sigkill" picks
+	./scripts/test -m chaos; rc=$$?; .venv/bin/python -m bench.chaos $(CHAOS) && exit $$rc
 
 bench:          ## benchmarks; each prints its figures
 	./scripts/bench

@@ -1,0 +1,935 @@
+"""The chaos scenarios against the real gateway, shared by ``bench.chaos`` and tests/chaos.
+
+Every scenario runs ``python -m gateway run --config FILE`` as a subprocess (config
+written here) against a test-bed Mosquitto and a test-bed Kafka (a KafkaNode, or a
+three-node KafkaCluster for the failover), injects its fault, and then compares two
+exact sets:
+
+- **acknowledged**: every reading whose MQTT message the broker PUBACKed to the
+  publisher (QoS 1). Each message carries a unique sequence number ``seq`` (global over
+  the run; device ``c<seq % devices>``), so each reading has an identity
+  ``(device, metric, seq)``. The first :data:`RULE_DEVICES` devices also carry a
+  ``temperature`` that crosses a rule threshold every 5 samples; its value encodes the
+  seq too (``20 or 35 + seq / 1e7``), so the rule path's readings are identified as well;
+- **in Kafka**: every reading record on the readings topic, read with
+  ``isolation.level=read_committed`` by a consumer that runs during the whole scenario
+  (first-arrival time of each identity, for the time to recover).
+
+``lost`` = acknowledged identities absent from Kafka (minus, for the disk-full scenario,
+the rows the spool's overflow policy dropped and counted: those are reported as
+``dropped``, not as lost); ``duplicated`` = records beyond the first of one identity,
+plus duplicate ``ce_id`` headers. ``recovery`` = for each fault, the seconds from its end
+(gateway restarted, Kafka or Mosquitto back, leader killed) until every reading
+acknowledged before that moment was in Kafka.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from simulators.pty_device import PtyDevice
+from simulators.testbed import KafkaCluster, KafkaEndpoint, KafkaNode, Mosquitto, free_port
+
+__all__ = [
+    "ChaosResult",
+    "GatewayProc",
+    "KafkaWatch",
+    "Publisher",
+    "Run",
+    "scenario_broker_restart",
+    "scenario_disk_full",
+    "scenario_kafka_outage",
+    "scenario_leader_failover",
+    "scenario_serial_unplug",
+    "scenario_sigkill",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+RULE_DEVICES = 4
+THRESHOLD = 30.0
+Identity = tuple[str, str, int]  # (device, metric, seq)
+
+
+def _device(seq: int, devices: int) -> str:
+    return f"c{seq % devices:03d}"
+
+
+def _temperature(seq: int, devices: int) -> float:
+    high = (seq // devices // 5) % 2 == 1
+    return (35.0 if high else 20.0) + seq / 1e7
+
+
+def _seq_of_temperature(value: float) -> int:
+    base = 35.0 if value >= THRESHOLD else 20.0
+    return round((value - base) * 1e7)
+
+
+def identities(seq: int, devices: int) -> list[Identity]:
+    """The readings the gateway makes of message ``seq``."""
+    dev = _device(seq, devices)
+    out: list[Identity] = [(dev, "seq", seq)]
+    if seq % devices < RULE_DEVICES:
+        out.append((dev, "temperature", seq))
+    return out
+
+
+def payload(seq: int, devices: int) -> bytes:
+    if seq % devices < RULE_DEVICES:
+        return b'{"seq":%d,"temperature":%r}' % (seq, _temperature(seq, devices))
+    return b'{"seq":%d}' % seq
+
+
+# ---------------------------------------------------------------------- the run's layout
+@dataclass
+class Run:
+    """One scenario's files, ids and config."""
+
+    work: Path
+    broker: Mosquitto
+    kafka: KafkaEndpoint
+    devices: int = 20
+    name: str = field(default_factory=lambda: f"chaos-{uuid.uuid4().hex[:8]}")
+    spool_path: Path | None = None
+    serial_port: str | None = None
+    http_port: int = field(default_factory=free_port)
+    spool_options: dict[str, Any] = field(default_factory=dict)
+    """Extra ``bridge.spool`` settings (e.g. ``commit_interval``)."""
+
+    def __post_init__(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.topics = {k: f"{self.name}.{k}" for k in ("readings", "events", "commands", "heartbeats",
+                                                        "checkpoints")}  # fmt: skip
+        for kind in ("readings", "events", "commands", "heartbeats"):
+            self.kafka.create_topic(self.topics[kind])
+        self.config_path = self.work / "edgegw.yaml"
+        self.state = self.work / "state"
+        self.write_config()
+
+    @property
+    def mqtt_prefix(self) -> str:
+        return f"chaos/{self.name}"
+
+    @property
+    def spool(self) -> Path:
+        return self.spool_path or self.state / "spool.db"
+
+    def write_config(self) -> None:
+        devices: list[dict[str, Any]] = []
+        for i in range(self.devices):
+            fields: dict[str, Any] = {"seq": {"metric": "seq", "type": "number"}}
+            if i < RULE_DEVICES:
+                fields["temperature"] = {"metric": "temperature", "unit": "°C", "type": "number"}
+            devices.append({"id": f"c{i:03d}", "topic": f"{self.mqtt_prefix}/c{i:03d}", "profile": "json",
+                            "fields": fields})  # fmt: skip
+        if self.serial_port is not None:
+            devices.append({"id": "uart", "transport": "serial", "profile": "kv",
+                            "serial": {"port": self.serial_port, "baud": 115200, "reconnect_min": "100ms",
+                                       "reconnect_max": "500ms"},
+                            "fields": {"seq": {"metric": "seq", "type": "number"}}})  # fmt: skip
+        actuators = [{"id": f"fan-{i}", "profile": "json", "topic": f"{self.mqtt_prefix}/act/fan-{i}"}
+                     for i in range(RULE_DEVICES)]  # fmt: skip
+        rules = [
+            {"id": f"hot-c{i:03d}", "when": {"sensor": f"c{i:03d}/temperature", "above": THRESHOLD},
+             "then": [{"set": f"fan-{i}", "to": {"state": "on"}}],
+             "else": [{"set": f"fan-{i}", "to": {"state": "off"}}],
+             "max_fires_per_minute": 1_000_000}
+            for i in range(RULE_DEVICES)
+        ]  # fmt: skip
+        spool: dict[str, Any] = {"path": str(self.spool), **self.spool_options}
+        if self.spool_path is not None:  # a small filesystem: a WAL that fits in it, a small reserve
+            spool.update({"reserve_bytes": "256KiB", "wal_autocheckpoint": 256})
+        config = {
+            "gateway": {"id": self.name, "state_dir": str(self.state)},
+            "mqtt": {"host": self.broker.host, "port": self.broker.port, "reconnect_min": "100ms",
+                     "reconnect_max": "1s"},
+            "devices": devices,
+            "actuators": actuators,
+            "rules": rules,
+            "bridge": {"spool": spool,
+                       "kafka": {"bootstrap": self.kafka.bootstrap, "mode": "exactly_once",
+                                 "topics": self.topics, "backoff_initial": "200ms", "backoff_max": "2s",
+                                 "send_timeout": "15s"}},
+            "http": {"host": "127.0.0.1", "port": self.http_port},
+            "log": {"level": "info", "format": "json"},
+        }  # fmt: skip
+        self.config_path.write_text(json.dumps(config, indent=1) + "\n")
+
+
+# ---------------------------------------------------------------------- the gateway process
+class GatewayProc:
+    """``python -m gateway run --config FILE``; JSON logs appended to ``work/gateway.log``."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.log_path = run.work / "gateway.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.ready_times: list[float] = []
+        self._offset = 0
+
+    def start(self, *, wait: bool = True, timeout: float = 60.0) -> float:
+        """Spawn; with ``wait``, return the seconds from spawn to the ``ready`` log line."""
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "STATE_DIRECTORY"):
+            env.pop(var, None)
+        self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        began = time.monotonic()
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "run", "--config", str(self.run.config_path),
+                 "--log-format", "json"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.run.work, env=env,
+            )  # fmt: skip
+        self.starts += 1
+        if not wait:
+            return 0.0
+        self.wait_log("ready", timeout=timeout)
+        took = time.monotonic() - began
+        self.ready_times.append(took)
+        return took
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def logs(self, since_start: bool = True) -> list[dict[str, Any]]:
+        try:
+            with self.log_path.open("rb") as handle:
+                if since_start:
+                    handle.seek(self._offset)
+                data = handle.read()
+        except OSError:
+            return []
+        out: list[dict[str, Any]] = []
+        for line in data.splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict):
+                    out.append(entry)
+        return out
+
+    def wait_log(self, event: str, *, timeout: float = 60.0, count: int = 1,
+                 where: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.logs() if str(e.get("event")) == event and (where is None or where(e))]
+            if len(found) >= count:
+                return found[count - 1]
+            if not self.alive:
+                raise ChaosError(f"the gateway exited ({self.exit_code}) before {event!r}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise ChaosError(f"no {event!r} log line within {timeout:g} s:\n{self.tail()}")
+            time.sleep(0.05)
+
+    @property
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+
+    def freeze(self, seconds: float) -> None:
+        """SIGSTOP for ``seconds`` (a hung loop); the caller kills or continues it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+            time.sleep(seconds)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return int(self.proc.returncode)
+
+    def tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class ChaosError(RuntimeError):
+    """A scenario could not run (a process did not start, a broker did not come back)."""
+
+
+# ---------------------------------------------------------------------- the publisher
+class Publisher(threading.Thread):
+    """QoS 1 publisher of ``count`` messages at ``rate``/s; notes when each one was PUBACKed."""
+
+    def __init__(self, run: Run, count: int, rate: float) -> None:
+        super().__init__(daemon=True, name="chaos-publisher")
+        self.run_ = run
+        self.count = count
+        self.rate = rate
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"chaos-pub-{uuid.uuid4().hex[:8]}")
+        self.client.max_queued_messages_set(20_000)
+        self.client.max_inflight_messages_set(1000)
+        self.client.reconnect_delay_set(1, 2)
+        self.connected = threading.Event()
+        self.client.on_connect = lambda *_a: self.connected.set()
+        self.client.on_disconnect = self._on_disconnect
+        self.sent = 0
+        self.acked_at: dict[int, float] = {}
+        self.disconnects = 0
+        self.inflight_at_disconnect: set[int] = set()
+        self.halt = threading.Event()
+        self.done = threading.Event()
+        self.pace: threading.Event | None = None
+        """When set by the caller before start: publish only what :meth:`release` allowed."""
+        self.released = 0
+        self._pending: deque[tuple[int, mqtt.MQTTMessageInfo]] = deque()
+        self._lock = threading.Lock()
+
+    def _on_disconnect(self, *_args: object) -> None:
+        self.connected.clear()
+        self.disconnects += 1
+        with self._lock:
+            self.inflight_at_disconnect.update(seq for seq, _ in self._pending)
+
+    def run(self) -> None:
+        client = self.client
+        client.connect(self.run_.broker.host, self.run_.broker.port, keepalive=10)
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.loop_start()
+        self.connected.wait(15)
+        devices = self.run_.devices
+        prefix = self.run_.mqtt_prefix
+        began = time.monotonic()
+        last_sweep = began
+        try:
+            for seq in range(self.count):
+                if self.halt.is_set():
+                    break
+                while self.pace is not None and seq >= self.released and not self.halt.is_set():
+                    self.pace.wait(0.05)
+                    self.sweep()
+                due = began + seq / self.rate
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                topic = f"{prefix}/{_device(seq, devices)}"
+                pause = 0.001
+                while True:
+                    info = client.publish(topic, payload(seq, devices), qos=1)
+                    if info.rc != MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+                        break
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.05)
+                    self.sweep()
+                with self._lock:
+                    self._pending.append((seq, info))
+                self.sent = seq + 1
+                if time.monotonic() - last_sweep > 0.05:
+                    last_sweep = time.monotonic()
+                    self.sweep()
+            deadline = time.monotonic() + 120
+            while self._pending and time.monotonic() < deadline and not self.halt.is_set():
+                self.sweep()
+                time.sleep(0.05)
+        finally:
+            self.sweep()
+            client.disconnect()
+            client.loop_stop()
+            self.done.set()
+
+    def release(self, n: int) -> None:
+        self.released += n
+        if self.pace is not None:
+            self.pace.set()
+            self.pace.clear()
+
+    def sweep(self) -> None:
+        """Stamp the messages PUBACKed since the last sweep (to about 50 ms)."""
+        now = time.monotonic()
+        with self._lock:
+            pending = self._pending
+            while pending and _acked(pending[0][1]):
+                self.acked_at[pending.popleft()[0]] = now
+            if len(pending) > 2000 or not self.connected.is_set():
+                keep: deque[tuple[int, mqtt.MQTTMessageInfo]] = deque()
+                for seq, info in pending:
+                    if _acked(info):
+                        self.acked_at[seq] = now
+                    else:
+                        keep.append((seq, info))
+                self._pending = keep
+
+    @property
+    def acked(self) -> int:
+        return len(self.acked_at)
+
+    def acked_identities(self) -> dict[Identity, float]:
+        out: dict[Identity, float] = {}
+        for seq, at in self.acked_at.items():
+            for ident in identities(seq, self.run_.devices):
+                out[ident] = at
+        return out
+
+
+def _acked(info: mqtt.MQTTMessageInfo) -> bool:
+    """PUBACK received. (``is_published()`` raises for a message queued while disconnected,
+    which paho still sends, and marks published, after the reconnect.)"""
+    return bool(info._published)
+
+
+# ---------------------------------------------------------------------- Kafka, read_committed
+class KafkaWatch(threading.Thread):
+    """A read_committed consumer of the readings topic for the whole scenario."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(daemon=True, name="chaos-kafka-watch")
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": f"chaos-{uuid.uuid4().hex[:8]}",
+            "isolation.level": "read_committed", "enable.auto.commit": False,
+            "logger": _quiet_logger(),
+        })  # fmt: skip
+        self.consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        self.counts: Counter[Identity] = Counter()
+        self.first_seen: dict[Identity, float] = {}
+        self.ce_ids: Counter[str] = Counter()
+        self.records = 0
+        self.foreign = 0
+        self.last_new = time.monotonic()
+        self.halt = threading.Event()
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        try:
+            while not self.halt.is_set():
+                try:
+                    batch = self.consumer.consume(5000, 0.2)
+                except KafkaException:
+                    time.sleep(0.2)
+                    continue
+                now = time.monotonic()
+                with self._lock:
+                    for msg in batch:
+                        if msg.error() is not None:
+                            continue
+                        self.records += 1
+                        ce_id = dict(msg.headers() or []).get("ce_id") or b""
+                        self.ce_ids[ce_id.decode() if isinstance(ce_id, bytes) else str(ce_id)] += 1
+                        data = json.loads(msg.value() or b"{}")
+                        ident = _identity(data)
+                        if ident is None:
+                            self.foreign += 1
+                            continue
+                        self.counts[ident] += 1
+                        if ident not in self.first_seen:
+                            self.first_seen[ident] = now
+                            self.last_new = now
+        finally:
+            with contextlib.suppress(KafkaException, RuntimeError):
+                self.consumer.close()
+
+    def have(self, wanted: set[Identity] | dict[Identity, float]) -> int:
+        with self._lock:
+            return sum(1 for i in wanted if i in self.first_seen)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(15)
+
+
+def _identity(data: dict[str, Any]) -> Identity | None:
+    device, metric, value = data.get("device_id"), data.get("metric"), data.get("value")
+    if not isinstance(device, str) or not isinstance(value, int | float):
+        return None
+    if metric == "seq":
+        return device, "seq", int(value)
+    if metric == "temperature":
+        return device, "temperature", _seq_of_temperature(float(value))
+    return None
+
+
+def _quiet_logger() -> Any:
+    import logging  # noqa: PLC0415
+
+    log = logging.getLogger("edgegw.chaos.librdkafka")
+    log.addHandler(logging.NullHandler())
+    log.propagate = False
+    return log
+
+
+# ---------------------------------------------------------------------- results
+@dataclass
+class ChaosResult:
+    scenario: str
+    params: str
+    published: int = 0
+    acked_messages: int = 0
+    acked: int = 0
+    """Readings in acknowledged messages (the identities that must be in Kafka)."""
+    in_kafka: int = 0
+    """Distinct acknowledged identities found in Kafka."""
+    extra: int = 0
+    """Identities in Kafka whose message was sent but whose PUBACK never came (allowed)."""
+    lost: int = 0
+    duplicated: int = 0
+    dup_ce_ids: int = 0
+    dropped: int = 0
+    """Rows the spool's overflow policy dropped and counted (disk full): not lost."""
+    recovery: list[float] = field(default_factory=list)
+    ready: list[float] = field(default_factory=list)
+    faults: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    lost_examples: list[Identity] = field(default_factory=list)
+    dup_examples: list[Identity] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.duplicated == 0 and self.dup_ce_ids == 0
+
+    def recovery_text(self) -> str:
+        if not self.recovery:
+            return "-"
+        if len(self.recovery) == 1:
+            return f"{self.recovery[0]:.1f} s"
+        return f"median {statistics.median(self.recovery):.1f} s, max {max(self.recovery):.1f} s"
+
+    def summary(self) -> str:
+        return (f"{self.scenario} ({self.params}): acked {self.acked_messages:,} msgs = "
+                f"{self.acked:,} readings, "
+                f"in Kafka {self.in_kafka:,}, LOST {self.lost}, DUPLICATED {self.duplicated} "
+                f"(ce_id dups {self.dup_ce_ids}), dropped by policy {self.dropped}, "
+                f"recovery {self.recovery_text()}")  # fmt: skip
+
+
+def settle(watch: KafkaWatch, wanted: dict[Identity, float], *, timeout: float, quiet: float = 30.0) -> None:
+    """Wait until Kafka has every wanted identity (or nothing new came for ``quiet`` s), then 2 s more."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if watch.have(wanted) >= len(wanted):
+            break
+        if time.monotonic() - watch.last_new > quiet:
+            break
+        time.sleep(0.25)
+    time.sleep(2.0)
+
+
+def tally(result: ChaosResult, pub: Publisher, watch: KafkaWatch, fault_ends: list[float],
+          dropped: int = 0) -> ChaosResult:  # fmt: skip
+    """Fill in the counts and recovery times from the publisher's acks and Kafka's contents."""
+    wanted = pub.acked_identities()
+    with watch._lock:
+        counts = Counter(watch.counts)
+        first = dict(watch.first_seen)
+        ce_ids = Counter(watch.ce_ids)
+    result.published = pub.sent
+    result.acked_messages = pub.acked
+    result.acked = len(wanted)
+    missing = [i for i in wanted if i not in counts]
+    result.in_kafka = len(wanted) - len(missing)
+    result.extra = sum(1 for i in counts if i not in wanted)
+    result.dropped = dropped
+    result.lost = max(0, len(missing) - dropped)
+    if dropped and len(missing) < dropped:
+        result.notes.append(f"{dropped - len(missing)} rows counted as dropped are not missing "
+                            "(drops of rows whose readings also came again, or of unacked messages)")
+    dups = {i: n for i, n in counts.items() if n > 1}
+    result.duplicated = sum(n - 1 for n in dups.values())
+    result.dup_ce_ids = sum(n - 1 for n in ce_ids.values() if n > 1)
+    result.lost_examples = sorted(missing)[:10]
+    result.dup_examples = sorted(dups)[:10]
+    if missing:
+        by_metric = Counter(i[1] for i in missing)
+        text = ", ".join(f"{m} {n}" for m, n in sorted(by_metric.items()))
+        result.notes.append(f"missing by metric: {text}")
+    if pub.inflight_at_disconnect and dups:
+        resent = [i for i in dups if i[2] in pub.inflight_at_disconnect]
+        if resent:
+            result.notes.append(f"{len(resent)} duplicated identities were in flight from the publisher when "
+                                "its connection dropped (QoS 1 resend with DUP)")
+    for end in fault_ends:
+        before = [first[i] for i, at in wanted.items() if at <= end and i in first]
+        if before:
+            result.recovery.append(max(0.0, max(before) - end))
+    return result
+
+
+# ---------------------------------------------------------------------- scenarios
+@contextlib.contextmanager
+def _running(run: Run, count: int, rate: float) -> Iterator[tuple[GatewayProc, Publisher, KafkaWatch]]:
+    watch = KafkaWatch(run.kafka.bootstrap, run.topics["readings"])
+    watch.start()
+    gateway = GatewayProc(run)
+    pub = Publisher(run, count, rate)
+    try:
+        yield gateway, pub, watch
+    finally:
+        pub.halt.set()  # a no-op after a normal finish; ends the publisher after an error
+        gateway.kill()
+        watch.stop()
+
+
+def _finish(result: ChaosResult, gateway: GatewayProc, pub: Publisher, watch: KafkaWatch,
+            fault_ends: list[float], began: float, *, dropped: int = 0,
+            drain: float = 1800.0) -> ChaosResult:  # fmt: skip
+    pub.join(600)
+    settle(watch, pub.acked_identities(), timeout=drain)
+    code = gateway.terminate()
+    if code != 0:
+        result.notes.append(f"the gateway's final SIGTERM exit code was {code}")
+    result.ready = list(gateway.ready_times)
+    result.seconds = time.monotonic() - began
+    return tally(result, pub, watch, fault_ends, dropped)
+
+
+def scenario_sigkill(run: Run, *, readings: int, kills: int, rate: float, seed: int = 7,
+                     window: float | None = None, stall: float = 0.0) -> ChaosResult:  # fmt: skip
+    """(a) ``kills`` SIGKILLs of the gateway at random moments while ``readings`` messages are published.
+
+    The kills fall in the first ``window`` seconds (default: the publishing time). With
+    ``stall``, each kill comes after the gateway was frozen (SIGSTOP) that long, as when
+    systemd's watchdog kills a gateway whose loop hung: the broker's in-flight window then
+    sits unread in the socket, and comes again with DUP set after the restart.
+    """
+    window = window or readings / rate
+    how = f"SIGSTOP {stall:g} s + SIGKILL" if stall else "SIGKILLs"
+    result = ChaosResult("sigkill-stalled" if stall else "sigkill",
+                         f"{kills} {how} in {window:g} s, {readings:,} messages at {rate:g}/s",
+                         faults=kills)  # fmt: skip
+    rng = random.Random(seed)
+    moments = sorted(rng.uniform(0.5, window) for _ in range(kills))
+    began = time.monotonic()
+    ends: list[float] = []
+    with _running(run, readings, rate) as (gateway, pub, watch):
+        gateway.start()
+        t0 = time.monotonic()
+        pub.start()
+        for at in moments:
+            # each incarnation lives at least until READY plus a little: a kill during start-up
+            # is still a kill at a random moment of the process's life
+            delay = t0 + at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if stall:
+                gateway.freeze(stall)
+            gateway.kill()
+            ends.append(time.monotonic())
+            gateway.start()
+        return _finish(result, gateway, pub, watch, ends, began)
+
+
+def scenario_hung_kill(run: Run, *, messages: int = 100, kills: int = 3) -> ChaosResult:
+    """A hung gateway killed (as systemd's watchdog does), deterministically, ``kills`` times.
+
+    Each round: the gateway is idle (everything acknowledged), it freezes (SIGSTOP), the
+    publisher sends ``messages`` messages (the broker acknowledges them and delivers them
+    into the frozen gateway's socket, unread), the gateway is killed and restarted: the
+    broker sends those messages again with DUP set, and none of them was ever committed.
+    """
+    result = ChaosResult("hung-kill", f"{kills} x (SIGSTOP, {messages} msgs, SIGKILL)", faults=kills)
+    began = time.monotonic()
+    ends: list[float] = []
+    total = messages * kills
+    with _running(run, total, 1_000_000.0) as (gateway, pub, watch):
+        gateway.start()
+        pub.pace = threading.Event()
+        pub.start()
+        for _ in range(kills):
+            time.sleep(1.0)  # idle: the in-flight window is empty
+            gateway.freeze(0.0)
+            pub.release(messages)
+            deadline = time.monotonic() + 30
+            while pub.acked < pub.sent or pub.sent < pub.released:
+                if time.monotonic() > deadline:
+                    raise ChaosError("the broker did not acknowledge the burst")
+                time.sleep(0.05)
+            time.sleep(0.5)  # delivered into the frozen gateway's socket
+            gateway.kill()
+            ends.append(time.monotonic())
+            gateway.start()
+        return _finish(result, gateway, pub, watch, ends, began)
+
+
+def scenario_kafka_outage(run: Run, node: KafkaNode, *, readings: int, rate: float, outage: float,
+                          start_after: float = 3.0) -> ChaosResult:  # fmt: skip
+    """(b) Kafka stopped for ``outage`` seconds while readings flow, then started again."""
+    result = ChaosResult("kafka-outage", f"{outage:g} s outage, {readings:,} messages at {rate:g}/s",
+                         faults=1)
+    began = time.monotonic()
+    with _running(run, readings, rate) as (gateway, pub, watch):
+        gateway.start()
+        pub.start()
+        time.sleep(start_after)
+        node.stop()
+        stopped = time.monotonic()
+        time.sleep(max(0.0, outage - (time.monotonic() - stopped)))
+        node.start(timeout=180)
+        back = time.monotonic()
+        result.notes.append(f"Kafka was away {back - stopped:.1f} s (start included)")
+        if not gateway.alive:
+            result.notes.append("the gateway died during the outage")
+        return _finish(result, gateway, pub, watch, [back], began)
+
+
+def scenario_broker_restart(run: Run, *, readings: int, rate: float, restarts: int = 1, kill: bool = False,
+                            seed: int = 3) -> ChaosResult:  # fmt: skip
+    """(c) Mosquitto restarted (clean, or kill -9) mid-run, ``restarts`` times."""
+    how = "kill -9" if kill else "clean"
+    result = ChaosResult(f"mosquitto-restart-{'kill' if kill else 'clean'}",
+                         f"{restarts} x {how}, {readings:,} messages at {rate:g}/s",
+                         faults=restarts)  # fmt: skip
+    if kill:
+        result.notes.append(f"Mosquitto autosave_interval {run.broker.autosave_interval_s} s: a kill -9 of "
+                            "the "
+                            "broker may lose what it acknowledged in the last interval (broker durability, "
+                            "not the gateway's)")  # fmt: skip
+    rng = random.Random(seed)
+    window = readings / rate
+    moments = sorted(rng.uniform(window * 0.15, window * 0.85) for _ in range(restarts))
+    began = time.monotonic()
+    ends: list[float] = []
+    with _running(run, readings, rate) as (gateway, pub, watch):
+        gateway.start()
+        t0 = time.monotonic()
+        pub.start()
+        for at in moments:
+            delay = t0 + at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            run.broker.restart(kill=kill)
+            ends.append(time.monotonic())
+        return _finish(result, gateway, pub, watch, ends, began)
+
+
+def scenario_leader_failover(run: Run, cluster: KafkaCluster, *, readings: int, rate: float,
+                             kill_after: float = 5.0) -> ChaosResult:  # fmt: skip
+    """(e) the readings partition's leader killed (kill -9) mid-run on a three-node cluster."""
+    result = ChaosResult("leader-failover", f"3 nodes, leader kill -9, {readings:,} messages at {rate:g}/s",
+                         faults=1)  # fmt: skip
+    began = time.monotonic()
+    with _running(run, readings, rate) as (gateway, pub, watch):
+        gateway.start()
+        pub.start()
+        time.sleep(kill_after)
+        leader = cluster.leader_of(run.topics["readings"])
+        cluster.node(leader).kill()
+        killed = time.monotonic()
+        result.notes.append(f"killed node {leader}, the leader of {run.topics['readings']}/0")
+        out = _finish(result, gateway, pub, watch, [killed], began)
+        with contextlib.suppress(KafkaException, Exception):
+            out.notes.append(f"new leader: node {cluster.leader_of(run.topics['readings'])}")
+        return out
+
+
+def _tmpfs(mount: Path, size: str) -> None:
+    mount.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise ChaosError(f"cannot mount a tmpfs at {mount} (needs root): {done.stderr.strip()}")
+
+
+def scenario_disk_full(work: Path, broker: Mosquitto, node: KafkaNode, *, rate: float, fill: float,
+                       size: str = "16m", grown: str = "128m") -> ChaosResult:  # fmt: skip
+    """(d) The spool on a small tmpfs; Kafka stopped; the tmpfs fills; then room and Kafka come back."""
+    mount = work / "spool-tmpfs"
+    _tmpfs(mount, size)
+    try:
+        run = Run(work, broker, node, spool_path=mount / "spool.db")
+        readings = int(rate * (fill + 60))
+        result = ChaosResult("disk-full", f"spool on a {size} tmpfs, Kafka away {fill:g}s+, {rate:g} msg/s",
+                             faults=1)  # fmt: skip
+        began = time.monotonic()
+        with _running(run, readings, rate) as (gateway, pub, watch):
+            gateway.start()
+            pub.start()
+            time.sleep(2.0)
+            node.stop()
+            t_stop = time.monotonic()
+            full_at = None
+            while time.monotonic() - t_stop < fill + 120:
+                if full_at is None and any(e.get("event") == "spool: storage full, dropping by policy"
+                                           for e in gateway.logs()):  # fmt: skip
+                    full_at = time.monotonic()
+                now = time.monotonic()
+                if full_at is not None and now - t_stop >= fill and now - full_at > 5:
+                    break
+                if not gateway.alive:
+                    break
+                time.sleep(0.5)
+            result.notes.append("the spool filesystem filled up" if full_at else "the spool never filled up")
+            result.notes.append(f"gateway alive through the full disk: {gateway.alive}")
+            subprocess.run(["mount", "-o", f"remount,size={grown}", str(mount)], check=True)
+            node.start(timeout=180)
+            back = time.monotonic()
+            pub.join(600)
+            settle(watch, pub.acked_identities(), timeout=1800)
+            from bridge.status import read_status  # noqa: PLC0415
+
+            status = read_status(run.spool)
+            drops = {k: v for k, v in status.dropped.items() if k != "duplicate"}
+            result.notes.append(f"spool drops by reason (its drops table): {drops or 'none'}; integrity "
+                                f"{_integrity(run.spool)}; depth after drain {status.depth}")  # fmt: skip
+            logged = _logged_incoming_drops(gateway)
+            result.notes.append(f"readings the gateway logged as 'spool: incoming rows dropped' (disk full): "
+                                f"{logged:,}")  # fmt: skip
+            return _finish(result, gateway, pub, watch, [back], began, dropped=sum(drops.values()), drain=5)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False, capture_output=True)
+
+
+def _logged_incoming_drops(gateway: GatewayProc) -> int:
+    return sum(int(e.get("rows", 0)) for e in gateway.logs(since_start=False)
+               if e.get("event") == "spool: incoming rows dropped")  # fmt: skip
+
+
+def _integrity(path: Path) -> str:
+    import sqlite3  # noqa: PLC0415
+
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _inq(fd: int) -> int:
+    """Bytes in a tty's input queue not read yet (FIONREAD on the slave side)."""
+    buf = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    return int(struct.unpack("i", buf)[0])
+
+
+def scenario_serial_unplug(work: Path, broker: Mosquitto, node: KafkaEndpoint, *, cycles: int,
+                           plugged: float = 1.0, unplugged: float = 0.5,
+                           rate: float = 200.0) -> ChaosResult:  # fmt: skip
+    """(f) A UART device (a pty behind a symlink) unplugged and replugged ``cycles`` times.
+
+    What a UART can promise, and what is checked: the device writes lines ``seq=N`` only
+    while the gateway has the port open (it waits for the gateway's ``serial port open``
+    log line after each replug: like a device that talks once the host opens the port;
+    pyserial flushes the input queue at open, as a real host does, so bytes sent before
+    are gone on any UART). At each unplug, the bytes still in the tty's input queue
+    (``FIONREAD``) were never read by the gateway: they are lost with the cable, as in a
+    real USB-serial adapter's FIFO, and are reported as ``in the UART at unplug``, not as
+    lost. Every line whose last byte the gateway had read before the unplug must be in
+    Kafka exactly once.
+    """
+    link = work / "dev" / "serial-by-id-chaos"
+    run = Run(work, broker, node, devices=RULE_DEVICES, serial_port=str(link))
+    result = ChaosResult("serial-unplug", f"{cycles} unplug/replug cycles, {rate:g} lines/s while plugged",
+                         faults=cycles)  # fmt: skip
+    device = PtyDevice(link)
+    device.plug()
+    watch = KafkaWatch(node.bootstrap, run.topics["readings"])
+    watch.start()
+    gateway = GatewayProc(run)
+    began = time.monotonic()
+    guaranteed: dict[Identity, float] = {}
+    unread_lines = 0
+    seq = 0
+    try:
+        gateway.start()
+        plugged_at = time.monotonic()
+        for cycle in range(cycles + 1):
+            gateway.wait_log("serial port open", where=_opens(cycle + 1), timeout=30)
+            if cycle:
+                result.recovery.append(time.monotonic() - plugged_at)
+            if cycle == cycles:
+                break
+            written: list[tuple[int, int]] = []  # (seq, end offset in the byte stream)
+            offset = 0
+            t_end = time.monotonic() + plugged
+            while time.monotonic() < t_end:
+                line = b"seq=%d\n" % seq
+                if device.write(line) != len(line):
+                    raise ChaosError("the pty did not take a line: the gateway is not reading")
+                offset += len(line)
+                written.append((seq, offset))
+                seq += 1
+                time.sleep(1.0 / rate)
+            assert device._slave is not None
+            read_upto = offset - _inq(device._slave)
+            device.unplug()
+            now = time.monotonic()
+            for s, end in written:
+                if end <= read_upto:
+                    guaranteed[("uart", "seq", s)] = now
+                else:
+                    unread_lines += 1
+            time.sleep(unplugged)
+            device.plug()
+            plugged_at = time.monotonic()
+        settle(watch, guaranteed, timeout=120)
+        with watch._lock:
+            counts = Counter(watch.counts)
+            ce_ids = Counter(watch.ce_ids)
+        uart = {i: n for i, n in counts.items() if i[0] == "uart"}
+        missing = [i for i in guaranteed if i not in uart]
+        result.published = seq
+        result.acked_messages = len(guaranteed)
+        result.acked = len(guaranteed)
+        result.in_kafka = len(guaranteed) - len(missing)
+        result.extra = sum(1 for i in uart if i not in guaranteed)
+        result.lost = len(missing)
+        result.lost_examples = sorted(missing)[:10]
+        result.duplicated = sum(n - 1 for n in uart.values() if n > 1)
+        result.dup_ce_ids = sum(n - 1 for n in ce_ids.values() if n > 1)
+        result.notes.append(f"{seq:,} lines written; {unread_lines} were still in the UART's input queue "
+                            f"at an unplug (lost with the cable; {result.extra} of them were read after all)")
+        result.notes.append("recovery here: from a replug until the gateway had the port open again "
+                            f"(port lost to reopened, from its logs: median {_reopen_median(gateway):.2f} s)")
+        code = gateway.terminate()
+        if code != 0:
+            result.notes.append(f"the gateway's final SIGTERM exit code was {code}")
+        result.ready = list(gateway.ready_times)
+        result.seconds = time.monotonic() - began
+        return result
+    finally:
+        gateway.kill()
+        watch.stop()
+        device.close()
+
+
+def _opens(n: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda entry: entry.get("opens") == n
+
+
+def _reopen_median(gateway: GatewayProc) -> float:
+    lost_at: list[float] = []
+    opened_at: list[float] = []
+    for entry in gateway.logs():
+        ts = entry.get("timestamp")
+        if not isinstance(ts, str):
+            continue
+        from datetime import datetime  # noqa: PLC0415
+
+        t = datetime.fromisoformat(ts).timestamp()
+        if entry.get("event") == "serial port lost":
+            lost_at.append(t)
+        elif entry.get("event") == "serial port open" and lost_at:
+            opened_at.append(t - lost_at[-1])
+    return statistics.median(opened_at) if opened_at else float("nan")
