@@ -72,6 +72,7 @@ class Params:
     failover_rate: float
     cycles: int
     disk_size: str = "16m"
+    disk_wal: int = 256
 
 
 FULL = Params(kills=50, kill_readings=500_000, kill_rate=2500.0, outage=600.0, outage_rate=1000.0,
@@ -144,7 +145,8 @@ def run_scenario(name: str, bed: Bed, p: Params) -> ChaosResult:
     if name == "disk-full":
         node = bed.own_kafka("disk-full")
         return scenario_disk_full(bed.path("run-disk-full"), bed.broker("disk-full"), node,
-                                  rate=p.disk_rate, fill=p.disk_fill, size=p.disk_size)  # fmt: skip
+                                  rate=p.disk_rate, fill=p.disk_fill, size=p.disk_size,
+                                  wal_pages=p.disk_wal)  # fmt: skip
     if name == "failover":
         cluster = bed.cluster()
         run = Run(bed.path("run-failover"), bed.broker("failover"), cluster)
@@ -233,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, help="serial unplug/replug cycles")
     parser.add_argument("--restarts", type=int, help="Mosquitto restarts per scenario")
     parser.add_argument("--disk-size", help="size of the spool's tmpfs in disk-full (default 16m)")
+    parser.add_argument("--disk-wal", type=int, metavar="PAGES",
+                        help="the spool's wal_autocheckpoint in disk-full (default 256; SQLite's 1000)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="work in DIR and keep it (logs, spools, broker data) instead of a temp dir")
@@ -243,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
     base = QUICK if args.quick else FULL
     given = {"kills": args.kills, "kill_readings": args.kill_readings, "outage": args.outage,
-             "cycles": args.cycles, "restarts": args.restarts, "disk_size": args.disk_size}  # fmt: skip
+             "cycles": args.cycles, "restarts": args.restarts, "disk_size": args.disk_size,
+             "disk_wal": args.disk_wal}  # fmt: skip
     over = {k: v for k, v in given.items() if v is not None}
     params = Params(**{**base.__dict__, **over})
     command = " ".join([".venv/bin/python -m bench.chaos", *(sys.argv[1:] if argv is None else argv)])

@@ -160,7 +160,7 @@ class Run:
         ]  # fmt: skip
         spool: dict[str, Any] = {"path": str(self.spool), **self.spool_options}
         if self.spool_path is not None:  # a small filesystem: a WAL that fits in it, a small reserve
-            spool.update({"reserve_bytes": "256KiB", "wal_autocheckpoint": 256})
+            spool = {"reserve_bytes": "256KiB", "wal_autocheckpoint": 256, **spool}
         config = {
             "gateway": {"id": self.name, "state_dir": str(self.state)},
             "mqtt": {"host": self.broker.host, "port": self.broker.port, "reconnect_min": "100ms",
@@ -392,8 +392,10 @@ class Publisher(threading.Thread):
         return len(self.acked_at)
 
     def acked_identities(self) -> dict[Identity, float]:
+        with self._lock:
+            acked = dict(self.acked_at)
         out: dict[Identity, float] = {}
-        for seq, at in self.acked_at.items():
+        for seq, at in acked.items():
             for ident in identities(seq, self.run_.devices):
                 out[ident] = at
         return out
@@ -599,7 +601,11 @@ def _running(run: Run, count: int, rate: float) -> Iterator[tuple[GatewayProc, P
 def _finish(result: ChaosResult, gateway: GatewayProc, pub: Publisher, watch: KafkaWatch,
             fault_ends: list[float], began: float, *, dropped: int = 0,
             drain: float = 1800.0) -> ChaosResult:  # fmt: skip
-    pub.join(600)
+    pub.join(1800)  # the broker may take long to acknowledge while it holds a big backlog
+    if pub.is_alive():
+        pub.halt.set()
+        pub.join(60)
+        result.notes.append("the publisher was stopped before it had sent everything")
     settle(watch, pub.acked_identities(), timeout=drain)
     code = gateway.terminate()
     if code != 0:
@@ -757,14 +763,17 @@ def _tmpfs(mount: Path, size: str) -> None:
 
 
 def scenario_disk_full(work: Path, broker: Mosquitto, node: KafkaNode, *, rate: float, fill: float,
-                       size: str = "16m", grown: str = "128m") -> ChaosResult:  # fmt: skip
+                       size: str = "16m", grown: str = "128m",
+                       wal_pages: int = 256) -> ChaosResult:  # fmt: skip
     """(d) The spool on a small tmpfs; Kafka stopped; the tmpfs fills; then room and Kafka come back."""
     mount = work / "spool-tmpfs"
     _tmpfs(mount, size)
     try:
-        run = Run(work, broker, node, spool_path=mount / "spool.db")
+        run = Run(work, broker, node, spool_path=mount / "spool.db",
+                  spool_options={"wal_autocheckpoint": wal_pages})
         readings = int(rate * (fill + 60))
-        result = ChaosResult("disk-full", f"spool on a {size} tmpfs, Kafka away {fill:g}s+, {rate:g} msg/s",
+        result = ChaosResult("disk-full", f"spool on a {size} tmpfs (wal_autocheckpoint {wal_pages}), "
+                             f"Kafka away {fill:g}s+, {rate:g} msg/s",
                              faults=1)  # fmt: skip
         began = time.monotonic()
         with _running(run, readings, rate) as (gateway, pub, watch):
