@@ -127,6 +127,8 @@ class GroupWriter:
         self.durable_ms: deque[float] = deque(maxlen=4096)
         self._next_maintenance = 0.0
         self.full_cap: int | None = None
+        self._unrecorded: list[tuple[str, int, int, int]] = []
+        """Drops (reason, priority, rows, bytes) decided but not yet in a committed transaction."""
         """A cap learned from a full disk: the bytes that fitted. Lifted when room returns."""
 
     def group(self, ops: Sequence[object]) -> int:
@@ -214,42 +216,59 @@ class GroupWriter:
             g.callbacks.append(op.on_durable)
 
     def _write(self, g: _Group, now: float, maintenance: bool) -> None:
-        """One transaction; on SQLite's full condition, drop by policy and retry."""
+        """One transaction; on SQLite's full condition, drop by policy and retry.
+
+        Drops decided outside a committed transaction (rows taken out of the batch to make
+        room, a group given up) wait in ``self._unrecorded`` and are written by the next
+        transaction that commits, so ``spool status`` and ``/metrics`` count every one.
+        """
         store = self.store
         rows, origins, settles, skipped = g.rows, g.origins, g.settles, g.skipped
-        batch_drops: list[tuple[int, int, int]] = []
         for attempt in range(12):
             try:
                 store.begin()
-                if rows:
-                    rows = self._apply_cap(rows)
+                kept = self._apply_cap(rows) if rows else rows
                 for s in settles:
                     self._settle(s, now)
                 if maintenance:
                     self._maintain(now)
-                store.insert(rows)
+                store.insert(kept)
                 if origins:
                     store.remember(origins)
                 for reason, count in skipped.items():
                     store.count_drop(reason, 2, count, 0)
-                for prio, n, size in batch_drops:
-                    store.count_drop(DropReason.DISK_FULL, prio, n, size)
+                for reason, prio, n, size in self._unrecorded:
+                    store.count_drop(reason, prio, n, size)
                 store.save_next_seq()
                 store.commit()
             except sqlite3.Error as exc:
                 store.rollback()
-                store.reload_counters()
+                self._reload_counters()
                 if not is_full(exc):
                     raise
                 if attempt == 11:
-                    self._give_up(rows, exc)
+                    self._give_up(rows, skipped, exc)
                     return
-                rows = self._free_space(rows, attempt, batch_drops)
+                rows = self._free_space(rows, attempt)
                 continue
+            if self._unrecorded:
+                self._unrecorded.clear()
+                store.reload_counters()  # the in-memory figures counted these twice
             if skipped:
                 _log.info("spool: items not spooled", **skipped)
-            g.rows = rows
+            g.rows = kept
             return
+
+    def _reload_counters(self) -> None:
+        """After a rollback: the file's figures plus the drops not written yet."""
+        self.store.reload_counters()
+        for reason, _prio, n, _size in self._unrecorded:
+            self.store.drops[reason] += n
+
+    def _unrecord(self, reason: str, prio: int, n: int, size: int) -> None:
+        if n > 0:
+            self._unrecorded.append((reason, prio, n, size))
+            self.store.drops[reason] += n
 
     def _apply_cap(self, rows: list[Row]) -> list[Row]:
         store = self.store
@@ -290,13 +309,20 @@ class GroupWriter:
                              bytes=freed)  # fmt: skip
         return kept
 
-    def _give_up(self, rows: list[Row], exc: sqlite3.Error) -> None:
-        """Still full after every remedy: this group's rows are lost (counted in memory, logged)."""
-        self.store.drops[DropReason.DISK_FULL] += len(rows)
+    def _give_up(self, rows: list[Row], skipped: Mapping[str, int], exc: sqlite3.Error) -> None:
+        """Still full after every remedy: this group's rows are lost, counted (written with the
+        next transaction that commits) and logged."""
+        by_prio: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        for r in rows:
+            by_prio[r[0]][0] += 1
+            by_prio[r[0]][1] += len(r[6]) + len(r[3]) + ROW_OVERHEAD
+        for prio, (n, size) in by_prio.items():
+            self._unrecord(DropReason.DISK_FULL, prio, n, size)
+        for reason, count in skipped.items():
+            self._unrecord(reason, 2, count, 0)
         _log.error("spool: storage full, group not written", rows=len(rows), error=str(exc))
 
-    def _free_space(self, rows: list[Row], attempt: int,
-                    batch_drops: list[tuple[int, int, int]]) -> list[Row]:  # fmt: skip
+    def _free_space(self, rows: list[Row], attempt: int) -> list[Row]:
         """SQLite says the disk (or max_page_count) is full: make room by the overflow policy."""
         store = self.store
         if store.release_reserve():
@@ -317,7 +343,7 @@ class GroupWriter:
                 store.commit()
             except sqlite3.Error as exc:
                 store.rollback()
-                store.reload_counters()
+                self._reload_counters()
                 _log.warning("spool: cannot free space yet", error=str(exc))
             store.checkpoint()
         self.full_cap = store.total_bytes
@@ -338,7 +364,7 @@ class GroupWriter:
                 kept.append(r)
         for prio, (n, size) in dropped.items():
             if n:
-                batch_drops.append((prio, n, size))
+                self._unrecord(DropReason.DISK_FULL, prio, n, size)
                 _log.warning("spool: incoming rows dropped", reason=DropReason.DISK_FULL, priority=prio,
                              rows=n, bytes=size)  # fmt: skip
         return kept
