@@ -74,7 +74,7 @@ def test_kafka_outage_loses_and_duplicates_nothing(
     _outage(kafka_node, topic_prefix, bridge_factory, outage=15.0)
 
 
-@pytest.mark.chaos
+@pytest.mark.slow  # the figure: 20,000 readings, Kafka stopped 60 s; runs in CI
 def test_kafka_outage_of_a_full_minute(
     kafka_node: KafkaNode, topic_prefix: str, bridge_factory: Callable[..., tuple[Spool, Forwarder]]
 ) -> None:
