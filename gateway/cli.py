@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TextIO, cast
+
+import structlog
 
 from gateway import __version__
 from gateway.commands import register_all
@@ -36,7 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is at the time of each write (tests swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # Logs go to stderr from the start, so a command's output on stdout (`--json`,
+    # `--print-config`) stays parseable; `run` and `demo` configure logging fully later.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=cast("TextIO", _Stderr())))
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
