@@ -23,9 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,9 +30,6 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import confluent_kafka
-import paho.mqtt
 
 from bench.chaoslib import (
     ChaosResult,
@@ -47,8 +41,8 @@ from bench.chaoslib import (
     scenario_serial_unplug,
     scenario_sigkill,
 )
-from simulators.testbed import KafkaCluster, KafkaNode, Mosquitto, find_mosquitto
-from simulators.testbed.kafka import kafka_version
+from bench.machine import git_rev, machine_lines
+from simulators.testbed import KafkaCluster, KafkaNode, Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -159,31 +153,10 @@ def run_scenario(name: str, bed: Bed, p: Params) -> ChaosResult:
 
 # ---------------------------------------------------------------------- report
 def machine() -> list[str]:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    ram = "?"
-    with contextlib.suppress(OSError, IndexError):
-        kb = int(Path("/proc/meminfo").read_text().splitlines()[0].split()[1])
-        ram = f"{kb / 1024 / 1024:.1f} GiB"
-    binary = find_mosquitto()
-    mosq = "?"
-    if binary:
-        out = subprocess.run([binary, "-h"], capture_output=True, text=True, check=False).stdout
-        match = re.search(r"version (\S+)", out)
-        mosq = match.group(1) if match else "?"
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         check=False, cwd=ROOT).stdout.strip() or "?"  # fmt: skip
     load = os.getloadavg()[0]
     return [
-        f"- code: {rev}; load average (1 min) at the end {load:.2f} (other work shares this machine)",
-        f"- machine: {os.cpu_count()} CPUs ({cpu}), {ram} RAM, {platform.platform()}",
-        f"- versions: Python {platform.python_version()}, paho-mqtt {paho.mqtt.__version__}, "
-        f"confluent-kafka {confluent_kafka.__version__}, librdkafka {confluent_kafka.libversion()[0]}, "
-        f"Kafka {kafka_version()}, Mosquitto {mosq}",
+        f"- code: {git_rev()}; load average (1 min) at the end {load:.2f} (other work shares this machine)",
+        *machine_lines(),
     ]
 
 

@@ -41,7 +41,6 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
-import platform
 import queue
 import re
 import signal
@@ -61,14 +60,13 @@ from pathlib import Path
 from typing import Any
 
 import confluent_kafka
-import paho.mqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from bench.machine import git_rev, machine_lines
 from bench.mqtt_ingest import bare_drain, bare_register
 from simulators.fleet import FleetSpec
-from simulators.testbed import KafkaNode, Mosquitto, find_mosquitto, free_port
-from simulators.testbed.kafka import kafka_version
+from simulators.testbed import KafkaNode, Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -687,35 +685,14 @@ class Profiler:
 
 # ---------------------------------------------------------------------- report
 def machine() -> list[str]:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    ram = "?"
-    with contextlib.suppress(OSError, IndexError):
-        kb = int(Path("/proc/meminfo").read_text().splitlines()[0].split()[1])
-        ram = f"{kb / 1024 / 1024:.1f} GiB"
-    binary = find_mosquitto()
-    mosq = "?"
-    if binary:
-        out = subprocess.run([binary, "-h"], capture_output=True, text=True, check=False).stdout
-        match = re.search(r"version (\S+)", out)
-        mosq = match.group(1) if match else "?"
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         check=False, cwd=ROOT).stdout.strip() or "?"
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                            text=True, check=False, cwd=ROOT).stdout.strip()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return [
-        f"- code: {rev}{' with uncommitted changes in the tree' if dirty else ''}; "
+        f"- code: {git_rev()}{' with uncommitted changes in the tree' if dirty else ''}; "
         f"load average (1 min) at the start {LOAD_AT_START[0]:.2f}, at the end {load:.2f} "
         "(other work on the machine perturbs every figure)",
-        f"- machine: {os.cpu_count()} CPUs ({cpu}), {ram} RAM, {platform.platform()}",
-        f"- versions: Python {platform.python_version()}, paho-mqtt {paho.mqtt.__version__}, "
-        f"confluent-kafka {confluent_kafka.__version__}, librdkafka {confluent_kafka.libversion()[0]}, "
-        f"Kafka {kafka_version()}, Mosquitto {mosq}",
+        *machine_lines(),
     ]
 
 
