@@ -319,8 +319,8 @@ class KafkaNode(_TopicsMixin):
         cmd = self._java(
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            _kafka_uuid(cluster_id),
+            # one argument: an id that starts with "-" (1 in 64 of them) is not an option
+            f"--cluster-id={_kafka_uuid(cluster_id)}",
             "-c",
             str(props),
             "--ignore-formatted",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from simulators.testbed import KafkaCluster, KafkaEndpoint, KafkaNode
+from simulators.testbed.kafka import _kafka_uuid
 
 pytestmark = pytest.mark.kafka
 
@@ -106,3 +108,12 @@ def test_three_node_cluster_survives_leader_kill(kafka_cluster: KafkaCluster, to
     _produce_batch(producer, topic, ["after"], commit=True)
     assert _read_all(kafka_cluster.bootstrap, topic, 2) == ["before", "after"]
     assert kafka_cluster.leader_of(topic) != leader
+
+
+def test_format_takes_a_cluster_id_that_starts_with_a_dash(tmp_path: Path) -> None:
+    # 1 in 64 random ids does; StorageTool read "-t -xyz" as two options and failed
+    node = KafkaNode(tmp_path / "node")
+    node.cluster_id = "seed22"
+    assert _kafka_uuid(node.cluster_id).startswith("-")
+    node.format()
+    assert (node.data_dir / "meta.properties").exists()
