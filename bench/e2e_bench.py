@@ -108,15 +108,26 @@ class Layout:
 
 def make_layout(devices: int, rules: int) -> tuple[Layout, list[dict[str, Any]]]:
     spec = FleetSpec.model_validate(
-        {"seed": 1,
-         "groups": [{"kind": "temperature", "count": devices, "profile": "zigbee2mqtt", "prefix": "t"}]}
+        {
+            "seed": 1,
+            "groups": [{"kind": "temperature", "count": devices, "profile": "zigbee2mqtt", "prefix": "t"}],
+        }
     )
     gateway_devices = spec.gateway_devices()
     return Layout([d["id"] for d in gateway_devices], rules), gateway_devices
 
 
-def write_config(path: Path, layout: Layout, devices: list[dict[str, Any]], *, mqtt_port: int,
-                 bootstrap: str, topics: dict[str, str], http_port: int, state: Path) -> None:
+def write_config(
+    path: Path,
+    layout: Layout,
+    devices: list[dict[str, Any]],
+    *,
+    mqtt_port: int,
+    bootstrap: str,
+    topics: dict[str, str],
+    http_port: int,
+    state: Path,
+) -> None:
     rules = [
         {
             "id": f"r-{dev}",
@@ -131,11 +142,15 @@ def write_config(path: Path, layout: Layout, devices: list[dict[str, Any]], *, m
         "gateway": {"id": "bench-gw", "state_dir": str(state)},
         "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "client_id": "edgegw-bench"},
         "devices": devices,
-        "actuators": [{"id": Layout.actuator(d), "profile": "zigbee2mqtt", "name": Layout.actuator(d)}
-                      for d in layout.rule_devices],
+        "actuators": [
+            {"id": Layout.actuator(d), "profile": "zigbee2mqtt", "name": Layout.actuator(d)}
+            for d in layout.rule_devices
+        ],
         "rules": rules,
-        "bridge": {"spool": {"path": str(state / "spool.db")},
-                   "kafka": {"bootstrap": bootstrap, "mode": "exactly_once", "topics": topics}},
+        "bridge": {
+            "spool": {"path": str(state / "spool.db")},
+            "kafka": {"bootstrap": bootstrap, "mode": "exactly_once", "topics": topics},
+        },
         "http": {"host": "127.0.0.1", "port": http_port},
         "log": {"level": "info", "format": "json"},
     }
@@ -153,7 +168,11 @@ class Gateway:
         env.pop("NOTIFY_SOCKET", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", "--config", str(config), "--log-format", "json"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=cwd,
+            env=env,
         )
         self.ready = threading.Event()
         self.ready_seconds = 0.0
@@ -206,8 +225,11 @@ class Gateway:
             return None
         finally:
             self.slowest_scrape = max(self.slowest_scrape, time.monotonic() - began)
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("edgegw_readings_total"))
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("edgegw_readings_total")
+        )
 
     def cpu_seconds(self) -> float:
         text = Path(f"/proc/{self.pid}/stat").read_text()
@@ -290,8 +312,9 @@ def _publish_child(job: PubJob, out: mp.Queue[dict[str, Any]]) -> None:
         time.sleep(0.01)
     client.disconnect()
     client.loop_stop()
-    out.put({"sent": job.count, "acked": acked[0], "elapsed": elapsed, "per_device": per_device,
-             "sends": sends})
+    out.put(
+        {"sent": job.count, "acked": acked[0], "elapsed": elapsed, "per_device": per_device, "sends": sends}
+    )
 
 
 @contextlib.contextmanager
@@ -323,8 +346,10 @@ def burst_jobs(port: int, layout: Layout, count: int, processes: int, prefix: st
     crossing = frozenset(layout.crossing)
     shards = [devices[k::processes] for k in range(processes)]
     per = count // processes
-    return [PubJob(port, shard, crossing, per + (1 if k < count - per * processes else 0), 0.0, prefix=prefix)
-            for k, shard in enumerate(shards)]
+    return [
+        PubJob(port, shard, crossing, per + (1 if k < count - per * processes else 0), 0.0, prefix=prefix)
+        for k, shard in enumerate(shards)
+    ]
 
 
 # ---------------------------------------------------------------------- observers
@@ -333,11 +358,15 @@ class KafkaCounter(threading.Thread):
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         super().__init__(daemon=True)
-        self.consumer = confluent_kafka.Consumer({
-            "bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:6]}",
-            "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        })
+        self.consumer = confluent_kafka.Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-{uuid.uuid4().hex[:6]}",
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
         self.consumer.subscribe([topic])
         self.records = 0
         self.ce_ids: set[str | bytes] = set()
@@ -442,13 +471,25 @@ def phase_ready(config: Path, work: Path, http_port: int, figures: Figures, star
             figures.rss_idle = gw.memory_mb()[0]
         finally:
             gw.stop()
-        print(f"  start: ready {gw.ready_seconds:.3f} s (log), {gw.ready_at - gw.spawned:.3f} s from spawn",
-              flush=True)
+        print(
+            f"  start: ready {gw.ready_seconds:.3f} s (log), {gw.ready_at - gw.spawned:.3f} s from spawn",
+            flush=True,
+        )
 
 
-def phase_throughput(config: Path, work: Path, http_port: int, broker: Mosquitto, node: KafkaNode,
-                     layout: Layout, topics: dict[str, str], figures: Figures, count: int,
-                     processes: int, profile: Profiler | None) -> Gateway:
+def phase_throughput(
+    config: Path,
+    work: Path,
+    http_port: int,
+    broker: Mosquitto,
+    node: KafkaNode,
+    layout: Layout,
+    topics: dict[str, str],
+    figures: Figures,
+    count: int,
+    processes: int,
+    profile: Profiler | None,
+) -> Gateway:
     bare_id = f"bench-bare-{uuid.uuid4().hex[:6]}"
     bare_register(broker, bare_id, ["zigbee2mqtt/+"], "3.1.1")
     with publishers(burst_jobs(broker.port, layout, count, processes, "zigbee2mqtt")) as results:
@@ -461,8 +502,10 @@ def phase_throughput(config: Path, work: Path, http_port: int, broker: Mosquitto
                     expected += (k - 1) // CROSS_EVERY
     figures.messages = sent
     figures.commands_expected = expected
-    print(f"  published {sent:,} QoS 1 readings at {figures.publish_rate:,.0f}/s ({processes} processes)",
-          flush=True)
+    print(
+        f"  published {sent:,} QoS 1 readings at {figures.publish_rate:,.0f}/s ({processes} processes)",
+        flush=True,
+    )
     figures.bare_rate = bare_drain(broker, bare_id, sent, "3.1.1")
     print(f"  bare paho subscriber drained at {figures.bare_rate:,.0f} msg/s", flush=True)
 
@@ -515,9 +558,12 @@ def phase_throughput(config: Path, work: Path, http_port: int, broker: Mosquitto
     figures.scrape_failures = gw.scrape_failures
     figures.rss, figures.hwm = gw.memory_mb()
     figures.cpu_per_k = (cpu1 - cpu0) / (sent / 1000)
-    print(f"  edgegw took them at {figures.ingest_rate:,.0f}/s; Kafka had all {len(counter.ce_ids):,} "
-          f"after {figures.kafka_seconds:.2f} s; lost {figures.lost}, duplicated {figures.dup_readings}; "
-          f"commands {figures.commands_seen}/{expected}; RSS {figures.rss:.1f} MiB", flush=True)
+    print(
+        f"  edgegw took them at {figures.ingest_rate:,.0f}/s; Kafka had all {len(counter.ce_ids):,} "
+        f"after {figures.kafka_seconds:.2f} s; lost {figures.lost}, duplicated {figures.dup_readings}; "
+        f"commands {figures.commands_seen}/{expected}; RSS {figures.rss:.1f} MiB",
+        flush=True,
+    )
     return gw
 
 
@@ -585,12 +631,27 @@ def measure_latency(
     arrivals = listener.arrivals.get(topic, [])
     lat = [(a - s) / 1e6 for s, (a, _) in zip(sends, arrivals, strict=False)] or [float("nan")]
     wrong = sum(1 for j, (_, body) in enumerate(arrivals) if (b'"ON"' in body) != (j % 2 == 0))
-    return Latency(statistics.median(lat), _percentile(lat, 0.99), max(lat), len(sends), len(arrivals), wrong,
-                   count / elapsed)
+    return Latency(
+        statistics.median(lat),
+        _percentile(lat, 0.99),
+        max(lat),
+        len(sends),
+        len(arrivals),
+        wrong,
+        count / elapsed,
+    )
 
 
-def phase_latency(gw: Gateway, broker: Mosquitto, layout: Layout, figures: Figures, rate: int,
-                  device: str, seconds: float, profile: Profiler | None) -> None:
+def phase_latency(
+    gw: Gateway,
+    broker: Mosquitto,
+    layout: Layout,
+    figures: Figures,
+    rate: int,
+    device: str,
+    seconds: float,
+    profile: Profiler | None,
+) -> None:
     cpu0 = gw.cpu_seconds()
     if profile is not None:
         profile.start(gw.pid, f"latency {rate // 1000}k/s", seconds * 0.8)
@@ -600,8 +661,9 @@ def phase_latency(gw: Gateway, broker: Mosquitto, layout: Layout, figures: Figur
         profile.finish()
     ctx = mp.get_context("spawn")
     started = ctx.Event()
-    echo = ctx.Process(target=_echo_child, daemon=True,
-                       args=(broker.port, "bare", device, Layout.actuator(device), started))
+    echo = ctx.Process(
+        target=_echo_child, daemon=True, args=(broker.port, "bare", device, Layout.actuator(device), started)
+    )
     echo.start()
     try:
         started.wait(15)
@@ -620,9 +682,12 @@ def phase_latency(gw: Gateway, broker: Mosquitto, layout: Layout, figures: Figur
     figures.latency[rate] = ours
     figures.latency_bare[rate] = bare
     for who, r in (("edgegw", ours), ("bare paho rule", bare)):
-        print(f"  {rate}/s (achieved {r.achieved:,.0f}/s) {who}: {r.seen}/{r.sent} commands, "
-              f"p50 {r.p50:.2f} ms, "
-              f"p99 {r.p99:.2f} ms, max {r.worst:.2f} ms, out of order {r.wrong}", flush=True)
+        print(
+            f"  {rate}/s (achieved {r.achieved:,.0f}/s) {who}: {r.seen}/{r.sent} commands, "
+            f"p50 {r.p50:.2f} ms, "
+            f"p99 {r.p99:.2f} ms, max {r.worst:.2f} ms, out of order {r.wrong}",
+            flush=True,
+        )
 
 
 class Profiler:
@@ -644,9 +709,23 @@ class Profiler:
         self.label = label
         self.out = self.work / f"profile-{len(self.tables)}.txt"
         self.proc = subprocess.Popen(
-            [str(self.binary), "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-             "--rate", "200", "--nonblocking", "--format", "raw", "--output", str(self.out)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(self.binary),
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(max(1, int(seconds))),
+                "--rate",
+                "200",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--output",
+                str(self.out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
     def finish(self) -> None:
@@ -676,8 +755,12 @@ class Profiler:
         if not total:
             return
         top = sorted(own.items(), key=lambda kv: -kv[1])[:10]
-        lines = [f"### py-spy, {self.label}: top 10 frames by own time ({total} samples, busy threads only)",
-                 "", "| own | incl. | frame |", "|---|---|---|"]
+        lines = [
+            f"### py-spy, {self.label}: top 10 frames by own time ({total} samples, busy threads only)",
+            "",
+            "| own | incl. | frame |",
+            "|---|---|---|",
+        ]
         lines += [f"| {n / total:.1%} | {inclusive[name] / total:.1%} | `{name}` |" for name, n in top]
         self.tables.append("\n".join(lines))
         print("\n" + self.tables[-1], flush=True)
@@ -685,8 +768,13 @@ class Profiler:
 
 # ---------------------------------------------------------------------- report
 def machine() -> list[str]:
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True, check=False, cwd=ROOT).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    ).stdout.strip()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return [
         f"- code: {git_rev()}{' with uncommitted changes in the tree' if dirty else ''}; "
@@ -706,46 +794,95 @@ def report(fig: Figures, args: argparse.Namespace, devices: int, rules: int, pro
     ratio = fig.ingest_rate / fig.bare_rate if fig.bare_rate else 0.0
     kratio = fig.kafka_rate / fig.bare_rate if fig.bare_rate else 0.0
     rows = [
-        ("READY (log `seconds`, median of 3)", f"{ready_s:.3f} s", "<= 1.5 s",
-         _met(ready_s <= TARGETS["ready"])),
-        ("READY (wall, spawn to log line, median of 3)", f"{ready_w:.3f} s", "<= 1.5 s",
-         _met(ready_w <= TARGETS["ready"])),
-        ("publishers (QoS 1, preload)", f"{fig.publish_rate:,.0f} msg/s ({args.processes} processes)",
-         "", ""),
+        (
+            "READY (log `seconds`, median of 3)",
+            f"{ready_s:.3f} s",
+            "<= 1.5 s",
+            _met(ready_s <= TARGETS["ready"]),
+        ),
+        (
+            "READY (wall, spawn to log line, median of 3)",
+            f"{ready_w:.3f} s",
+            "<= 1.5 s",
+            _met(ready_w <= TARGETS["ready"]),
+        ),
+        (
+            "publishers (QoS 1, preload)",
+            f"{fig.publish_rate:,.0f} msg/s ({args.processes} processes)",
+            "",
+            "",
+        ),
         ("bare paho subscriber, QoS 1 drain", f"{fig.bare_rate:,.0f} msg/s", "reference", ""),
         ("edgegw ingest (edgegw_readings_total)", f"{fig.ingest_rate:,.0f} readings/s", "", ""),
-        ("slowest /metrics answer during the drain (scrapes that timed out at 10 s)",
-         f"{fig.slowest_scrape:.2f} s ({fig.scrape_failures})", "", ""),
+        (
+            "slowest /metrics answer during the drain (scrapes that timed out at 10 s)",
+            f"{fig.slowest_scrape:.2f} s ({fig.scrape_failures})",
+            "",
+            "",
+        ),
         ("edgegw / bare (ingest)", f"{ratio:.2f}", ">= 0.8", _met(ratio >= TARGETS["ratio"])),
-        ("all readings in Kafka (read_committed) after READY",
-         f"{fig.kafka_seconds:.2f} s = {fig.kafka_rate:,.0f} readings/s", "", ""),
-        ("edgegw / bare (end to end, exactly once)", f"{kratio:.2f}", ">= 0.8",
-         _met(kratio >= TARGETS["ratio"])),
-        ("lost / duplicated in Kafka (readings; ce_id dups)",
-         f"{fig.lost} / {fig.dup_readings} ({fig.dup_ids})", "0 / 0",
-         _met(fig.lost == 0 and fig.dup_readings == 0)),
-        ("commands on actuator topics / expected", f"{fig.commands_seen:,} / {fig.commands_expected:,}",
-         "equal",
-         _met(fig.commands_seen == fig.commands_expected)),
+        (
+            "all readings in Kafka (read_committed) after READY",
+            f"{fig.kafka_seconds:.2f} s = {fig.kafka_rate:,.0f} readings/s",
+            "",
+            "",
+        ),
+        (
+            "edgegw / bare (end to end, exactly once)",
+            f"{kratio:.2f}",
+            ">= 0.8",
+            _met(kratio >= TARGETS["ratio"]),
+        ),
+        (
+            "lost / duplicated in Kafka (readings; ce_id dups)",
+            f"{fig.lost} / {fig.dup_readings} ({fig.dup_ids})",
+            "0 / 0",
+            _met(fig.lost == 0 and fig.dup_readings == 0),
+        ),
+        (
+            "commands on actuator topics / expected",
+            f"{fig.commands_seen:,} / {fig.commands_expected:,}",
+            "equal",
+            _met(fig.commands_seen == fig.commands_expected),
+        ),
     ]
     for rate, target in ((1000, TARGETS["p99_1k"]), (5000, TARGETS["p99_5k"])):
         if rate in fig.latency:
             r = fig.latency[rate]
-            rows.append((f"sensor -> actuator at {rate // 1000}k readings/s, p50 / p99 / max",
-                         f"{r.p50:.2f} / {r.p99:.2f} / {r.worst:.2f} ms ({r.seen}/{r.sent} commands)",
-                         f"p99 <= {target:.0f} ms", _met(r.p99 <= target and r.seen == r.sent)))
+            rows.append(
+                (
+                    f"sensor -> actuator at {rate // 1000}k readings/s, p50 / p99 / max",
+                    f"{r.p50:.2f} / {r.p99:.2f} / {r.worst:.2f} ms ({r.seen}/{r.sent} commands)",
+                    f"p99 <= {target:.0f} ms",
+                    _met(r.p99 <= target and r.seen == r.sent),
+                )
+            )
         if rate in fig.latency_bare:
             b = fig.latency_bare[rate]
-            rows.append((f"  same through a bare paho rule client (reference), {rate // 1000}k/s",
-                         f"{b.p50:.2f} / {b.p99:.2f} / {b.worst:.2f} ms ({b.seen}/{b.sent} commands); "
-                         f"edgegw p99 = {r.p99 / b.p99:.1f}x", "reference", ""))
+            rows.append(
+                (
+                    f"  same through a bare paho rule client (reference), {rate // 1000}k/s",
+                    f"{b.p50:.2f} / {b.p99:.2f} / {b.worst:.2f} ms ({b.seen}/{b.sent} commands); "
+                    f"edgegw p99 = {r.p99 / b.p99:.1f}x",
+                    "reference",
+                    "",
+                )
+            )
     rows += [
         ("VmRSS idle after READY (no readings yet)", f"{fig.rss_idle:.1f} MiB", "", ""),
-        (f"VmRSS after throughput ({rules} rules, {devices} devices); VmHWM",
-         f"{fig.rss:.1f} MiB; {fig.hwm:.1f} MiB", "<= 50 MB", _met(fig.rss * 1.048576 <= TARGETS["rss"])),
+        (
+            f"VmRSS after throughput ({rules} rules, {devices} devices); VmHWM",
+            f"{fig.rss:.1f} MiB; {fig.hwm:.1f} MiB",
+            "<= 50 MB",
+            _met(fig.rss * 1.048576 <= TARGETS["rss"]),
+        ),
         ("VmRSS at the end (after the latency phases)", f"{fig.rss_end:.1f} MiB", "", ""),
-        ("CPU per 1,000 readings (throughput: rules, spool, Kafka)", f"{fig.cpu_per_k * 1000:.1f} ms",
-         "", ""),
+        (
+            "CPU per 1,000 readings (throughput: rules, spool, Kafka)",
+            f"{fig.cpu_per_k * 1000:.1f} ms",
+            "",
+            "",
+        ),
     ]
     for rate, cpu in sorted(fig.latency_cpu_per_k.items()):
         rows.append((f"CPU per 1,000 readings at {rate // 1000}k/s paced", f"{cpu * 1000:.1f} ms", "", ""))
@@ -782,18 +919,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="smaller counts: the whole run in about 2 minutes")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller counts: the whole run in about 2 minutes"
+    )
     parser.add_argument("--messages", type=int, help="throughput readings (default 300k, quick 60k)")
     parser.add_argument("--latency-seconds", type=float, help="per latency rate (default 30, quick 6)")
     parser.add_argument("--processes", type=int, default=3, help="publisher processes for the preload")
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--rules", type=int, default=100)
     parser.add_argument("--no-write", action="store_true", help="print only; write nothing to bench/results")
-    parser.add_argument("--broker-nodelay", action="store_true",
-                        help="set_tcp_nodelay true in the test Mosquitto (Nagle off on the broker's sockets)")
-    parser.add_argument("--profile", action="store_true",
-                        help="sample the gateway with py-spy (pip install py-spy) in the drain and at 5k/s")
+    parser.add_argument(
+        "--broker-nodelay",
+        action="store_true",
+        help="set_tcp_nodelay true in the test Mosquitto (Nagle off on the broker's sockets)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the gateway with py-spy (pip install py-spy) in the drain and at 5k/s",
+    )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     LOAD_AT_START[0] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -815,16 +959,29 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(node.stop)
         node.start()
         prefix = f"e2e-{uuid.uuid4().hex[:6]}"
-        topics = {kind: f"{prefix}.{kind}" for kind in ("readings", "events", "commands", "heartbeats",
-                                                        "checkpoints")}
+        topics = {
+            kind: f"{prefix}.{kind}"
+            for kind in ("readings", "events", "commands", "heartbeats", "checkpoints")
+        }
         for kind in ("readings", "events", "commands", "heartbeats"):
             node.create_topic(topics[kind], partitions=3 if kind == "readings" else 1)
         http_port = free_port()
         config = work / "edgegw.yaml"
-        write_config(config, layout, gateway_devices, mqtt_port=broker.port, bootstrap=node.bootstrap,
-                     topics=topics, http_port=http_port, state=work / "state")
-        print(f"mosquitto {broker.host}:{broker.port}, kafka {node.bootstrap}; {args.devices} devices, "
-              f"{args.rules} rules", flush=True)
+        write_config(
+            config,
+            layout,
+            gateway_devices,
+            mqtt_port=broker.port,
+            bootstrap=node.bootstrap,
+            topics=topics,
+            http_port=http_port,
+            state=work / "state",
+        )
+        print(
+            f"mosquitto {broker.host}:{broker.port}, kafka {node.bootstrap}; {args.devices} devices, "
+            f"{args.rules} rules",
+            flush=True,
+        )
         print("1. READY", flush=True)
         phase_ready(config, work, http_port, figures, 3)
         print(f"2. throughput: {messages:,} readings", flush=True)
@@ -832,21 +989,24 @@ def main(argv: list[str] | None = None) -> int:
         if profiler is not None and not profiler.available:
             print(f"  no {profiler.binary}: profiling off (pip install py-spy)")
             profiler = None
-        gw = phase_throughput(config, work, http_port, broker, node, layout, topics, figures, messages,
-                              args.processes, profiler)
+        gw = phase_throughput(
+            config, work, http_port, broker, node, layout, topics, figures, messages, args.processes, profiler
+        )
         stack.callback(gw.stop)
         print(f"3. latency, {args.latency_seconds:g} s per rate", flush=True)
         for rate, device in zip((1000, 5000), layout.latency, strict=True):
-            phase_latency(gw, broker, layout, figures, rate, device, args.latency_seconds,
-                          profiler)
+            phase_latency(gw, broker, layout, figures, rate, device, args.latency_seconds, profiler)
         figures.rss_end = gw.memory_mb()[0]
     text = report(figures, args, args.devices, args.rules, profiler.tables if profiler is not None else [])
     print()
     print(text)
     if not args.no_write:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        suffix = ("-quick" if args.quick else "") + ("-profile" if profiler is not None else "") + (
-            "-broker-nodelay" if args.broker_nodelay else "")
+        suffix = (
+            ("-quick" if args.quick else "")
+            + ("-profile" if profiler is not None else "")
+            + ("-broker-nodelay" if args.broker_nodelay else "")
+        )
         out = RESULTS / f"e2e-{time.strftime('%Y-%m-%d', time.gmtime())}{suffix}.md"
         out.write_text(text)
         print(f"written to {out.relative_to(ROOT)}")
