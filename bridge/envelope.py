@@ -19,10 +19,13 @@ The JSON Schemas of every ``data`` are in ``schemas/events/`` (one file per ce_t
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+import orjson
 
 from bridge.policy import Kind
 from gateway.model import Command, Event, EventKind, Reading
@@ -32,6 +35,7 @@ __all__ = [
     "HEARTBEAT_TYPE",
     "Envelope",
     "OutMessage",
+    "RawRow",
     "Record",
     "SpoolRow",
     "ce_time",
@@ -56,6 +60,7 @@ _EVENT_KINDS: dict[EventKind, Kind] = {
 }
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_dumps = orjson.dumps  # readings: ~8x faster than the stdlib encoder, the same JSON (UTF-8, compact)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,21 +76,25 @@ class Record:
 def encode_item(item: Reading | Event | Command | Record) -> tuple[int, str, float, bytes]:
     """``(kind, key, ts, data)`` of one item. Raises ValueError for NaN/infinite values."""
     if type(item) is Reading:
+        value, ts, received_at = item.value, item.ts, item.received_at
+        # orjson writes NaN and infinities as null: refuse them as the stdlib encoder does
+        if (type(value) is float and not math.isfinite(value)) or not math.isfinite(ts + received_at):
+            raise ValueError(f"reading {item.device_id}/{item.metric}: not a finite number")
         return (
             Kind.READING,
             item.device_id,
-            item.ts,
-            _encode(
+            ts,
+            _dumps(
                 {
                     "device_id": item.device_id,
                     "metric": item.metric,
-                    "value": item.value,
+                    "value": value,
                     "unit": item.unit,
-                    "ts": item.ts,
-                    "received_at": item.received_at,
+                    "ts": ts,
+                    "received_at": received_at,
                     "clock_synced": item.clock_synced,
                 }
-            ).encode(),
+            ),
         )
     if isinstance(item, Record):
         return item.kind, item.key, item.ts, item.data
@@ -134,6 +143,10 @@ def ce_time(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{micros:06d}Z"
 
 
+RawRow = tuple[int, int, str, float, bytes]
+"""A spool row as a plain tuple: ``(seq, kind, key, ts, data)``."""
+
+
 class SpoolRow(NamedTuple):
     """A row as the forwarder reads it from one lane."""
 
@@ -154,6 +167,7 @@ class OutMessage(NamedTuple):
     lane: int
 
 
+_new_tuple = tuple.__new__  # builds an OutMessage without its Python-level __new__ (the hot path)
 _SPEC = ("ce_specversion", b"1.0")
 _JSON = ("content-type", b"application/json")
 
@@ -167,48 +181,40 @@ class Envelope:
         self._id_prefix = f"{gateway_id}/{spool_id}/"
         self._topics = {int(k): v for k, v in topic_of_kind.items()}
         self._types = {k: v.encode() for k, v in CE_TYPES.items()}
-        self._sources: dict[str, bytes] = {}
-        self._keys: dict[str, bytes] = {}
+        self._id_bytes = self._id_prefix.encode()
+        self._keys: dict[str, tuple[bytes, bytes]] = {}  # key -> (key bytes, ce_source)
         self._second = -1
-        self._second_text = ""
+        self._second_bytes = b""
 
     def topic(self, kind: int) -> str | None:
         return self._topics.get(kind)
-
-    def _source(self, key: str) -> bytes:
-        source = self._sources.get(key)
-        if source is None:
-            if len(self._sources) > 100_000:
-                self._sources.clear()
-            source = self._sources[key] = f"edgegw://{self.gateway_id}/{key}".encode()
-        return source
 
     def _time(self, ts: float) -> bytes:
         whole = int(ts // 1)
         if whole != self._second:
             self._second = whole
-            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-        micros = int((ts - whole) * 1_000_000)
-        return f"{self._second_text}.{micros:06d}Z".encode()
+            self._second_bytes = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)).encode()
+        return b"%s.%06dZ" % (self._second_bytes, int((ts - whole) * 1_000_000))
 
-    def message(self, row: SpoolRow, lane: int) -> OutMessage:
+    def message(self, row: RawRow, lane: int) -> OutMessage:
         """The Kafka record of one spool row. Raises KeyError for a kind this version does not know."""
         seq, kind, key, ts, data = row
         ce_type = self._types[kind]
-        key_bytes = self._keys.get(key)
-        if key_bytes is None:
+        cached = self._keys.get(key)
+        if cached is None:
             if len(self._keys) > 100_000:
                 self._keys.clear()
-            key_bytes = self._keys[key] = key.encode()
+            cached = self._keys[key] = (key.encode(), f"edgegw://{self.gateway_id}/{key}".encode())
+        key_bytes, source = cached
         headers = [
             _SPEC,
-            ("ce_id", f"{self._id_prefix}{seq}".encode()),
-            ("ce_source", self._source(key)),
+            ("ce_id", b"%s%d" % (self._id_bytes, seq)),
+            ("ce_source", source),
             ("ce_type", ce_type),
             ("ce_time", self._time(ts)),
             _JSON,
         ]
-        return OutMessage(self._topics[kind], key_bytes, data, headers, seq, lane)
+        return _new_tuple(OutMessage, (self._topics[kind], key_bytes, data, headers, seq, lane))
 
     def heartbeat(self, topic: str, data: Mapping[str, Any], ts: float, beat: int) -> OutMessage:
         headers = [

@@ -31,6 +31,8 @@ import math
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import orjson
+
 from devices.config import DeviceConfig, FieldSpec
 from gateway.errors import PayloadError
 from gateway.model import Reading, Value
@@ -59,6 +61,7 @@ def _reject_constant(name: str) -> Any:
 
 
 _JSON = json.JSONDecoder(parse_constant=_reject_constant)
+_loads = orjson.loads
 
 
 class Decoder(Protocol):
@@ -90,6 +93,15 @@ def _text(payload: bytes | bytearray, limit: int) -> str:
 
 
 def _json(payload: bytes | bytearray, limit: int) -> Any:
+    if len(payload) > limit:
+        raise PayloadError("too_large", f"{len(payload)} bytes > {limit}")
+    try:
+        # orjson accepts a subset of what the stdlib does (strict UTF-8, no NaN, 64-bit
+        # integers) and decodes it alike, ~5x faster; the rest goes the slow way below,
+        # which accepts it or names the problem
+        return _loads(payload)
+    except orjson.JSONDecodeError:
+        pass
     text = _text(payload, limit)
     try:
         return _JSON.decode(text)

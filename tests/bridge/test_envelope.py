@@ -85,8 +85,9 @@ def test_a_row_of_unknown_kind_is_a_key_error() -> None:
 
 
 def test_nan_is_not_json() -> None:
-    with pytest.raises(ValueError, match="Out of range"):
-        encode_item(Reading("a", "t", float("nan"), T, T))
+    for value, ts in ((float("nan"), T), (float("inf"), T), (1.0, float("-inf"))):
+        with pytest.raises(ValueError, match="not a finite number"):
+            encode_item(Reading("a", "t", value, ts, T))
     assert encode_item(Record(Kind.READING, "k", 1.0, b"{}")) == (Kind.READING, "k", 1.0, b"{}")
 
 

@@ -245,3 +245,47 @@ def test_tasmota_round_trip(sensors: dict[str, dict[str, float]]) -> None:
 )
 def test_parse_timestamp(raw: object, expected: float) -> None:
     assert parse_timestamp(raw) == pytest.approx(expected)
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(_JSON_VALUES)
+@settings(max_examples=300, deadline=None)
+def test_fast_json_path_decodes_what_the_stdlib_decodes(value: Any) -> None:
+    # orjson first, the stdlib for what orjson refuses: together they accept and decode
+    # exactly what json.loads does (escaped lone surrogates, ...); integers beyond 64 bits
+    # may come back as floats, which is what a reading makes of every number anyway
+    from devices.profiles import _json  # noqa: PLC0415 - the private helper under test
+
+    text = json.dumps(value)
+    assert _json(text.encode(), 1 << 20) == json.loads(text)
+    raw = json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    try:
+        expected = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:  # a lone surrogate written raw: not UTF-8
+        with pytest.raises(PayloadError, match="not_utf8"):
+            _json(raw, 1 << 20)
+    else:
+        assert _json(raw, 1 << 20) == expected
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [(b'{"t": NaN}', "not_finite"), (b'{"t": Infinity}', "not_finite"), (b'{"t": 1', "invalid_json"),
+     (b'{"t": "\xff"}', "not_utf8")],
+)
+def test_fast_json_path_keeps_the_reasons(payload: bytes, reason: str) -> None:
+    from devices.profiles import _json  # noqa: PLC0415
+
+    with pytest.raises(PayloadError) as err:
+        _json(payload, 1 << 20)
+    assert err.value.reason == reason
