@@ -133,6 +133,11 @@ class KafkaConfig(_Model):
     topics: TopicsConfig = TopicsConfig()
     batch_rows: int = Field(5000, ge=1)
     """Spool rows per transaction (exactly-once) or per flush (at-least-once)."""
+    linger: Duration = Field(0.1, ge=0, le=10)
+    """After a round that was not full, wait this long for more rows before the next one:
+    a Kafka transaction costs round trips and CPU however few rows it carries, so a
+    trickle is shipped a few times a second instead of once per spool commit. A backlog
+    (full rounds) drains without waiting. 0: ship every commit at once."""
     transactional_id_prefix: str = "edgegw-"
     heartbeat_interval: Duration = 60.0
     backoff_initial: Duration = 0.5

@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 
 from bridge.checkpoint import Checkpoint
-from bridge.envelope import Envelope, OutMessage, SpoolRow
+from bridge.envelope import Envelope, OutMessage, RawRow
 from bridge.policy import Backoff, Kind
 from bridge.spool import DeadLetter, Spool
 from gateway.errors import SpoolError, UplinkError, UplinkRefusedError
+from gateway.threads import name_os_thread
 
 if TYPE_CHECKING:
     from bridge.config import KafkaConfig, KafkaSecrets
@@ -114,6 +115,7 @@ class Forwarder:
         heartbeat_topic: str | None,
         exactly_once: bool = True,
         batch_rows: int = 5000,
+        linger: float = 0.0,
         heartbeat_interval: float = 60.0,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.time,
@@ -122,6 +124,8 @@ class Forwarder:
         self.gateway_id = gateway_id
         self.exactly_once = exactly_once
         self.batch_rows = batch_rows
+        self.linger = linger
+        self._full = False  # the last round carried batch_rows rows: more are waiting
         self.heartbeat_topic = heartbeat_topic
         self.heartbeat_interval = heartbeat_interval
         self._factory = uplink_factory
@@ -155,6 +159,7 @@ class Forwarder:
             heartbeat_topic=config.topics.heartbeats,
             exactly_once=config.mode == "exactly_once",
             batch_rows=config.batch_rows,
+            linger=config.linger,
             heartbeat_interval=config.heartbeat_interval,
             backoff=Backoff(initial=config.backoff_initial, maximum=config.backoff_max),
         )
@@ -194,11 +199,12 @@ class Forwarder:
         )
 
     def _run(self) -> None:
+        name_os_thread("edgegw-uplink")
         reader = self.spool.reader()
         try:
             while not self._stop.is_set():
                 try:
-                    worked = self.step(reader.fetch)
+                    worked = self.step(reader.fetch_raw)
                 except UplinkError as exc:
                     self._disconnect(exc)
                     delay = self._backoff.next_delay()
@@ -220,6 +226,8 @@ class Forwarder:
                 if not worked:
                     wait = max(0.0, min(1.0, self._next_heartbeat - time.monotonic()))
                     self.spool.data_ready.wait(wait)
+                elif self.linger and not self._full:
+                    self._stop.wait(self.linger)  # let a trickle gather into one transaction
         finally:
             reader.close()
 
@@ -261,7 +269,7 @@ class Forwarder:
         return uplink
 
     # ------------------------------------------------------------------ one round
-    def step(self, fetch: Callable[[int, int, int], list[SpoolRow]]) -> bool:
+    def step(self, fetch: Callable[[int, int, int], Sequence[RawRow]]) -> bool:
         """Ship one batch (connecting first if needed). False when there was nothing to do."""
         uplink = self._uplink or self._connect()
         self.spool.data_ready.clear()
@@ -292,11 +300,12 @@ class Forwarder:
             self._next_heartbeat = time.monotonic() + self.heartbeat_interval
         return True
 
-    def _batch(self, fetch: Callable[[int, int, int], list[SpoolRow]]) -> tuple[list[OutMessage], int]:
+    def _batch(self, fetch: Callable[[int, int, int], Sequence[RawRow]]) -> tuple[list[OutMessage], int]:
         """The next rows, most urgent lane first, as Kafka records (unknown kinds: dead letters)."""
         messages: list[OutMessage] = []
         unknown: list[DeadLetter] = []
         room = self.batch_rows
+        self._full = False
         for lane in self._lanes + sorted(set(self.spool.stored_lanes()) - set(self._lanes)):
             if room <= 0:
                 break
@@ -306,7 +315,8 @@ class Forwarder:
                 try:
                     messages.append(self._envelope.message(row, lane))
                 except KeyError:
-                    unknown.append(DeadLetter(row.seq, lane, "unknown_kind", f"kind {row.kind} unknown"))
+                    unknown.append(DeadLetter(row[0], lane, "unknown_kind", f"kind {row[1]} unknown"))
+        self._full = room <= 0
         if unknown:
             self._dead += len(unknown)
             self.spool.settle(dead=unknown, wait=True)
