@@ -100,6 +100,7 @@ class MqttLink:
             client = PahoClient(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              clean_session=not self.persistent,
                              protocol=MQTTProtocolVersion.MQTTv311, manual_ack=manual_ack)
+        client.inbox_limit = MAX_PACKETS_PER_WAKEUP
         client.max_queued_messages_set(conn.max_queued_messages)
         client.max_inflight_messages_set(min(conn.max_queued_messages, 1000))
         client.connect_timeout = conn.connect_timeout
@@ -290,7 +291,7 @@ class MqttLink:
                 self._deliver()
                 self._connection_lost(rc)
                 return
-            if not client.buffered():
+            if not client.buffered() or len(client.inbox) >= MAX_PACKETS_PER_WAKEUP:
                 break
         self._deliver()
         if self._failed:

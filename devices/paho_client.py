@@ -23,6 +23,7 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
+import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -34,6 +35,7 @@ READ_CHUNK = 256 * 1024
 _PUBACK = struct.Struct("!BBH")
 _U16 = struct.Struct("!H")
 PUBACK = 0x40
+PUBLISH = 0x30
 
 
 class InMessage:
@@ -60,6 +62,8 @@ class PahoClient(mqtt.Client):
         self._rbuf = b""
         self._rpos = 0
         self.inbox: list[InMessage] = []
+        self.inbox_limit = 1000
+        """Messages decoded straight from the buffer stop here until the inbox is emptied."""
 
     def _sock_recv(self, bufsize: int) -> bytes:
         pos = self._rpos
@@ -121,46 +125,101 @@ class PahoClient(mqtt.Client):
                                     qos=message.qos, dup=bool(message.dup)))
 
     def _handle_publish(self) -> MQTTErrorCode:
-        """PUBLISH (QoS 0 and 1) straight into :class:`InMessage`: paho's own builds an
-        ``MQTTMessage`` with a ``threading.Condition`` and, on MQTT 5, a ``Properties``
-        object per message, which costs more than everything edgegw does with it. We
-        announce no topic aliases, so the topic is always in the packet; properties are
-        skipped. QoS 2 goes through paho."""
+        """PUBLISH (QoS 0 and 1) that paho read: straight into :class:`InMessage`. QoS 2 goes
+        through paho."""
         command = self._in_packet["command"]
-        qos = (command & 0x06) >> 1
-        if qos > 1:
+        if (command & 0x06) >> 1 > 1:
             return super()._handle_publish()
         packet = self._in_packet["packet"]
+        message = self._decode_publish(command, packet, 0, len(packet))
+        if message is None:
+            return MQTTErrorCode.MQTT_ERR_PROTOCOL
+        self.inbox.append(message)
+        if message.qos and not self._manual_ack:
+            return self._send_puback(message.mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _decode_publish(self, command: int, buf: bytes | bytearray, pos: int, end: int) -> InMessage | None:
+        """The QoS 0/1 PUBLISH whose variable header starts at ``buf[pos]`` and which ends at
+        ``end``; None when it is malformed. paho's own decoding builds an ``MQTTMessage``
+        (with a ``threading.Condition``, and on MQTT 5 a ``Properties`` object) per message,
+        which costs more than everything edgegw does with it. We announce no topic aliases,
+        so the topic is always in the packet; properties are skipped."""
+        qos = (command & 0x06) >> 1
         try:
-            (length,) = _U16.unpack_from(packet, 0)
-            pos = 2 + length
-            if pos > len(packet):
-                return MQTTErrorCode.MQTT_ERR_PROTOCOL
-            raw_topic = bytes(packet[2:pos])
+            (length,) = _U16.unpack_from(buf, pos)
+            start = pos + 2
+            pos = start + length
+            if pos > end:
+                return None
+            raw_topic = bytes(buf[start:pos])
             mid = 0
             if qos:
-                (mid,) = _U16.unpack_from(packet, pos)
+                (mid,) = _U16.unpack_from(buf, pos)
                 pos += 2
             if self._protocol == MQTTProtocolVersion.MQTTv5:
                 props, shift = 0, 0
                 while True:  # variable byte integer: the length of the properties
-                    byte = packet[pos]
+                    byte = buf[pos]
                     pos += 1
                     props |= (byte & 0x7F) << shift
                     shift += 7
                     if not byte & 0x80 or shift > 21:
                         break
                 pos += props
-            if pos > len(packet):
-                return MQTTErrorCode.MQTT_ERR_PROTOCOL
-            payload = bytes(packet[pos:])
+            if pos > end:
+                return None
+            payload = bytes(buf[pos:end])
         except (struct.error, IndexError):
-            return MQTTErrorCode.MQTT_ERR_PROTOCOL
+            return None
         try:
             topic: str | None = raw_topic.decode("utf-8")
         except UnicodeDecodeError:
             topic = None
-        self.inbox.append(InMessage(topic, raw_topic, payload, mid=mid, qos=qos, dup=bool(command & 0x08)))
-        if qos and not self._manual_ack:
-            return self._send_puback(mid)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return InMessage(topic, raw_topic, payload, mid=mid, qos=qos, dup=bool(command & 0x08))
+
+    def _packet_read(self) -> MQTTErrorCode:
+        """Whole QoS 0/1 PUBLISH packets in the read buffer are decoded straight from it
+        (paho reads a packet in three steps, byte by byte for the length); anything else,
+        and a packet split across reads, goes through paho's reader."""
+        if self._in_packet["command"] == 0 and self._rpos < len(self._rbuf) and self._publishes_from_buffer():
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._packet_read()
+
+    def _publishes_from_buffer(self) -> int:
+        buf = self._rbuf
+        pos = self._rpos
+        end = len(buf)
+        inbox = self.inbox
+        limit = self.inbox_limit
+        decode = self._decode_publish
+        taken = 0
+        while pos < end and len(inbox) < limit:
+            command = buf[pos]
+            if command & 0xF0 != PUBLISH or command & 0x06 > 0x02:
+                break  # not a QoS 0/1 PUBLISH: paho's turn
+            p = pos + 1
+            length = shift = 0
+            while p < end and shift <= 21:
+                byte = buf[p]
+                p += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            else:
+                break  # the length runs past the buffer (or is malformed: paho says so)
+            if p + length > end:
+                break  # the packet continues in the next read
+            message = decode(command, buf, p, p + length)
+            if message is None:
+                break  # malformed: paho reads it again and reports the protocol error
+            inbox.append(message)
+            pos = p + length
+            taken += 1
+            if message.qos and not self._manual_ack:
+                self._send_puback(message.mid)
+        if taken:
+            self._rpos = pos
+            self._last_bytes_received = time.monotonic()  # paho's keepalive clock
+        return taken

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import struct
 
 from hypothesis import given, settings
@@ -68,3 +69,52 @@ def test_truncated_packets_are_protocol_errors() -> None:
     assert feed(client(False), 0x30, b"\x00\x09abc") == MQTTErrorCode.MQTT_ERR_PROTOCOL
     assert feed(client(False), 0x32, b"\x00\x01a\x00") == MQTTErrorCode.MQTT_ERR_PROTOCOL
     assert feed(client(True), 0x30, b"\x00\x01a\x05\x01") == MQTTErrorCode.MQTT_ERR_PROTOCOL
+
+
+def publish_packet(topic: str, payload: bytes, qos: int, mid: int, v5: bool, props: bytes = b"") -> bytes:
+    raw = topic.encode()
+    body = struct.pack("!H", len(raw)) + raw + (struct.pack("!H", mid) if qos else b"")
+    if v5:
+        body += varint(len(props)) + props
+    body += payload
+    return bytes([0x30 | (qos << 1)]) + varint(len(body)) + body
+
+
+@settings(max_examples=150, deadline=None)
+@given(messages=st.lists(st.tuples(st.binary(max_size=300), st.sampled_from([0, 1]), st.booleans()),
+                         min_size=1, max_size=40),
+       cuts=st.lists(st.integers(1, 400), min_size=1, max_size=60), v5=st.booleans())
+def test_a_stream_cut_anywhere_decodes_every_message_in_order(
+    messages: list[tuple[bytes, int, bool]], cuts: list[int], v5: bool
+) -> None:
+    # whole packets in the read buffer take the fast path, the rest (split packets, a
+    # PINGRESP between them) paho's reader: together every message, once, in order
+    stream = b""
+    for i, (payload, qos, ping_after) in enumerate(messages):
+        stream += publish_packet(f"t/{i}", payload, qos, i + 1, v5, b"\x01\x01" if v5 and i % 3 == 0 else b"")
+        if ping_after:
+            stream += b"\xd0\x00"  # PINGRESP
+    c = client(v5)
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    c._sock = ours
+    try:
+        pos, k = 0, 0
+        while pos < len(stream):
+            size = cuts[k % len(cuts)]
+            k += 1
+            theirs.sendall(stream[pos : pos + size])
+            pos += size
+            for _ in range(200):
+                assert c.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+                if not c.buffered():
+                    break
+        for _ in range(200):  # what the last send left in the socket
+            c.loop_read()
+    finally:
+        c._sock = None
+        ours.close()
+        theirs.close()
+    assert [(m.topic, m.payload, m.qos, m.mid) for m in c.inbox] == [
+        (f"t/{i}", payload, qos, i + 1 if qos else 0) for i, (payload, qos, _) in enumerate(messages)
+    ]
