@@ -72,13 +72,17 @@ class Origin(NamedTuple):
     dup: bool = False
 
     @staticmethod
-    def of(topic: str, payload: bytes, *, dup: bool = False, mid: int = 0) -> Origin:
-        """The digest (64-bit BLAKE2b) of an MQTT message: packet id, topic and payload."""
-        h = hashlib.blake2b(mid.to_bytes(2, "big"), digest_size=8)
-        h.update(topic.encode())
-        h.update(b"\0")
-        h.update(payload)
-        return Origin(int.from_bytes(h.digest(), "big", signed=True), dup)
+    def of(topic: str | bytes, payload: bytes, *, dup: bool = False, mid: int = 0) -> Origin:
+        """The digest (64-bit BLAKE2b) of an MQTT message: packet id, topic (text or its
+        UTF-8 bytes) and payload."""
+        raw = topic.encode() if isinstance(topic, str) else topic
+        digest = _blake2b(b"".join((mid.to_bytes(2, "big"), raw, b"\0", payload)), digest_size=8).digest()
+        return _new_tuple(Origin, (_from_bytes(digest, "big", signed=True), dup))
+
+
+_blake2b = hashlib.blake2b
+_from_bytes = int.from_bytes
+_new_tuple = tuple.__new__  # one per MQTT message: skip the NamedTuple's Python-level __new__
 
 
 @dataclass
