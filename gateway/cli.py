@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 from typing import TextIO, cast
-
-import structlog
 
 from gateway import __version__
 from gateway.commands import register_all
@@ -49,7 +48,29 @@ class _Stderr:
         sys.stderr.flush()
 
 
+def _import_structlog() -> ModuleType:
+    """structlog, imported without rich when this process has not loaded either yet.
+
+    structlog imports rich as soon as it is installed (for the rich tracebacks of its
+    ConsoleRenderer), and with it pygments and attrs: 79 modules and about 4 MiB of
+    resident memory in every `edgegw run`, which renders tracebacks with structlog's plain
+    formatter anyway (JSON under systemd). rich is installed for `edgegw demo`'s live view;
+    the demo imports it itself, which works again as soon as structlog is loaded.
+    """
+    if "structlog" not in sys.modules and "rich" not in sys.modules:
+        # None in sys.modules makes `import rich` raise ImportError, which structlog handles
+        sys.modules["rich"] = None  # type: ignore[assignment]
+        try:
+            import structlog  # noqa: PLC0415
+        finally:
+            del sys.modules["rich"]
+    import structlog  # noqa: PLC0415
+
+    return structlog
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    structlog = _import_structlog()
     # Logs go to stderr from the start, so a command's output on stdout (`--json`,
     # `--print-config`) stays parseable; `run` and `demo` configure logging fully later.
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=cast("TextIO", _Stderr())))

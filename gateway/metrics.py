@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from gateway import __version__
 
 if TYPE_CHECKING:
+    from bridge.spool import SpoolStats
     from gateway.http import Response
     from gateway.runtime import Runtime
 
@@ -42,6 +43,22 @@ def _gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = No
     family = GaugeMetricFamily(name, doc, labels=list(labels or {}))
     family.add_metric(list((labels or {}).values()), value)
     return family
+
+
+def _spool_families(s: SpoolStats) -> Iterator[Metric]:
+    yield _gauge("edgegw_spool_depth", "Rows waiting in the spool", float(s.depth))
+    yield _gauge("edgegw_spool_bytes", "Bytes of rows in the spool", float(s.bytes))
+    yield _gauge("edgegw_spool_oldest_age_seconds", "Age of the oldest spooled row", s.oldest_age or 0.0)
+    yield _counter("edgegw_spool_dropped", "Rows dropped by policy, per reason", ["reason"], dict(s.dropped))
+    yield _gauge("edgegw_spool_dead_letters", "Rows Kafka refused for good", float(s.dead_letters))
+    yield _gauge(
+        "edgegw_spool_pending",
+        "Items handed to the spool and not committed yet (held in memory)",
+        float(s.pending),
+    )
+    yield CounterMetricFamily("edgegw_spool_committed_rows", "Rows committed", value=s.committed_rows)
+    if s.durable_ms_p99 is not None:
+        yield _gauge("edgegw_spool_durable_p99_ms", "Submit to commit, p99 (recent groups)", s.durable_ms_p99)
 
 
 class RuntimeCollector(Collector):
@@ -106,21 +123,7 @@ class RuntimeCollector(Collector):
             dict(acts.unconfirmed),
         )
         if rt.spool is not None:
-            s = rt.spool.stats()
-            yield _gauge("edgegw_spool_depth", "Rows waiting in the spool", float(s.depth))
-            yield _gauge("edgegw_spool_bytes", "Bytes of rows in the spool", float(s.bytes))
-            yield _gauge(
-                "edgegw_spool_oldest_age_seconds", "Age of the oldest spooled row", s.oldest_age or 0.0
-            )
-            yield _counter(
-                "edgegw_spool_dropped", "Rows dropped by policy, per reason", ["reason"], dict(s.dropped)
-            )
-            yield _gauge("edgegw_spool_dead_letters", "Rows Kafka refused for good", float(s.dead_letters))
-            yield CounterMetricFamily("edgegw_spool_committed_rows", "Rows committed", value=s.committed_rows)
-            if s.durable_ms_p99 is not None:
-                yield _gauge(
-                    "edgegw_spool_durable_p99_ms", "Submit to commit, p99 (recent groups)", s.durable_ms_p99
-                )
+            yield from _spool_families(rt.spool.stats())
         fw = rt.forwarder.stats() if rt.forwarder is not None else None
         state = fw.state if fw is not None else "disabled"
         up = GaugeMetricFamily(
