@@ -246,6 +246,7 @@ class Spool:
         interval = self.config.commit_interval
         max_rows = self.config.commit_rows
         get = self._queue.get
+        get_nowait = self._queue.get_nowait
         stop = False
         while not stop:
             try:
@@ -257,15 +258,15 @@ class Spool:
             deadline = time.monotonic() + interval
             while rows < max_rows and group and group[-1] is not _STOP:
                 try:
-                    op = self._queue.get_nowait()
+                    op = get_nowait()
                 except queue.Empty:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
-                    try:
-                        op = get(timeout=remaining)
-                    except queue.Empty:
-                        break
+                    # sleep out the window, then take what came: waiting on the queue instead
+                    # woke this thread (and made it fight for the GIL) once per submitted batch
+                    time.sleep(remaining)
+                    continue
                 group.append(op)
                 if isinstance(op, Submit):
                     rows += len(op.items)

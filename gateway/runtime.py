@@ -404,14 +404,17 @@ class Runtime:
 
     # ------------------------------------------------------------------ periodic work
     async def _ticker(self) -> None:
+        next_health = 0.0
         while True:
             now = self.now()
             actions = self.engine.tick(now)
             if actions:
                 self._apply(actions, now)
             self.actuators.check(now.mono)
-            for change in self.health.check(now.mono):
-                _log.warning("device offline", device=change.device_id)
+            if now.mono >= next_health:  # stale_after is seconds or more: once a second is enough
+                next_health = now.mono + 1.0
+                for change in self.health.check(now.mono):
+                    _log.warning("device offline", device=change.device_id)
             if now.mono - self._last_snapshot >= SNAPSHOT_EVERY_S:
                 self._save_rule_state_soon()
             await asyncio.sleep(TICK_S)
