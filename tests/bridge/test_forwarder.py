@@ -31,6 +31,8 @@ def _forwarder(spool: Spool, uplink: FakeUplink, **kw: object) -> Forwarder:
         exactly_once=kw.pop("exactly_once", True),  # type: ignore[arg-type]
         batch_rows=kw.pop("batch_rows", 100),  # type: ignore[arg-type]
         backoff=Backoff(initial=0.01, maximum=0.05),
+        linger=kw.pop("linger", 0.0),  # type: ignore[arg-type]
+        busy=kw.pop("busy", None),  # type: ignore[arg-type]
     )
 
 
@@ -163,3 +165,38 @@ def test_a_refused_heartbeat_never_blocks_the_data(spool: Spool) -> None:
         _drain(forwarder, spool)
     assert [m.seq for m in uplink.committed] == list(range(1, 11))
     assert any(e["event"] == "heartbeat refused by Kafka" for e in logs)
+
+
+def _ship_all(forwarder: Forwarder, count: int) -> None:
+    forwarder.start()
+    deadline = time.monotonic() + 20
+    while forwarder.stats().shipped < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    forwarder.stop()
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_a_backlog_pauses_between_rounds_only_while_the_local_path_is_late(spool: Spool, late: bool) -> None:
+    spool.append_many(readings(500))
+    uplink = FakeUplink()
+    forwarder = _forwarder(spool, uplink, batch_rows=50, busy=lambda: late)
+    _ship_all(forwarder, 500)
+    assert [m.seq for m in uplink.committed] == list(range(1, 501))  # all of it, in order, either way
+    assert forwarder.stats().yields == (10 if late else 0)  # ten full rounds of 50
+
+
+def test_a_trickle_waits_for_the_linger_and_goes_in_one_transaction(spool: Spool) -> None:
+    uplink = FakeUplink()
+    forwarder = _forwarder(spool, uplink, linger=1.0)
+    spool.append_many(readings(1))
+    forwarder.start()
+    deadline = time.monotonic() + 10
+    while not uplink.committed and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for r in readings(20)[1:]:  # 19 more, one at a time, well inside the linger
+        spool.append_many([r])
+    while forwarder.stats().shipped < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    forwarder.stop()
+    assert forwarder.stats().shipped == 20
+    assert forwarder.stats().transactions == 2  # the first row at once, the other 19 together
