@@ -138,6 +138,11 @@ class Spool:
             self._pending += len(items)
         self._queue.put(Submit(items, origins, on_durable))
 
+    @property
+    def pending(self) -> int:
+        """Items submitted and not committed yet: what the spool holds in memory."""
+        return self._pending
+
     def append_many(self, items: Sequence[SpoolItem], *, origins: Sequence[Origin | None] | None = None,
                     timeout: float | None = 60.0) -> None:  # fmt: skip
         """Submit and wait until the batch is durable (tools, tests, benchmarks)."""

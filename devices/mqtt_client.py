@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -77,6 +78,9 @@ class MqttLink:
         self.generation = 0
         self.connected = False
         self._paused = False
+        self._held = False
+        self.busy_seconds = 0.0
+        """Time spent reading and handing on messages (the consumer's work included)."""
         self.connects = 0
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -214,7 +218,7 @@ class MqttLink:
         if sock is None:
             raise SourceError(f"{self.name}: connection closed while connecting")
         self._fd = sock.fileno()
-        if not self._paused:
+        if not self._paused and not self._held:
             loop.add_reader(self._fd, self._readable)
         self._after_io()
         self._schedule_misc()
@@ -282,8 +286,15 @@ class MqttLink:
             self._lost.set_result(None)
 
     def _readable(self) -> None:
-        if self._paused:
+        if self._paused or self._held:
             return
+        began = time.perf_counter()
+        try:
+            self._read_all()
+        finally:
+            self.busy_seconds += time.perf_counter() - began
+
+    def _read_all(self) -> None:
         client = self.client
         for _ in range(MAX_PACKETS_PER_WAKEUP):
             rc = client.loop_read()
@@ -372,6 +383,26 @@ class MqttLink:
         self._paused = True
         if self._loop is not None and self._fd is not None:
             self._loop.remove_reader(self._fd)
+
+    def hold_reading(self, hold: bool) -> None:
+        """Back-pressure: read nothing while ``hold`` (the broker's sends wait in TCP's
+        buffers, then in its queue), read on when released. Writes (PUBACKs, pings) go on."""
+        if hold == self._held:
+            return
+        self._held = hold
+        loop, fd = self._loop, self._fd
+        if loop is None or fd is None or self._paused:
+            return
+        if hold:
+            loop.remove_reader(fd)
+        else:
+            loop.add_reader(fd, self._readable)
+            if self.client.buffered():
+                loop.call_soon(self._readable)
+
+    @property
+    def held(self) -> bool:
+        return self._held
 
     def after_io(self) -> None:
         """Call after queueing packets outside a read (acks, publishes)."""

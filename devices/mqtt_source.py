@@ -159,6 +159,10 @@ class MqttSource:
         """Take no more messages; batches already handed on are still acked when durable."""
         self.link.pause_reading()
 
+    def hold(self, hold: bool) -> None:
+        """Back-pressure from the consumer: take no messages while ``hold`` (see MqttLink.hold_reading)."""
+        self.link.hold_reading(hold)
+
     # ------------------------------------------------------------------ subscriptions
     def _subscribed_cb(self, _client: object, _userdata: object, _mid: int,
                        codes: list[ReasonCode], _props: object) -> None:

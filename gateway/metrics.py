@@ -140,6 +140,19 @@ class RuntimeCollector(Collector):
             yield CounterMetricFamily(
                 "edgegw_forwarder_dead_lettered", "Events moved to dead letters", value=fw.dead_lettered
             )
+            yield CounterMetricFamily(
+                "edgegw_forwarder_yields",
+                "Backlog rounds followed by a pause because the event loop ran late",
+                value=fw.yields,
+            )
+        yield CounterMetricFamily(
+            "edgegw_loop_late_ticks",
+            "Event loop wakeups more than 2 ms late while mostly idle",
+            value=st.late_ticks,
+        )
+        yield CounterMetricFamily(
+            "edgegw_mqtt_holds", "MQTT reading paused until the spool writer caught up", value=st.holds
+        )
         yield _counter("edgegw_component_restarts", "Component restarts", ["component"], dict(st.restarts))
         if st.ready_mono is not None:
             yield _gauge("edgegw_ready_seconds", "Time from start to READY", st.ready_mono - st.started_mono)

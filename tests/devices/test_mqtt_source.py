@@ -245,3 +245,23 @@ async def test_a_failing_sink_ends_the_source_with_its_error(mosquitto: Mosquitt
     with pytest.raises(RuntimeError, match="spool is gone"):
         await asyncio.wait_for(task, 10)
     assert source.acked == 0
+
+
+async def test_held_source_reads_nothing_until_released_then_everything(mosquitto: Mosquitto) -> None:
+    # back-pressure from a spool that fell behind: the broker keeps what we do not read
+    spec = small_fleet(5)
+    collector = Collector()
+    source = MqttSource(conn_for(mosquitto, "3.1.1"), device_configs(spec), collector)
+    async with running(source):
+        source.hold(True)
+        sent = await send(mosquitto, 400, spec)
+        await asyncio.sleep(0.5)
+        assert collector.readings == []
+        assert source.link.held
+        source.hold(False)
+        expected = FleetGenerator(spec, spec.devices()).take(sent)
+        want = [(m.device_id, k, v) for m in expected for k, v in m.readings]
+        await collector.wait_for(len(want))
+        await collector.settle()
+    assert Counter(triples(collector.readings)) == Counter(want)
+    assert source.acked == sent
