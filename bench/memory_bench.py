@@ -62,7 +62,6 @@ IMPORT_STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("paho-mqtt, aiomqtt", ("paho.mqtt.client", "aiomqtt")),
     ("ruamel.yaml", ("ruamel.yaml",)),
     ("astral", ("astral", "astral.sun")),
-    ("prometheus_client", ("prometheus_client",)),
     ("pyserial", ("serial",)),
     ("edgegw: gateway.cli, gateway.commands", ("gateway.cli",)),
     ("edgegw: run (config, rules, devices, bridge, runtime)",
