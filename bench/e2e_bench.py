@@ -278,6 +278,25 @@ class Gateway:
         rest = text.rsplit(")", 1)[1].split()
         return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
 
+    def thread_cpu(self) -> dict[str, float]:
+        """CPU seconds per thread name (the gateway names its threads in the kernel: the
+        event loop is ``python``, then ``edgegw-spool``, ``edgegw-uplink``, librdkafka's
+        ``rdk:*``); threads of one name are summed, threads that ended are not counted."""
+        out: dict[str, float] = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                name = (task / "comm").read_text().strip()
+                rest = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the thread ended meanwhile
+                continue
+            if name == "python":
+                name = "event loop"
+            elif name.startswith("rdk"):
+                name = "librdkafka"
+            out[name] = out.get(name, 0.0) + (int(rest[11]) + int(rest[12])) / tick
+        return out
+
     def memory_mb(self) -> tuple[float, float]:
         """(VmRSS, VmHWM) in MiB."""
         values: dict[str, float] = {}
@@ -499,6 +518,7 @@ class Figures:
     rss: float = 0.0
     hwm: float = 0.0
     cpu_per_k: float = 0.0
+    thread_cpu_per_k: dict[str, float] = field(default_factory=dict)
     rss_idle: float = 0.0
     rss_end: float = 0.0
     slowest_scrape: float = 0.0
@@ -567,6 +587,7 @@ def phase_throughput(
     try:
         gw.wait_ready()
         cpu0 = gw.cpu_seconds()
+        threads0 = gw.thread_cpu()
         if profile is not None:
             profile.start(gw.pid, "throughput drain (rules, spool, Kafka)", max(2.0, 0.7 * sent / 25_000))
         t0 = gw.ready_at
@@ -588,6 +609,7 @@ def phase_throughput(
             time.sleep(POLL_S)
         kafka_done = counter.last_new
         cpu1 = gw.cpu_seconds()
+        threads1 = gw.thread_cpu()
         if profile is not None:
             profile.finish()
         time.sleep(3.0)  # late duplicates, if any, would show up now
@@ -612,6 +634,9 @@ def phase_throughput(
     figures.scrape_failures = gw.scrape_failures
     figures.rss, figures.hwm = gw.memory_mb()
     figures.cpu_per_k = (cpu1 - cpu0) / (sent / 1000)
+    figures.thread_cpu_per_k = {
+        name: (cpu - threads0.get(name, 0.0)) / (sent / 1000) for name, cpu in threads1.items()
+    }
     print(
         f"  edgegw took them at {figures.ingest_rate:,.0f}/s; Kafka had all {len(counter.ce_ids):,} "
         f"after {figures.kafka_seconds:.2f} s ({figures.kafka_span_rate:,.0f}/s first to last appended); "
@@ -1151,6 +1176,10 @@ def report(fig: Figures, args: argparse.Namespace, devices: int, rules: int, pro
             "",
         ),
     ]
+    split = sorted(((c, n) for n, c in fig.thread_cpu_per_k.items() if c >= 0.00005), reverse=True)
+    if split:
+        text = ", ".join(f"{n} {c * 1000:.1f} ms" for c, n in split)
+        rows.append(("  by thread (throughput)", text, "", ""))
     for rate, cpu in sorted(fig.latency_cpu_per_k.items()):
         rows.append((f"CPU per 1,000 readings at {rate // 1000}k/s paced", f"{cpu * 1000:.1f} ms", "", ""))
     if fig.outage is not None:
