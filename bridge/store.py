@@ -25,6 +25,11 @@ __all__ = ["Store", "connect", "is_full"]
 _KIND_TEXT = "CASE kind " + " ".join(f"WHEN {k} THEN '{v}'" for k, v in KIND_NAMES.items()) + \
     " ELSE CAST(kind AS TEXT) END"  # fmt: skip
 _CHUNK = 2000
+WRITER_CACHE_KIB = 1024
+READER_CACHE_KIB = 512
+"""SQLite page cache per connection (SQLite's default is 2 MiB). The writer appends at the
+end of each lane and deletes at its start, the forwarder and /metrics read in sequence
+order: the hot pages are the B-tree's edges. -8000 filled 8 MiB in a 300k drain."""
 # _KIND_TEXT is built from our own constants; every value is bound
 _DEAD_LETTER_SQL = (
     "INSERT OR IGNORE INTO dead_letters(seq, kind, key, ts, spooled_at, data, reason, error, failed_at)"  # noqa: S608
@@ -49,6 +54,8 @@ def connect(path: Path, *, readonly: bool = False, timeout: float = 10.0) -> sql
             )  # fmt: skip
         else:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=timeout)
+        if readonly:
+            conn.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
     except sqlite3.Error as exc:
         raise SpoolError(f"cannot open spool {path}: {exc}") from exc
     return conn
@@ -155,7 +162,7 @@ class Store:
         conn.execute("PRAGMA temp_store = MEMORY")
         # Debian builds SQLite with SECURE_DELETE: zeroing every shipped row doubles the disk writes
         conn.execute("PRAGMA secure_delete = OFF")
-        conn.execute("PRAGMA cache_size = -8000")
+        conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
         if c.max_pages is not None:
             conn.execute(f"PRAGMA max_page_count = {int(c.max_pages)}")
 

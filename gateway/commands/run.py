@@ -101,7 +101,8 @@ def _run(args: argparse.Namespace) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     gateway_id = resolve_gateway_id(loaded.config.gateway.id, state_dir)
     with Notifier() as notifier:
-        runtime = Runtime(loaded, gateway_id=gateway_id, notifier=notifier, on_ready=release_free_memory)
+        runtime = Runtime(loaded, gateway_id=gateway_id, notifier=notifier,
+                          on_ready=release_free_memory, on_drained=release_free_memory)  # fmt: skip
         asyncio.run(runtime.run())
     return EXIT_OK
 

@@ -19,13 +19,20 @@ import paho.mqtt.client as mqtt
 import serial
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion
-from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
 from gateway.errors import PlatformError
+from gateway.http import HttpServer
 from gateway.identity import resolve_gateway_id
 from gateway.logs import configure_logging
+from gateway.metrics import ProcessMetrics, render
 from gateway.sdnotify import Notifier
 from gateway.timesync import ClockSync, SystemClockProbe
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body: bytes = response.read()
+    return body
 
 
 def main() -> None:
@@ -47,15 +54,18 @@ def main() -> None:
     # the wall clock probe (adjtimex is refused in the unit: the probe falls back)
     ClockSync(SystemClockProbe()).synchronized  # noqa: B018 - the probe is the point
 
-    # metrics: HTTP listener and the process collector (reads /proc/stat and /proc/self)
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
-    url = f"http://127.0.0.1:{server.server_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        assert b"process_resident_memory_bytes" in response.read()
-    server.shutdown()
-    thread.join()
+    # metrics: the gateway's HTTP listener and its process metrics (read /proc/stat and /proc/self)
+    async def scrape() -> bytes:
+        server = HttpServer(
+            "127.0.0.1", 0, {"/metrics": lambda: (200, "text/plain", render(ProcessMetrics().collect()))}
+        )
+        await server.start()
+        try:
+            return await asyncio.to_thread(_get, f"http://127.0.0.1:{server.port}/metrics")
+        finally:
+            await server.close()
+
+    assert b"process_resident_memory_bytes" in asyncio.run(scrape())
 
     # a serial port (a pty stands in for /dev/ttyUSB0)
     controller, device = os.openpty()
