@@ -41,11 +41,9 @@ from bench.chaoslib import (
     scenario_serial_unplug,
     scenario_sigkill,
 )
-from bench.machine import git_rev, machine_lines
+from bench.machine import git_rev, machine_lines, write_result
 from simulators.testbed import KafkaCluster, KafkaNode, Mosquitto
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 SCENARIOS = ("sigkill", "kafka-outage", "mosquitto-clean", "mosquitto-kill", "disk-full", "failover",
              "serial")
 
@@ -253,13 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text)
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
         suffix = "-quick" if args.quick else ""
         if args.scenarios:
             suffix += "-" + "-".join(names)
-        out = RESULTS / f"chaos-{time.strftime('%Y-%m-%d', time.gmtime())}{suffix}.md"
-        out.write_text(text)
-        print(f"written to {out.relative_to(ROOT)}")
+        write_result("chaos", text, suffix)
     return 0 if all(r.ok for r in results) and not errors else 1
 
 

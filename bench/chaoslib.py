@@ -598,6 +598,13 @@ def _running(run: Run, count: int, rate: float) -> Iterator[tuple[GatewayProc, P
         watch.stop()
 
 
+def _sleep_until(moment: float) -> None:
+    """Sleep until ``time.monotonic()`` reaches ``moment`` (at once if it has)."""
+    delay = moment - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
 def _finish(result: ChaosResult, gateway: GatewayProc, pub: Publisher, watch: KafkaWatch,
             fault_ends: list[float], began: float, *, dropped: int = 0,
             drain: float = 1800.0) -> ChaosResult:  # fmt: skip
@@ -640,9 +647,7 @@ def scenario_sigkill(run: Run, *, readings: int, kills: int, rate: float, seed: 
         for at in moments:
             # each incarnation lives at least until READY plus a little: a kill during start-up
             # is still a kill at a random moment of the process's life
-            delay = t0 + at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+            _sleep_until(t0 + at)
             if stall:
                 gateway.freeze(stall)
             gateway.kill()
@@ -726,9 +731,7 @@ def scenario_broker_restart(run: Run, *, readings: int, rate: float, restarts: i
         t0 = time.monotonic()
         pub.start()
         for at in moments:
-            delay = t0 + at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+            _sleep_until(t0 + at)
             run.broker.restart(kill=kill)
             ends.append(time.monotonic())
         return _finish(result, gateway, pub, watch, ends, began)

@@ -98,13 +98,11 @@ from bench.e2e_backlog import (
     prefill_spool,
     summarise,
 )
-from bench.machine import git_rev, machine_lines
+from bench.machine import ROOT, git_rev, machine_lines, write_result
 from bench.mqtt_ingest import bare_drain, bare_register
 from simulators.fleet import FleetSpec
 from simulators.testbed import KafkaNode, Mosquitto, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 CROSS_EVERY = 10  # a crossing sensor crosses its threshold on every 10th of its readings
 LAT_EVERY = 10  # in the latency phases every 10th message is the latency sensor
 THRESHOLD = 30.0
@@ -1337,15 +1335,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text)
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
         suffix = (
             ("-quick" if args.quick else "")
             + ("-profile" if profiler is not None else "")
             + ("-broker-default" if args.broker_default else "")
         )
-        out = RESULTS / f"e2e-{time.strftime('%Y-%m-%d', time.gmtime())}{suffix}.md"
-        out.write_text(text)
-        print(f"written to {out.relative_to(ROOT)}")
+        write_result("e2e", text, suffix)
     return 0
 
 

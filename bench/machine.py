@@ -1,4 +1,5 @@
-"""The machine and versions lines every benchmark report starts with."""
+"""What every benchmark report shares: the machine and versions lines it starts with, and
+where it is written (``bench/results/<name>-<date><suffix>.md``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import platform
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import confluent_kafka
@@ -15,9 +17,10 @@ import paho.mqtt
 from simulators.testbed import find_mosquitto
 from simulators.testbed.kafka import kafka_version
 
-__all__ = ["ROOT", "git_rev", "machine_lines"]
+__all__ = ["RESULTS", "ROOT", "git_rev", "machine_lines", "write_result"]
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
 
 
 def git_rev() -> str:
@@ -51,3 +54,12 @@ def machine_lines() -> list[str]:
         f"confluent-kafka {confluent_kafka.__version__}, librdkafka {confluent_kafka.libversion()[0]}, "
         f"Kafka {kafka_version()}, Mosquitto {mosq}",
     ]
+
+
+def write_result(name: str, text: str, suffix: str = "") -> Path:
+    """Write a report to ``bench/results/<name>-<UTC date><suffix>.md`` and say so."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{name}-{time.strftime('%Y-%m-%d', time.gmtime())}{suffix}.md"
+    out.write_text(text)
+    print(f"written to {out.relative_to(ROOT)}")
+    return out

@@ -44,10 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.e2e_bench import Gateway, Layout, burst_jobs, make_layout, publishers, write_config
-from bench.machine import ROOT, git_rev, machine_lines
+from bench.machine import ROOT, git_rev, machine_lines, write_result
 from simulators.testbed import KafkaNode, Mosquitto, free_port
 
-RESULTS = ROOT / "bench" / "results"
 TARGET_MIB = 50.0
 
 # What `edgegw run` imports, in the order they are charged: interpreter parts first, then
@@ -336,10 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text)
     if args.write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        out = RESULTS / f"memory-{time.strftime('%Y-%m-%d', time.gmtime())}.md"
-        out.write_text(text)
-        print(f"written to {out.relative_to(ROOT)}")
+        write_result("memory", text)
     return 0
 
 

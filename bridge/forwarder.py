@@ -36,7 +36,7 @@ from bridge.envelope import Envelope, OutMessage, RawRow
 from bridge.policy import Backoff, Kind
 from bridge.spool import DeadLetter, Spool
 from gateway.errors import SpoolError, UplinkError, UplinkRefusedError
-from gateway.threads import name_os_thread
+from gateway.libc import name_os_thread
 
 if TYPE_CHECKING:
     from bridge.config import KafkaConfig, KafkaSecrets

@@ -38,7 +38,7 @@ from bridge.policy import PRIORITY_OF_KIND, Kind, Usage
 from bridge.store import Store, connect
 from bridge.writer import Barrier, DeadLetter, GroupWriter, OnDurable, Origin, Settle, SpoolItem, Submit
 from gateway.errors import SpoolError
-from gateway.threads import name_os_thread
+from gateway.libc import name_os_thread
 
 __all__ = ["DeadLetter", "OnDurable", "Origin", "Spool", "SpoolItem", "SpoolRow", "SpoolStats"]
 

@@ -78,6 +78,8 @@ HOLD_CHECK_S = 0.005
 LAG_LIMIT_S = 0.002
 """The event loop waking this much later than asked means the local path is short of CPU
 (or of the GIL): a draining backlog then pauses between rounds (see Forwarder ``busy``)."""
+GC_THRESHOLDS = (20_000, 20, 50)
+"""gen0 collects after 20,000 allocations (CPython: 700); see _settle_gc."""
 GIL_SWITCH_S = 0.0005
 """How long the event loop may wait for the GIL while the spool writer or the forwarder
 runs Python code. CPython's default (5 ms) showed up whole in the sensor-to-actuator p99."""
@@ -104,9 +106,6 @@ class RuntimeState:
     late_ticks: int = 0  # ticker wakeups more than LAG_LIMIT_S late
     holds: int = 0  # times MQTT reading paused until the spool writer caught up
     spool_errors: int = 0
-
-
-GC_THRESHOLDS = (20_000, 20, 50)
 
 
 def _settle_gc() -> None:

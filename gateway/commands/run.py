@@ -5,20 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from gateway.config import DEFAULT_CONFIG_PATH
+from gateway.libc import limit_malloc_arenas, release_free_memory
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-
-# glibc's mallopt() parameter numbers (malloc.h)
-_M_ARENA_MAX = -8
-MALLOC_ARENAS = 2
-"""glibc gives each thread that allocates its own arena, up to 8 per core. The gateway's
-threads (the spool writer, the forwarder, librdkafka's, asyncio's workers) each kept
-several MiB of freed memory in theirs after a burst; two arenas hold the same load."""
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -51,33 +43,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _config_arg(check)
     check.set_defaults(func=_check)
-
-
-def _libc() -> Any:
-    """The C library this process runs on, or None (not Linux, or no mallopt/malloc_trim: musl)."""
-    import ctypes  # noqa: PLC0415
-
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None)
-    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-
-
-def limit_malloc_arenas(environ: Mapping[str, str] = os.environ) -> bool:
-    """Cap glibc's malloc arenas before any thread starts; an explicit ``MALLOC_ARENA_MAX``
-    in the environment wins. True when the cap was set here."""
-    libc = _libc()
-    if libc is None or "MALLOC_ARENA_MAX" in environ:
-        return False
-    return bool(libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS))
-
-
-def release_free_memory() -> None:
-    """Hand the C heap's free pages back to the kernel (``malloc_trim``): start-up (YAML
-    parsing, pydantic validation, rule compilation) leaves several MiB free but mapped."""
-    libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)
 
 
 def _run(args: argparse.Namespace) -> int:

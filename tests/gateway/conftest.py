@@ -38,6 +38,7 @@ from gateway.demo import ACTUATORS as DEMO_ACTUATORS  # the actuators the demo r
 from simulators.fleet import FleetSpec
 from simulators.generator import FleetGenerator
 from simulators.testbed import KafkaEndpoint, Mosquitto, free_port
+from tests.bridge.conftest import make_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo"
@@ -51,16 +52,7 @@ CE_HEADERS = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "con
 def kafka_topics(kafka: KafkaEndpoint, prefix: str) -> TopicsConfig:
     """Topics of this test only (the session Kafka is shared); the checkpoints topic is
     left to the broker's auto-creation, as in the bridge tests."""
-    topics = TopicsConfig(
-        readings=f"{prefix}.readings",
-        events=f"{prefix}.events",
-        commands=f"{prefix}.commands",
-        heartbeats=f"{prefix}.heartbeats",
-        checkpoints=f"{prefix}.checkpoints",
-    )
-    for name in (topics.readings, topics.events, topics.commands, topics.heartbeats):
-        kafka.create_topic(name)
-    return topics
+    return make_topics(kafka, prefix)
 
 
 def gateway_config(
