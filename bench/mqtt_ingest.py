@@ -39,8 +39,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from devices.config import DeviceConfig, MqttConnection
 from devices.mqtt_source import MqttSource
-from devices.sink import Ack
-from gateway.model import Reading
+from devices.sink import SourceBatch
 from simulators.fleet import FleetSpec
 from simulators.mqtt_publisher import BrokerTarget, publish_fleet
 from simulators.testbed import Mosquitto
@@ -129,7 +128,8 @@ async def source_drain(
     finished = asyncio.Event()
     source: MqttSource
 
-    def sink(readings: list[Reading], ack: Ack, /) -> None:
+    def sink(batch: SourceBatch, /) -> None:
+        readings = batch.readings
         if not state["first"]:
             # like the bare client's clock, which starts at its first message: the
             # messages of this first batch were read before the clock started
@@ -137,7 +137,7 @@ async def source_drain(
             state["skip_messages"] = source.messages
             state["skip_readings"] = len(readings)
         state["readings"] += len(readings)
-        ack()
+        batch.durable()
         if count is not None and source.messages >= count:
             state["last"] = time.perf_counter()
             finished.set()

@@ -6,7 +6,7 @@ See docs/bridge.md. The runtime wires it::
     forwarder = Forwarder.for_kafka(spool, cfg.kafka, gateway_id=gid, secrets=resolved)
     forwarder.start()
     ...
-    spool.submit(readings, ack, origins=[Origin.of(topic, payload, dup=dup), ...])
+    spool.submit(items, on_durable, on_void=void, marks=taken, state=rule_changes)
     ...
     forwarder.stop(); spool.close()
 """
@@ -28,7 +28,7 @@ from bridge.config import (
 from bridge.envelope import CE_TYPES, HEARTBEAT_TYPE, Envelope, Record
 from bridge.forwarder import Forwarder, ForwarderStats, SendResult, Uplink
 from bridge.policy import Kind, Priority, lane_priorities
-from bridge.spool import DeadLetter, OnDurable, Origin, Spool, SpoolStats
+from bridge.spool import DeadInput, DeadLetter, OnDurable, Spool, SpoolStats
 from bridge.status import SpoolStatus, read_status
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "HEARTBEAT_TYPE",
     "BridgeConfig",
     "Checkpoint",
+    "DeadInput",
     "DeadLetter",
     "Envelope",
     "Forwarder",
@@ -45,7 +46,6 @@ __all__ = [
     "KafkaSecurity",
     "Kind",
     "OnDurable",
-    "Origin",
     "Priority",
     "Record",
     "SaslConfig",

@@ -2,8 +2,11 @@
 
 - Version 1 (edgegw 0.0.x development builds): one ``spool`` table, kinds as text,
   payload as text. Kept here as :data:`SCHEMA_V1` so tests can build such a file.
-- Version 2 (current): rows clustered by ``(prio, seq)`` so each drain lane is read in
-  order without a second index; dead letters; drop counters; recent MQTT digests; meta.
+- Version 2: rows clustered by ``(prio, seq)`` so each drain lane is read in order
+  without a second index; dead letters; drop counters; recent MQTT digests; meta.
+- Version 3 (current): ``rule_state``, the rules' state committed with the readings that
+  changed it; ``recent_origins`` keyed by MQTT packet id (``slot`` is the packet id; the
+  version 2 rows, keyed by a ring position, are cleared: see gateway/ledger.py).
 
 A newer edgegw migrates an older file in place, in one transaction, at open. A row it
 does not understand (a kind it does not know) is never discarded: it moves to the
@@ -24,7 +27,7 @@ from gateway.errors import SpoolError
 
 __all__ = ["SCHEMA_V1", "SCHEMA_VERSION", "migrate"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _log = structlog.get_logger("edgegw.bridge.spool")
 
@@ -80,6 +83,13 @@ CREATE TABLE IF NOT EXISTS recent_origins (
 );
 """
 
+_SCHEMA_V3 = """
+CREATE TABLE IF NOT EXISTS rule_state (
+    key  TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
+"""
+
 _V1_KINDS: dict[str, Kind] = {name: Kind(code) for code, name in KIND_NAMES.items()}
 
 
@@ -103,6 +113,7 @@ def _script(conn: sqlite3.Connection, script: str) -> None:
 
 def _create(conn: sqlite3.Connection) -> None:
     _script(conn, _SCHEMA_V2)
+    _script(conn, _SCHEMA_V3)
     _init_meta(conn, 1)
 
 
@@ -137,7 +148,13 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     _log.info("spool migrated", from_version=1, to_version=2, rows=kept, dead_lettered=moved)
 
 
-_STEPS = {1: _v1_to_v2}
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    _script(conn, _SCHEMA_V3)
+    cleared = conn.execute("DELETE FROM recent_origins").rowcount
+    _log.info("spool migrated", from_version=2, to_version=3, redelivery_digests_cleared=cleared)
+
+
+_STEPS = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -20,7 +20,6 @@ Overflow policy, as stated to users (docs/bridge.md):
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -34,7 +33,6 @@ __all__ = [
     "Kind",
     "OverflowPlan",
     "Priority",
-    "RecentOrigins",
     "RowMeta",
     "Usage",
     "apply_overflow",
@@ -200,43 +198,6 @@ def expired_prefix(spooled_at: Iterable[tuple[int, float]], now: float, ttl: flo
             break
         last = seq
     return last
-
-
-# ---------------------------------------------------------------------- redelivery
-class RecentOrigins:
-    """Digests of the MQTT messages committed in the last ``window`` seconds (at most ``capacity``).
-
-    A DUP redelivery whose digest (topic + payload) is here was committed before the crash
-    that lost its PUBACK, and is not spooled twice.
-    """
-
-    def __init__(self, *, window: float, capacity: int) -> None:
-        self.window = window
-        self.capacity = capacity
-        self._at: OrderedDict[int, float] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._at)
-
-    def seen(self, digest: int, now: float) -> bool:
-        at = self._at.get(digest)
-        return at is not None and now - at <= self.window
-
-    def add(self, digest: int, now: float) -> None:
-        self._at[digest] = now
-        self._at.move_to_end(digest)
-        while len(self._at) > self.capacity:
-            self._at.popitem(last=False)
-
-    def expire(self, now: float) -> None:
-        while self._at:
-            digest, at = next(iter(self._at.items()))
-            if now - at <= self.window:
-                break
-            del self._at[digest]
-
-    def items(self) -> list[tuple[int, float]]:
-        return list(self._at.items())
 
 
 # ---------------------------------------------------------------------- backoff

@@ -3,17 +3,22 @@
 Write API (thread-safe, for the runtime)::
 
     spool = Spool.open(config.spool, lanes=lane_priorities(config.kafka.topics.of_kind()))
-    spool.submit(readings, ack)                 # never blocks; ack() runs after the commit
-    spool.submit(readings, ack, origins=[Origin.of(topic, payload, dup=msg.dup), ...])
+    spool.submit(items, on_durable)             # never blocks; on_durable() runs after the commit
+    spool.submit(items, on_durable, on_void=void, marks=[(mid, digest)], state={"rule:x": {...}})
     spool.append_many(records)                  # blocking variant for tools and tests
 
 ``on_durable`` is called once, from the writer thread, after the group commit that holds
 the batch: every row of it is on disk (``synchronous=NORMAL``: survives a killed process;
-``FULL``: survives power loss), or was dropped by the stated policy (overflow, duplicate,
-disk full), counted and logged. It must be quick and must not block: for MQTT it hands
-the PUBACKs to the client's loop. If the spool fails for good (an I/O error other than
-"full"), callbacks of the batches it could not write are never called, :meth:`Spool.submit`
-raises :class:`SpoolError` and :meth:`Spool.stats` says why.
+``FULL``: survives power loss), or was dropped by the stated policy (overflow, disk full),
+counted and logged. It must be quick and must not block: for MQTT it hands the PUBACKs
+to the client's loop. ``marks`` (the MQTT messages the batch took, see
+gateway/ledger.py), ``state`` (rule-state rows) and ``dead`` (input no one could process)
+are written in the same transaction as the batch's rows.
+
+If the spool fails for good (an I/O error other than "full", or anything the writer
+thread did not expect), ``on_void`` is called instead, once, for every batch it had not
+committed: nobody will settle them. :meth:`Spool.submit` then raises
+:class:`SpoolError`, :meth:`Spool.stats` says why, and :attr:`Spool.failed` is set.
 
 The local rule path never waits for the spool: :meth:`Spool.submit` only appends to a
 queue. Back-pressure comes from MQTT itself: PUBACKs wait for the commit, so the broker
@@ -22,6 +27,7 @@ stops sending once its in-flight window is full.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -36,11 +42,11 @@ from bridge.config import SpoolConfig
 from bridge.envelope import RawRow, SpoolRow
 from bridge.policy import PRIORITY_OF_KIND, Kind, Usage
 from bridge.store import Store, connect
-from bridge.writer import Barrier, DeadLetter, GroupWriter, OnDurable, Origin, Settle, SpoolItem, Submit
+from bridge.writer import Barrier, DeadInput, DeadLetter, GroupWriter, OnDurable, Settle, SpoolItem, Submit
 from gateway.errors import SpoolError
 from gateway.libc import name_os_thread
 
-__all__ = ["DeadLetter", "OnDurable", "Origin", "Spool", "SpoolItem", "SpoolRow", "SpoolStats"]
+__all__ = ["DeadInput", "DeadLetter", "OnDurable", "Spool", "SpoolItem", "SpoolRow", "SpoolStats"]
 
 _log = structlog.get_logger("edgegw.bridge.spool")
 
@@ -100,6 +106,8 @@ class Spool:
         self._store = store
         self.spool_id = store.spool_id
         self.migrated_from = store.old_version
+        self._loaded_marks = store.load_origins()
+        self._loaded_state = store.load_state()
         self._writer = GroupWriter(
             store, config, {int(k): int(v) for k, v in (lanes or PRIORITY_OF_KIND).items()}, clock
         )
@@ -126,28 +134,30 @@ class Spool:
 
     # ------------------------------------------------------------------ writing
     def submit(self, items: Sequence[SpoolItem], on_durable: OnDurable | None = None, *,
-               origins: Sequence[Origin | None] | None = None) -> None:  # fmt: skip
+               on_void: OnDurable | None = None, marks: Sequence[tuple[int, int]] = (),
+               state: Mapping[str, Any] | None = None, dead: Sequence[DeadInput] = ()) -> None:  # fmt: skip
         """Queue ``items`` for the next group commit; never blocks. See the module docstring."""
         if self._failed is not None:
             raise self._failed
         if self._closed:
             raise SpoolError("spool is closed")
-        if origins is not None and len(origins) != len(items):
-            raise ValueError("origins must be as long as items")
         with self._lock:
             self._pending += len(items)
-        self._queue.put(Submit(items, origins, on_durable))
+        self._queue.put(Submit(items, on_durable, on_void=on_void, marks=marks, state=state, dead=dead))
+        if self.failed is not None:  # the writer failed while we queued: nobody else will void it
+            self._void_queue([])
 
     @property
     def pending(self) -> int:
         """Items submitted and not committed yet: what the spool holds in memory."""
         return self._pending
 
-    def append_many(self, items: Sequence[SpoolItem], *, origins: Sequence[Origin | None] | None = None,
+    def append_many(self, items: Sequence[SpoolItem], *, marks: Sequence[tuple[int, int]] = (),
+                    state: Mapping[str, Any] | None = None,
                     timeout: float | None = 60.0) -> None:  # fmt: skip
         """Submit and wait until the batch is durable (tools, tests, benchmarks)."""
         done = _SyncDone()
-        self.submit(items, done, origins=origins)
+        self.submit(items, done, on_void=done, marks=marks, state=state)
         self._wait(done.event, timeout)
 
     def settle(self, delete_upto: Mapping[int, int] | None = None, dead: Sequence[DeadLetter] = (), *,
@@ -178,6 +188,9 @@ class Spool:
         self._closed = True
         self._queue.put(_STOP)
         self._thread.join(timeout)
+        if self._failed is not None and not self._thread.is_alive():
+            with contextlib.suppress(sqlite3.Error):  # the writer died without closing it
+                self._store.conn.close()
         with self._stats_lock:
             if self._stats_conn is not None:
                 self._stats_conn.close()
@@ -188,6 +201,20 @@ class Spool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def writer_alive(self) -> bool:
+        """The writer thread runs (False after a failure, or once closed)."""
+        return self._thread.is_alive()
+
+    def marks(self) -> list[tuple[int, int]]:
+        """(packet id, digest) of the MQTT messages taken last, oldest first, as committed
+        when the spool was opened (see gateway/ledger.py)."""
+        return [(mid, digest) for mid, digest, _at in self._loaded_marks]
+
+    def rule_state(self) -> dict[str, Any]:
+        """The rule-state rows as committed when the spool was opened."""
+        return dict(self._loaded_state)
 
     @property
     def failed(self) -> SpoolError | None:
@@ -278,7 +305,7 @@ class Spool:
             stop = bool(group) and group[-1] is _STOP
             try:
                 settled = self._writer.group(group)
-            except (sqlite3.Error, SpoolError) as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure ends the writer, recorded, never silent
                 self._fail(exc, group)
                 return
             with self._lock:
@@ -286,19 +313,38 @@ class Spool:
         self._store.close()
 
     def _fail(self, exc: Exception, group: list[Any]) -> None:
-        self._failed = exc if isinstance(exc, SpoolError) else SpoolError(f"spool write failed: {exc}")
-        _log.error("spool failed", path=str(self.path), error=str(exc))
+        """The writer stops for good: record why, void every batch it had not committed."""
+        if isinstance(exc, SpoolError):
+            self._failed = exc
+        elif isinstance(exc, sqlite3.Error):
+            self._failed = SpoolError(f"spool write failed: {exc}")
+        else:
+            self._failed = SpoolError(f"spool writer failed: {type(exc).__name__}: {exc}")
+        _log.error("spool failed", path=str(self.path), error=str(self._failed), exc_info=exc)
         self._store.rollback()
+        voided = self._void_queue(group)
+        _log.error("spool: batches not committed were voided", batches=voided)
+
+    def _void_queue(self, group: list[Any]) -> int:
+        """Wake the waiters of ``group`` and of everything still queued; call ``on_void``."""
+        voided = 0
         while True:  # wake every waiter: they see the failure
             for op in group:
                 if isinstance(op, Settle | Barrier) and op.done is not None:
                     op.done.set()
-                elif isinstance(op, Submit) and isinstance(op.on_durable, _SyncDone):
-                    op.on_durable.event.set()
+                elif isinstance(op, Submit) and op.on_void is not None:
+                    voided += 1
+                    try:
+                        op.on_void()
+                    except Exception:  # noqa: BLE001 - a caller's callback must not hide the failure
+                        _log.exception("spool: on_void callback failed")
             try:
                 group = [self._queue.get_nowait()]
             except queue.Empty:
                 break
+        with self._lock:
+            self._pending = 0
+        return voided
 
 
 class SpoolReader:

@@ -11,9 +11,11 @@ import contextlib
 import os
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from bridge.config import SpoolConfig
 from bridge.migrations import migrate
@@ -289,8 +291,36 @@ class Store:
         return True
 
     def load_origins(self) -> list[tuple[int, int, float]]:
-        cur = self.conn.execute("SELECT slot, digest, at FROM recent_origins ORDER BY at")
+        """(packet id, digest, when) of the MQTT messages taken last, oldest first."""
+        cur = self.conn.execute("SELECT slot, digest, at FROM recent_origins ORDER BY at, rowid")
         return [(int(a), int(b), float(c)) for a, b, c in cur]
+
+    def save_state(self, entries: Mapping[str, Any]) -> None:
+        """Upsert rule-state rows (inside the caller's transaction)."""
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO rule_state(key, data) VALUES (?, ?)",
+            [(key, orjson.dumps(value)) for key, value in entries.items()],
+        )
+
+    def load_state(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, data in self.conn.execute("SELECT key, data FROM rule_state"):
+            try:
+                out[str(key)] = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue  # a torn row cannot be (SQLite's transactions); skip rather than stop
+        return out
+
+    def dead_input(self, key: str, data: bytes, reason: str, error: str, now: float) -> None:
+        """An input message no one could process, kept with its topic and payload."""
+        seq = self.next_seq
+        self.next_seq += 1
+        self.conn.execute(
+            "INSERT INTO dead_letters(seq, kind, key, ts, spooled_at, data, reason, error, failed_at)"
+            " VALUES (?, 'input', ?, ?, ?, ?, ?, ?, ?)",
+            (seq, key, now, now, bytes(data), reason, error[:2000], now),
+        )
+        self.dead_letters += 1
 
     def prios(self) -> Iterable[int]:
         return sorted(p for p, u in self.usage.items() if u.rows > 0)

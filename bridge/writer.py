@@ -10,24 +10,23 @@ and it is retried. Only then do the ``on_durable`` callbacks run.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import structlog
 
 from bridge.config import SpoolConfig
 from bridge.envelope import Record, encode_item
-from bridge.policy import ROW_OVERHEAD, DropReason, RecentOrigins, overflow_plan
+from bridge.policy import ROW_OVERHEAD, DropReason, overflow_plan
 from bridge.store import Store, is_full
 from gateway.model import Command, Event, Reading
 
-__all__ = ["Barrier", "DeadLetter", "GroupWriter", "OnDurable", "Origin", "Settle", "SpoolItem", "Submit"]
+__all__ = ["Barrier", "DeadInput", "DeadLetter", "GroupWriter", "OnDurable", "Settle", "SpoolItem", "Submit"]
 
 _log = structlog.get_logger("edgegw.bridge.spool")
 
@@ -47,42 +46,32 @@ class DeadLetter:
 
 
 class Submit:
-    __slots__ = ("at", "items", "on_durable", "origins")
+    """One batch for the next group commit; see :meth:`bridge.spool.Spool.submit`."""
 
-    def __init__(self, items: Sequence[SpoolItem], origins: Sequence[Origin | None] | None,
-                 on_durable: OnDurable | None) -> None:  # fmt: skip
+    __slots__ = ("at", "dead", "items", "marks", "on_durable", "on_void", "state")
+
+    def __init__(self, items: Sequence[SpoolItem], on_durable: OnDurable | None, *,
+                 on_void: OnDurable | None = None, marks: Sequence[tuple[int, int]] = (),
+                 state: Mapping[str, Any] | None = None, dead: Sequence[DeadInput] = ()) -> None:  # fmt: skip
         self.items = items
-        self.origins = origins
         self.on_durable = on_durable
+        self.on_void = on_void
+        self.marks = marks
+        self.state = state
+        self.dead = dead
         self.at = time.monotonic()
 
 
-class Origin(NamedTuple):
-    """Where an item came from, for recognising MQTT DUP redeliveries.
+@dataclass(frozen=True, slots=True)
+class DeadInput:
+    """An input message that could not be processed (a decoder or a rule raised): kept in
+    the dead-letter table with its topic and payload, in the same transaction as its batch."""
 
-    The digest covers the MQTT packet id as well as the topic and payload. A broker
-    resends an unacknowledged QoS 1 message with its *original* packet id (MQTT 3.1.1
-    4.4, MQTT 5 4.4), so a redelivery matches exactly the message it repeats, while a
-    different message that merely says the same thing (a door reporting ``true`` again)
-    has another packet id and is never mistaken for it. Packet ids are reused only after
-    65,535 others, far more than the ring of recent digests holds.
-    """
-
-    digest: int
-    dup: bool = False
-
-    @staticmethod
-    def of(topic: str | bytes, payload: bytes, *, dup: bool = False, mid: int = 0) -> Origin:
-        """The digest (64-bit BLAKE2b) of an MQTT message: packet id, topic (text or its
-        UTF-8 bytes) and payload."""
-        raw = topic.encode() if isinstance(topic, str) else topic
-        digest = _blake2b(b"".join((mid.to_bytes(2, "big"), raw, b"\0", payload)), digest_size=8).digest()
-        return _new_tuple(Origin, (_from_bytes(digest, "big", signed=True), dup))
-
-
-_blake2b = hashlib.blake2b
-_from_bytes = int.from_bytes
-_new_tuple = tuple.__new__  # one per MQTT message: skip the NamedTuple's Python-level __new__
+    key: str
+    """The MQTT topic (or the sensor, for a reading a rule could not take)."""
+    data: bytes
+    reason: str
+    error: str
 
 
 @dataclass
@@ -101,7 +90,8 @@ class Barrier:
 class _Group:
     rows: list[Row] = field(default_factory=list)
     origins: list[tuple[int, int, float]] = field(default_factory=list)
-    fresh: set[int] = field(default_factory=set)
+    state: dict[str, Any] = field(default_factory=dict)
+    dead: list[DeadInput] = field(default_factory=list)
     callbacks: list[OnDurable] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     settles: list[Settle] = field(default_factory=list)
@@ -119,11 +109,6 @@ class GroupWriter:
         self.config = config
         self.lanes = lanes
         self.clock = clock
-        self.recent = RecentOrigins(window=config.dedup_window, capacity=config.dedup_entries)
-        self._ring = 0
-        for slot, digest, at in store.load_origins():
-            self.recent.add(digest, at)
-            self._ring = slot + 1
         self.data_ready = threading.Event()
         self.committed_rows = 0
         self.commits = 0
@@ -147,14 +132,13 @@ class GroupWriter:
             elif isinstance(op, Barrier):
                 g.barriers.append(op)
         maintenance = now >= self._next_maintenance
-        if g.rows or g.settles or g.skipped or maintenance:  # skipped: their drop counts are recorded
+        writes = bool(g.rows or g.settles or g.origins or g.state or g.dead)
+        if writes or g.skipped or maintenance:  # skipped: their drop counts are recorded
             started = time.monotonic()
             self._write(g, now, maintenance)
-            if g.rows or g.settles:
+            if writes:
                 self.commits += 1
                 self.commit_ms.append((time.monotonic() - started) * 1000)
-        for digest_row in g.origins:
-            self.recent.add(digest_row[1], now)
         self.committed_rows += len(g.rows)
         if g.rows:
             self.data_ready.set()
@@ -177,37 +161,13 @@ class GroupWriter:
             b.done.set()
 
     def _take(self, op: Submit, g: _Group, now: float) -> None:
-        """Encode one submitted batch into rows, skipping recognised DUP redeliveries."""
+        """Encode one submitted batch into rows; gather its marks, rule state and dead inputs."""
         store = self.store
         lanes = self.lanes
-        recent = self.recent
-        ring = max(1, self.config.dedup_entries)
-        keep_origins = self.config.dedup_entries > 0
         g.submitted += len(op.items)
         if g.oldest_submit is None:
             g.oldest_submit = op.at
-        op_origins = op.origins
-        previous: Origin | None = None
-        keep_previous = True
-        for i, item in enumerate(op.items):
-            origin = op_origins[i] if op_origins is not None else None
-            if origin is not None and origin is previous:
-                # another reading of the same message: the message was decided once
-                if not keep_previous:
-                    g.skipped[DropReason.DUPLICATE] += 1
-                    continue
-            elif origin is not None:
-                previous = origin
-                keep_previous = not (
-                    origin.dup and (origin.digest in g.fresh or recent.seen(origin.digest, now))
-                )
-                if not keep_previous:
-                    g.skipped[DropReason.DUPLICATE] += 1
-                    continue
-                if keep_origins and origin.digest not in g.fresh:
-                    g.fresh.add(origin.digest)
-                    g.origins.append((self._ring % ring, origin.digest, now))
-                    self._ring += 1
+        for item in op.items:
             try:
                 kind, key, ts, data = encode_item(item)
             except (ValueError, TypeError) as exc:
@@ -216,6 +176,12 @@ class GroupWriter:
                 continue
             g.rows.append([lanes.get(kind, 2), store.next_seq, kind, key, ts, now, data])
             store.next_seq += 1
+        if op.marks:
+            g.origins += [(mid, digest, now) for mid, digest in op.marks]
+        if op.state:
+            g.state.update(op.state)  # later batches' state of a rule wins
+        if op.dead:
+            g.dead += op.dead
         if op.on_durable is not None:
             g.callbacks.append(op.on_durable)
 
@@ -228,6 +194,7 @@ class GroupWriter:
         """
         store = self.store
         rows, origins, settles, skipped = g.rows, g.origins, g.settles, g.skipped
+        state, dead = g.state, g.dead
         for attempt in range(12):
             try:
                 store.begin()
@@ -237,8 +204,7 @@ class GroupWriter:
                 if maintenance:
                     self._maintain(now)
                 store.insert(kept)
-                if origins:
-                    store.remember(origins)
+                self._side_rows(origins, state, dead, now)
                 for reason, count in skipped.items():
                     store.count_drop(reason, 2, count, 0)
                 for reason, prio, n, size in self._unrecorded:
@@ -252,6 +218,7 @@ class GroupWriter:
                     raise
                 if attempt == 11:
                     self._give_up(rows, skipped, exc)
+                    g.rows = []  # none of them is in the file (committed_rows must not count them)
                     return
                 rows = self._free_space(rows, attempt)
                 continue
@@ -262,6 +229,17 @@ class GroupWriter:
                 _log.info("spool: items not spooled", **skipped)
             g.rows = kept
             return
+
+    def _side_rows(self, origins: list[tuple[int, int, float]], state: Mapping[str, Any],
+                   dead: Sequence[DeadInput], now: float) -> None:  # fmt: skip
+        """What commits with the batch's rows: MQTT marks, rule state, dead input."""
+        store = self.store
+        if origins:
+            store.remember(origins)
+        if state:
+            store.save_state(state)
+        for d in dead:
+            store.dead_input(d.key, d.data, d.reason, d.error, now)
 
     def _reload_counters(self) -> None:
         """After a rollback: the file's figures plus the drops not written yet."""
@@ -399,4 +377,4 @@ class GroupWriter:
                 store.count_drop(DropReason.TTL, prio, n, size)
                 if n:
                     _log.warning("spool: rows past TTL dropped", priority=prio, rows=n, bytes=size)
-        self.recent.expire(now)
+

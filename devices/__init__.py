@@ -3,9 +3,10 @@
 The runtime (``gateway/``) wires these together; this package imports nothing of the
 project but :mod:`gateway.model` and :mod:`gateway.errors`. See docs/devices.md.
 
-- Sources hand batches of readings to a :class:`ReadingSink` with an :class:`Ack`
-  handle: ``sink(readings, ack)``; call ``ack()`` once the batch is durable and the MQTT
-  source sends the PUBACKs (QoS 1, persistent session).
+- Sources hand each wakeup's readings to a :class:`BatchSink` as one
+  :class:`SourceBatch` (readings, the MQTT message behind each, poison input); the sink
+  settles it ``durable()`` once committed (the MQTT source then sends the PUBACKs, QoS 1,
+  persistent session) or ``void()`` (the broker redelivers). See devices/sink.py.
 - :class:`Actuators` holds the declared actuators; :class:`MqttCommandLink` and
   :class:`SerialLineWriter` deliver their commands.
 - :class:`HealthTracker` (online/offline) and :class:`BadInputCounter` (bad input per
@@ -34,15 +35,16 @@ from devices.mqtt_client import InMessage, MqttLink
 from devices.mqtt_source import MqttSource, TopicRouter
 from devices.profiles import Decoder, build_decoder
 from devices.serial_source import SerialIngest, SerialLineWriter, SerialPort, SerialSource, open_serial
-from devices.sink import Ack, ReadingSink
+from devices.sink import BatchSink, BatchState, Poison, SourceBatch
 
 __all__ = [
     "UNKNOWN_DEVICE",
-    "Ack",
     "ActuatorConfig",
     "Actuators",
     "Backoff",
     "BadInputCounter",
+    "BatchSink",
+    "BatchState",
     "ConfirmConfig",
     "Decoder",
     "DeviceConfig",
@@ -59,13 +61,14 @@ __all__ = [
     "MqttLink",
     "MqttSource",
     "PasswordRef",
+    "Poison",
     "Publisher",
-    "ReadingSink",
     "SerialIngest",
     "SerialLineWriter",
     "SerialPort",
     "SerialPortConfig",
     "SerialSource",
+    "SourceBatch",
     "TlsSettings",
     "TopicRouter",
     "build_decoder",

@@ -400,6 +400,17 @@ class MqttLink:
             if self.client.buffered():
                 loop.call_soon(self._readable)
 
+    def drop(self, reason: str) -> None:
+        """Close this connection now; :meth:`run` reconnects (with backoff). The broker then
+        sends again every QoS 1 message it holds unacknowledged (persistent session)."""
+        if not self.connected or self._lost is None or self._lost.done():
+            return
+        self._log.warning("mqtt connection dropped on purpose", reason=reason)
+        self.connected = False
+        self.client.disconnect()
+        self._after_io()
+        self._lost.set_result(None)
+
     @property
     def held(self) -> bool:
         return self._held

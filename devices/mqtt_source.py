@@ -1,29 +1,26 @@
 """The MQTT source: QoS 1 subscriptions on a persistent session, readings out in batches,
-PUBACKs only once the consumer says the batch is durable.
-
-The runtime gives the source a *sink*::
-
-    def sink(readings: list[Reading], ack: Ack) -> None:
-        spool.put_many(readings, then=ack)   # call ack() after the group commit
-
-``ack.origins`` lines up with ``readings``: the message each reading came from
-(``.topic``, ``.payload``, ``.dup``), for the spool's recognition of DUP redeliveries.
-``ack()`` may be called from any thread, at most once; the source sends the PUBACKs of
-that batch (every QoS 1 message in it, including the ones that held only bad input) in
-the order the messages arrived, after every earlier batch was acked too (MQTT wants
-PUBACKs in order). A batch acked after the connection it came on was lost is ignored:
-the broker sends those messages again (with DUP set) on the persistent session.
+PUBACKs only once the pipeline says the batch is durable.
 
 Per wakeup the source reads every packet that is ready, routes each message by topic to
-the devices whose filter matches, decodes it with the device's profile, and calls the
-sink once. Bad input is counted per device and reason (:class:`BadInputCounter`) and
-never reaches the sink; messages on topics no device claims count as ``unknown_topic``.
+the devices whose filter matches, decodes it with the device's profile, and hands one
+:class:`~devices.sink.SourceBatch` to its sink (the pipeline). The batch carries the
+:class:`~gateway.model.Origin` of every QoS 1 message (packet id, digest, DUP flag) for
+the redelivery check. Bad input is counted per device and reason
+(:class:`BadInputCounter`) and never reaches the sink; messages on topics no device
+claims count as ``unknown_topic``; a decoder that raises anything else makes the
+message poison: counted (``decoder_error``) and dead-lettered by the pipeline.
+
+Acks: when the pipeline settles a batch durable, the source sends the PUBACKs of every
+QoS 1 message in it, in the order the messages arrived, after every earlier batch was
+acked too (MQTT wants PUBACKs in order). A batch settled void (the spool failed) can
+never be acked: the source drops the connection, and the broker sends every message it
+holds unacknowledged again, with DUP set, on the persistent session. A batch settled
+after the connection it came on was lost is ignored for the same reason.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -39,9 +36,9 @@ from devices.errors_counter import UNKNOWN_DEVICE, BadInputCounter
 from devices.health import HealthTracker
 from devices.mqtt_client import InMessage, MqttLink
 from devices.profiles import Decoder, build_decoder
-from devices.sink import ReadingSink
+from devices.sink import BatchSink, BatchState, Poison, SourceBatch
 from gateway.errors import PayloadError
-from gateway.model import Reading
+from gateway.model import Origin, Reading
 
 __all__ = ["MqttSource", "TopicRouter"]
 
@@ -80,26 +77,29 @@ class TopicRouter:
         return result
 
 
-class _Batch:
-    """The ack handle of one batch.
+class _MqttBatch(SourceBatch):
+    """A batch of one MQTT connection (``generation``): the packet ids to acknowledge."""
 
-    ``origins`` lines up with the batch's readings: the message each reading came from
-    (``.topic``, ``.payload``, ``.dup``), so the spool can recognise a DUP redelivery of a
-    message it already committed.
-    """
+    __slots__ = ("_source", "generation", "mids", "msgs")
 
-    __slots__ = ("_source", "acked", "generation", "mids", "origins")
-
-    def __init__(self, source: MqttSource, generation: int, mids: list[int],
-                 origins: list[InMessage]) -> None:
+    def __init__(self, source: MqttSource, generation: int, *, mids: list[int], msgs: list[InMessage],
+                 readings: list[Reading], origins: list[Origin | None], messages: list[Origin],
+                 poison: list[Poison], received: float) -> None:  # fmt: skip
+        super().__init__(readings, origins=origins, messages=messages, poison=poison, received=received)
         self._source = source
         self.generation = generation
         self.mids = mids
-        self.origins = origins
-        self.acked = False
+        self.msgs = msgs
 
-    def __call__(self) -> None:
-        self._source._ack(self)
+    def describe(self, index: int) -> tuple[str, bytes]:
+        message = self.msgs[index]
+        return message.topic or repr(message.raw_topic), message.payload
+
+    def _on_durable(self) -> None:
+        self._source._send_acks()
+
+    def _on_void(self) -> None:
+        self._source._voided(self)
 
 
 class MqttSource:
@@ -109,7 +109,7 @@ class MqttSource:
         self,
         conn: MqttConnection,
         devices: Sequence[DeviceConfig],
-        sink: ReadingSink,
+        sink: BatchSink,
         *,
         password: SecretStr | None = None,
         counter: BadInputCounter | None = None,
@@ -142,14 +142,14 @@ class MqttSource:
         self.link.client.on_subscribe = self._subscribed_cb
         self.subscribed = asyncio.Event()
         """Set once the broker confirmed the subscriptions of the current connection."""
-        self._pending: deque[_Batch] = deque()
-        self._loop_thread: int | None = None
+        self._pending: deque[_MqttBatch] = deque()
         self.messages = 0
         self.readings = 0
         self.acked = 0
+        self.voided = 0
+        """Batches voided (the spool failed before they were durable): redelivered."""
 
     async def run(self) -> None:
-        self._loop_thread = threading.get_ident()
         await self.link.run()
 
     def stop(self) -> None:
@@ -188,19 +188,26 @@ class MqttSource:
         _log.info("mqtt subscribed", topics=len(self.topics), session_present=session_present)
 
     # ------------------------------------------------------------------ hot path
-    def ingest(self, messages: list[InMessage]) -> None:
-        """Decode one wakeup's messages and hand them to the sink with one ack handle."""
+    def ingest(self, messages: list[InMessage]) -> None:  # noqa: PLR0915 - the hot path, in one frame
+        """Decode one wakeup's messages and hand them to the sink as one batch."""
         now = self._wall()
         mono = self._mono()
         route = self.router.route
         counter = self.counter
         health = self.health
         readings: list[Reading] = []
-        origins: list[InMessage] = []
+        origins: list[Origin | None] = []
+        msgs: list[InMessage] = []
+        taken: list[Origin] = []
+        poison: list[Poison] = []
         mids: list[int] = []
+        origin_of = Origin.of
         for message in messages:
+            origin: Origin | None = None
             if message.qos == 1:
                 mids.append(message.mid)
+                origin = origin_of(message.raw_topic, message.payload, mid=message.mid, dup=message.dup)
+                taken.append(origin)
             topic = message.topic
             if topic is None:
                 counter.record(UNKNOWN_DEVICE, "bad_topic", repr(message.raw_topic[:80]), mono)
@@ -216,56 +223,68 @@ class MqttSource:
                 except PayloadError as exc:
                     counter.record(decoder.device_id, exc.reason, exc.detail, mono, topic=topic)
                     continue
+                except Exception as exc:  # noqa: BLE001 - poison: dead-lettered, never fatal
+                    error = f"{type(exc).__name__}: {exc}"
+                    counter.record(decoder.device_id, "decoder_error", error[:200], mono, topic=topic)
+                    poison.append(Poison(decoder.device_id, "decoder_error", topic, payload, error))
+                    continue
+                n = len(decoded)
                 readings += decoded
-                origins += [message] * len(decoded)
+                origins += [origin] * n
+                msgs += [message] * n
                 if health is not None:
                     health.seen(decoder.device_id, mono, now)
         self.messages += len(messages)
+        if not mids and not readings and not poison:
+            return  # QoS 0 messages that held only bad input: nothing to settle
         if self._clock_synced is not None and not self._clock_synced():
             for reading in readings:
                 reading.clock_synced = False
-        batch = _Batch(self, self.link.generation, mids, origins)
+        batch = _MqttBatch(self, self.link.generation, mids=mids, msgs=msgs, readings=readings,
+                           origins=origins, messages=taken, poison=poison, received=mono)  # fmt: skip
         self._pending.append(batch)
-        if readings:
-            self.readings += len(readings)
-            self._sink(readings, batch)
-        else:
-            self._ack_local(batch)
+        self.readings += len(readings)
+        self._sink(batch)
 
-    # ------------------------------------------------------------------ acks
-    def _ack(self, batch: _Batch) -> None:
-        loop = self.link._loop
-        if self._loop_thread is None or threading.get_ident() == self._loop_thread or loop is None:
-            self._ack_local(batch)
-        else:
-            try:
-                loop.call_soon_threadsafe(self._ack_local, batch)
-            except RuntimeError:
-                # the loop is closed: the connection is gone, the broker will redeliver
-                batch.acked = True
-
-    def _ack_local(self, batch: _Batch) -> None:
-        if batch.acked:
-            return
-        batch.acked = True
+    # ------------------------------------------------------------------ acks (event loop)
+    def _send_acks(self) -> None:
+        """Send the PUBACKs of the durable batches at the head of the line, in order."""
         link = self.link
-        if batch.generation != link.generation or not link.connected:
-            return
         pending = self._pending
-        client = link.client
+        if not link.connected:
+            return  # the broker redelivers; the next connection starts a new line
         mids: list[int] = []
-        while pending and pending[0].acked:
+        generation = link.generation
+        while pending and pending[0].state is BatchState.DURABLE:
             done = pending.popleft()
-            if done.generation == link.generation:
+            if done.generation == generation:
                 mids += done.mids
+                done.acked()
         if mids:
-            client.ack_many(mids)
+            link.client.ack_many(mids)
             self.acked += len(mids)
             link.after_io()
+
+    def _voided(self, batch: _MqttBatch) -> None:
+        """A batch nobody will make durable: its PUBACKs can never go, and every later one
+        would wait behind it. Drop the connection; the broker redelivers them all."""
+        self.voided += 1
+        link = self.link
+        if batch.generation == link.generation and link.connected:
+            _log.warning("mqtt batch voided; reconnecting so that the broker redelivers",
+                         unacked_batches=len(self._pending))  # fmt: skip
+            link.drop("a batch was voided")
 
     @property
     def unacked_batches(self) -> int:
         return len(self._pending)
+
+    def oldest_unacked_age(self) -> float:
+        """Seconds since the oldest message not yet acknowledged was read (0 if none)."""
+        pending = self._pending
+        while pending and pending[0].generation != self.link.generation:
+            pending.popleft()  # an earlier connection's: the broker redelivers them
+        return max(0.0, self._mono() - pending[0].received) if pending else 0.0
 
 
 async def run_until_stopped(source: MqttSource, stop: asyncio.Event) -> None:

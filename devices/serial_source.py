@@ -5,7 +5,7 @@ out). :class:`SerialSource` is the thin edge: a worker thread that opens the por
 reads what is there, feeds the core and hands readings to the sink on the event loop.
 When the port disappears (USB unplugged: reads fail with EIO, or the device node is
 gone) it closes the port, logs it and reopens it with jittered exponential backoff.
-Readings from serial need no acknowledgement: the sink gets a no-op ``ack``.
+Readings from serial need no acknowledgement: their batches settle with nothing to send.
 
 Name ports by ``/dev/serial/by-id/usb-<vendor>_<product>_<serial>-if00-port0``, which
 udev keeps stable across replugs and reboots (``/dev/ttyUSB0`` is not); see
@@ -28,11 +28,11 @@ from devices.errors_counter import BadInputCounter
 from devices.framing import LineFramer
 from devices.health import HealthTracker
 from devices.profiles import Decoder, build_decoder
-from devices.sink import ReadingSink
+from devices.sink import BatchSink, SourceBatch
 from gateway.errors import ActuatorError, PayloadError, SourceError
 from gateway.model import Reading
 
-__all__ = ["SerialIngest", "SerialLineWriter", "SerialPort", "SerialSource", "no_ack", "open_serial"]
+__all__ = ["SerialIngest", "SerialLineWriter", "SerialPort", "SerialSource", "open_serial"]
 
 _log = structlog.get_logger("edgegw.devices.serial")
 
@@ -67,10 +67,6 @@ def open_serial(path: str, baud: int) -> SerialPort:
     except (serial.SerialException, OSError, ValueError) as exc:
         raise SourceError(f"cannot open serial port {path}: {exc}") from exc
     return port
-
-
-def no_ack() -> None:
-    """The ack of a serial batch: nothing to acknowledge."""
 
 
 class SerialIngest:
@@ -116,7 +112,7 @@ class SerialSource:
     def __init__(
         self,
         device: DeviceConfig,
-        sink: ReadingSink,
+        sink: BatchSink,
         *,
         counter: BadInputCounter | None = None,
         health: HealthTracker | None = None,
@@ -206,7 +202,7 @@ class SerialSource:
             readings = self.ingest.feed(data, self._wall(), self._mono())
             if readings:
                 try:
-                    loop.call_soon_threadsafe(self._sink, readings, no_ack)
+                    loop.call_soon_threadsafe(self._sink, SourceBatch(readings, received=self._mono()))
                 except RuntimeError:  # the event loop is gone: the gateway is shutting down
                     self._stop.set()
 

@@ -12,12 +12,13 @@ This module imports nothing else of the project, so every package may import it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["Command", "Event", "EventKind", "Reading", "Value"]
+__all__ = ["Command", "Event", "EventKind", "Origin", "Reading", "Value"]
 
 Value = float | bool | str
 """What a sensor reports: a number, a boolean (contact, motion) or a string (state)."""
@@ -70,3 +71,31 @@ class Event:
     message: str = ""
     values: Mapping[str, Value] = field(default_factory=dict)
     """The sensor values that decided it, keyed by ``device/metric``."""
+
+
+class Origin(NamedTuple):
+    """The MQTT QoS 1 message a batch's readings came from: its packet id, a digest of
+    what it says, and whether the broker sent it as a redelivery (DUP).
+
+    The pipeline keeps, per packet id, the digest of the last message it committed with
+    that id; a DUP message whose id and digest match one committed is the same message
+    again (its PUBACK was lost in a crash) and is not taken twice. See
+    :mod:`gateway.ledger` for why that is keyed by packet id.
+    """
+
+    mid: int
+    digest: int
+    """64-bit BLAKE2b of packet id, topic (its UTF-8 bytes) and payload, as a signed integer
+    (SQLite's INTEGER)."""
+    dup: bool = False
+
+    @staticmethod
+    def of(topic: str | bytes, payload: bytes, *, mid: int, dup: bool = False) -> Origin:
+        raw = topic.encode() if isinstance(topic, str) else topic
+        digest = _blake2b(b"".join((mid.to_bytes(2, "big"), raw, b"\0", payload)), digest_size=8).digest()
+        return _new_tuple(Origin, (mid, _from_bytes(digest, "big", signed=True), dup))
+
+
+_blake2b = hashlib.blake2b
+_from_bytes = int.from_bytes
+_new_tuple = tuple.__new__  # one per MQTT message: skip the NamedTuple's Python-level __new__

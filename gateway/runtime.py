@@ -1,22 +1,24 @@
-"""The runtime: sources -> rules engine -> actuators, and everything -> spool -> Kafka.
+"""The runtime: the gateway's life cycle. Start, stop, reload, supervision, recovery.
 
-One asyncio event loop and one :class:`asyncio.TaskGroup`:
+The path of a reading (source batch -> rules -> actuators -> spool -> ack) belongs to
+:class:`gateway.pipeline.Pipeline`; this module builds the parts and keeps them running:
 
-- the MQTT source and each serial source hand batches of readings to
-  :meth:`Runtime.on_readings` on the loop thread. The readings go through the rules
-  engine *first* (commands leave for the actuators at once), then to the spool, whose
-  writer thread acks the batch (the MQTT PUBACKs) after the group commit;
-- the ticker runs the engine's timers, the actuators' read-back checks, device health
-  and rule-state snapshots; the systemd watchdog is pinged from the same loop, so a
-  hung loop gets the service restarted;
-- the forwarder ships the spool to Kafka in its own thread: the loop never waits on it;
-- the HTTP server answers ``/metrics`` and ``/healthz``.
-
-A component that fails is restarted with backoff by :meth:`Runtime._supervise` without
-touching the others. SIGTERM (and Ctrl-C) stops gracefully: the spool is flushed and
-the rule state saved. SIGHUP reloads rules, devices and actuators from the config file
-without losing readings or rule state; a reload with an invalid config is logged and the
-running config stays.
+- one asyncio event loop and one :class:`asyncio.TaskGroup`: the MQTT source and each
+  serial source hand their batches to the pipeline; the ticker runs the pipeline's timers,
+  the actuators' read-back checks, device health and the periodic rule summary; the
+  systemd watchdog is pinged from the same loop, so a hung loop gets the service
+  restarted; the forwarder ships the spool to Kafka in its own thread; the HTTP server
+  answers ``/metrics``, ``/healthz`` and ``/rules``;
+- a component that fails is restarted with backoff by :func:`gateway.supervisor.supervise`
+  without touching the others, whatever it raised;
+- a spool that fails (its writer thread stopped) voids every batch in flight; the
+  runtime then stops the sources, reopens the spool and starts the pipeline again from
+  what is committed (rule state, MQTT packet ids), exactly as a process restart would,
+  and starts the sources again: the broker redelivers what was not acknowledged;
+- SIGTERM (and Ctrl-C) stops gracefully: the spool is flushed (the last PUBACKs go out)
+  and the rule summary saved; SIGHUP reloads rules, devices and actuators from the config
+  file without losing readings or rule state; a reload with an invalid config is logged
+  and the running config stays. Reload and spool recovery never run at the same time.
 """
 
 from __future__ import annotations
@@ -28,15 +30,13 @@ import os
 import signal
 import sys
 import time
-from collections import Counter, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from bridge import Forwarder, KafkaSecrets, Origin, Spool, lane_priorities
+from bridge import Forwarder, KafkaSecrets, Spool, lane_priorities
 from devices import (
     Actuators,
     BadInputCounter,
@@ -49,18 +49,23 @@ from devices import (
 )
 from devices.backoff import Backoff
 from gateway.config import LoadedConfig, load_config
-from gateway.errors import ActuatorError, ConfigError, GatewayError
-from gateway.model import Command, Event, Reading
-from gateway.rulestate import RULE_STATE_FILE, read_rule_state, set_aside, write_rule_state
+from gateway.errors import ConfigError, GatewayError
+from gateway.ledger import DeliveryLedger
+from gateway.pipeline import Counters, Pipeline
+from gateway.rulestate import RULE_STATE_FILE, read_rule_state, set_aside
 from gateway.sdnotify import Notifier, watchdog_loop
 from gateway.secrets import resolve_secret
-from gateway.supervisor import supervise
+from gateway.supervisor import note_restart, supervise
 from gateway.timesync import ClockSync, SystemClockProbe
 from rules import Now, RuleEngine
+from rules.state import entries_of, from_entries
 
 __all__ = ["Runtime", "RuntimeState"]
 
 _log = structlog.get_logger("edgegw.runtime")
+
+RuntimeState = Counters
+"""The counters the live view, /healthz and /metrics read (see gateway/pipeline.py)."""
 
 TICK_S = 0.05
 BURST_READINGS = 20_000
@@ -71,10 +76,6 @@ for QUIET_S and the spool is empty again (Kafka has it all), or UPLINK_WAIT_S we
 without Kafka catching up: after a backlog or a burst went through."""
 SNAPSHOT_EVERY_S = 10.0
 STOP_BUDGET_S = 8.0  # systemd's TimeoutStopSec is larger; the issue asks for 10 s
-PENDING_HIGH_MIN = 8000
-"""Readings handed to the spool and not committed yet above which MQTT reading pauses
-(at least 4 groups of ``commit_rows``); it resumes below a quarter of that."""
-HOLD_CHECK_S = 0.005
 LAG_LIMIT_S = 0.002
 """The event loop waking this much later than asked means the local path is short of CPU
 (or of the GIL): a draining backlog then pauses between rounds (see Forwarder ``busy``)."""
@@ -83,29 +84,6 @@ GC_THRESHOLDS = (20_000, 20, 50)
 GIL_SWITCH_S = 0.0005
 """How long the event loop may wait for the GIL while the spool writer or the forwarder
 runs Python code. CPython's default (5 ms) showed up whole in the sensor-to-actuator p99."""
-
-
-@dataclass(slots=True)
-class RuntimeState:
-    """What the live view, /healthz and /metrics read: plain counters, updated on the loop."""
-
-    started_mono: float = field(default_factory=time.monotonic)
-    ready_mono: float | None = None
-    readings: Counter[str] = field(default_factory=Counter)  # per device
-    commands: Counter[str] = field(default_factory=Counter)  # per actuator, sent
-    command_errors: Counter[str] = field(default_factory=Counter)
-    events: Counter[str] = field(default_factory=Counter)  # per kind
-    fires: Counter[str] = field(default_factory=Counter)  # per rule
-    last_values: dict[str, tuple[Any, float]] = field(default_factory=dict)  # sensor -> (value, ts)
-    actuator_state: dict[str, dict[str, Any]] = field(default_factory=dict)
-    recent: deque[str] = field(default_factory=lambda: deque(maxlen=12))  # rule events, newest last
-    restarts: Counter[str] = field(default_factory=Counter)  # per component
-    component_errors: dict[str, str] = field(default_factory=dict)
-    reloads: int = 0
-    reload_errors: int = 0
-    late_ticks: int = 0  # ticker wakeups more than LAG_LIMIT_S late
-    holds: int = 0  # times MQTT reading paused until the spool writer caught up
-    spool_errors: int = 0
 
 
 def _settle_gc() -> None:
@@ -140,19 +118,21 @@ class Runtime:
         self._on_drained = on_drained
         """Run in a worker thread after a burst was absorbed: `edgegw run` hands the C heap's
         free pages back to the kernel there (malloc_trim: 15-20 MiB after a 300k drain)."""
-        self._received = 0  # readings taken, all sources
         self._last_received = (0, time.monotonic())  # the count, and when a tick saw it change
         self._drained_at = 0  # the count when on_drained last ran
         self._next_drained_check = 0.0
         self._draining: asyncio.Future[None] | None = None
         self._environ = dict(os.environ if environ is None else environ)
-        self.state = RuntimeState()
+        self.state = Counters()
         self.state_dir = self.config.gateway.resolved_state_dir(self._environ)
         self.counter = BadInputCounter()
         self.clock = ClockSync(SystemClockProbe())
         self.health = HealthTracker.for_devices(self.config.devices)
-        self.engine = RuleEngine(loaded.rules, self.now())
         self.actuators = Actuators(self.config.actuators)
+        self.pipeline = Pipeline(self.actuators, self.state, now=self.now, bad_input=self.counter,
+                                 commit_rows=self.config.bridge.spool.commit_rows,
+                                 on_failure=self._spool_failed)  # fmt: skip
+        self.pipeline.engine = RuleEngine(loaded.rules, self.now())
         self.spool: Spool | None = None
         self.forwarder: Forwarder | None = None
         self.mqtt_source: MqttSource | None = None
@@ -162,14 +142,14 @@ class Runtime:
         self.http_port: int | None = None
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
+        self._recover = asyncio.Event()
+        self._exclusive = asyncio.Lock()
+        """Held by a reload and by a spool recovery: they never interleave."""
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._generation = 0  # bumped when a reload replaces the device components
         self._group: asyncio.TaskGroup | None = None
         self._last_snapshot = time.monotonic()
-        self._saving: asyncio.Future[bool] | None = None
         self._late_until = 0.0
-        self._held: MqttSource | None = None  # the source held back until the spool catches up
-        self._pending_high = max(PENDING_HIGH_MIN, 4 * self.config.bridge.spool.commit_rows)
 
     # ------------------------------------------------------------------ time
     @staticmethod
@@ -180,82 +160,11 @@ class Runtime:
     def ready(self) -> bool:
         return self.state.ready_mono is not None
 
-    # ------------------------------------------------------------------ hot path
-    def on_readings(self, readings: list[Reading], ack: Any) -> None:
-        """A batch from a source: rules first, then the spool (which acks when durable)."""
-        now = self.now()
-        engine = self.engine
-        counts = self.state.readings
-        last = self.state.last_values
-        for reading in readings:
-            counts[reading.device_id] += 1
-            last[f"{reading.device_id}/{reading.metric}"] = (reading.value, reading.ts)
-            actions = engine.on_reading(reading, now)
-            if actions:
-                self._apply(actions, now)
-        spool = self.spool
-        if spool is None:  # pragma: no cover - sources start after the spool opened
-            return
-        messages = getattr(ack, "origins", None)
-        origins: list[Origin | None] | None = None
-        if messages:
-            by_message: dict[int, Origin] = {}
-            origins = []
-            for message in messages:
-                origin = by_message.get(id(message))
-                if origin is None:
-                    origin = by_message[id(message)] = Origin.of(
-                        message.raw_topic, message.payload, dup=message.dup, mid=message.mid
-                    )
-                origins.append(origin)
-        spool.submit(readings, ack, origins=origins)
-        self._received += len(readings)
-        if spool.pending > self._pending_high and self._held is None and self.mqtt_source is not None:
-            self._hold(self.mqtt_source)
-
-    def _hold(self, source: MqttSource) -> None:
-        """The spool writer is behind (a burst, a broker replaying a session's backlog):
-        stop reading MQTT until it caught up. Without this a broker that sends faster than
-        the spool commits filled RAM with readings waiting for the writer (200k seen)."""
-        self._held = source
-        source.hold(True)
-        self.state.holds += 1
-        asyncio.get_running_loop().call_later(HOLD_CHECK_S, self._release_when_caught_up)
-
-    def _release_when_caught_up(self) -> None:
-        source, spool = self._held, self.spool
-        if source is None:
-            return
-        if spool is None or spool.pending <= self._pending_high // 4 or source is not self.mqtt_source:
-            source.hold(False)
-            self._held = None
-            return
-        asyncio.get_running_loop().call_later(HOLD_CHECK_S, self._release_when_caught_up)
-
-    def _apply(self, actions: list[Command | Event], now: Now) -> None:
-        state = self.state
-        for action in actions:
-            if isinstance(action, Command):
-                try:
-                    self.actuators.apply(action, now.mono)
-                except ActuatorError:
-                    state.command_errors[action.actuator] += 1
-                else:
-                    state.commands[action.actuator] += 1
-                    state.actuator_state[action.actuator] = dict(action.payload)
-            else:
-                kind = str(action.kind)
-                state.events[kind] += 1
-                if kind == "fired":
-                    state.fires[action.rule_id] += 1
-                stamp = time.strftime("%H:%M:%S", time.localtime(action.ts))
-                state.recent.append(f"{stamp} {kind:<8} {action.rule_id}")
-        if self.spool is not None:
-            try:
-                self.spool.submit(actions)
-            except GatewayError as exc:  # the spool failed for good; the local path goes on
-                state.spool_errors += 1
-                state.component_errors["spool"] = str(exc)
+    @property
+    def engine(self) -> RuleEngine:
+        engine = self.pipeline.engine
+        assert engine is not None
+        return engine
 
     # ------------------------------------------------------------------ life cycle
     async def run(self) -> None:
@@ -264,7 +173,7 @@ class Runtime:
         sys.setswitchinterval(GIL_SWITCH_S)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._open_spool()
-        self._restore_rule_state()
+        self._attach_pipeline()
         self._build_devices()
         self._start_forwarder()
         http = await self._start_http()
@@ -291,12 +200,7 @@ class Runtime:
                 loop.remove_signal_handler(sig)
             if http is not None:
                 await http.close()
-            if self._saving is not None:  # the last periodic write first: both use the same temporary file
-                try:
-                    await self._saving
-                except Exception:  # noqa: BLE001 - logged; the final snapshot below is written anyway
-                    _log.exception("periodic rule state write failed")
-            self._save_rule_state()
+            self.pipeline.save_summary()
             if self.forwarder is not None:
                 await asyncio.to_thread(self.forwarder.stop, 5.0)
             if self.spool is not None:
@@ -320,11 +224,16 @@ class Runtime:
             with contextlib.suppress(GatewayError):
                 await asyncio.to_thread(self.spool.flush, STOP_BUDGET_S / 2)
             await asyncio.sleep(0.05)  # let the PUBACKs queued by the flush leave
+        await self._stop_components(STOP_BUDGET_S / 2)
+
+    async def _stop_components(self, budget: float) -> None:
+        self._generation += 1  # first: the old components' supervisors must not restart them
         for source in self._stoppables():
             source.stop()
         pending = [t for t in self._tasks.values() if not t.done()]
+        self._tasks.clear()
         if pending:
-            _done, still = await asyncio.wait(pending, timeout=STOP_BUDGET_S / 2)
+            _done, still = await asyncio.wait(pending, timeout=budget)
             for task in still:
                 task.cancel()
 
@@ -356,6 +265,47 @@ class Runtime:
         spool_cfg.path.parent.mkdir(parents=True, exist_ok=True)
         lanes = lane_priorities(bridge.kafka.topics.of_kind()) if bridge.kafka is not None else None
         self.spool = Spool.open(spool_cfg, lanes=lanes)
+
+    def _attach_pipeline(self) -> None:
+        """Start the pipeline on the open spool, from what it committed: the rule state and
+        the MQTT messages already taken (at start, and after a spool failure)."""
+        spool = self.spool
+        assert spool is not None
+        now = self.now()
+        engine = RuleEngine(self.loaded.rules, now)
+        entries = spool.rule_state()
+        imported = False
+        if not entries:
+            entries, imported = self._legacy_rule_state(), True
+        data = from_entries(entries) if entries else None
+        if data is not None:
+            try:
+                engine.restore(data, now)
+            except (ValueError, KeyError, TypeError, GatewayError) as exc:
+                _log.error("rule state unusable; the rules start fresh", error=str(exc))
+                engine = RuleEngine(self.loaded.rules, now)
+        ledger = DeliveryLedger(spool.marks(), capacity=max(1, self.config.bridge.spool.dedup_entries))
+        self.pipeline.attach(spool, engine, ledger)
+        if imported and data is not None:  # now in the spool; the file is kept, renamed
+            engine.mark_all_changed()
+            spool.append_many([], state=entries)
+            with contextlib.suppress(OSError):
+                self.rule_state_path.replace(self.rule_state_path.with_suffix(".imported"))
+
+    @property
+    def rule_state_path(self) -> Path:
+        return self.state_dir / RULE_STATE_FILE
+
+    def _legacy_rule_state(self) -> dict[str, Any]:
+        """The rules-state.json of edgegw before the state moved into the spool."""
+        data = read_rule_state(self.rule_state_path)
+        if data is None:
+            return {}
+        try:
+            return entries_of(data)
+        except (ValueError, KeyError, TypeError, GatewayError) as exc:
+            set_aside(self.rule_state_path, str(exc))
+            return {}
 
     def _start_forwarder(self) -> None:
         kafka = self.config.bridge.kafka
@@ -390,12 +340,13 @@ class Runtime:
             if a.transport == "serial" and a.serial is not None
         }
         self.actuators = Actuators(config.actuators, writers=self.serial_writers)
+        self.pipeline.actuators = self.actuators
         mqtt_devices = [d for d in config.devices if d.transport == "mqtt"]
         self.mqtt_source = (
             MqttSource(
                 conn,
                 mqtt_devices,
-                self.on_readings,
+                self.pipeline.on_batch,
                 password=password,
                 counter=self.counter,
                 health=self.health,
@@ -404,12 +355,14 @@ class Runtime:
             if mqtt_devices
             else None
         )
+        source = self.mqtt_source
+        self.pipeline.hold = source.hold if source is not None else None
         mqtt_actuators = [a for a in config.actuators if a.transport == "mqtt"]
         self.command_link = (
             MqttCommandLink(conn, self.actuators, password=password) if mqtt_actuators else None
         )
         self.serial_sources = [
-            SerialSource(d, self.on_readings, counter=self.counter, health=self.health)
+            SerialSource(d, self.pipeline.on_batch, counter=self.counter, health=self.health)
             for d in config.devices
             if d.transport == "serial"
         ]
@@ -432,6 +385,7 @@ class Runtime:
             wake=self._stop,
             restarts=self.state.restarts,
             errors=self.state.component_errors,
+            restart_times=self.state.restart_times,
         )
         self._tasks[name] = self._group.create_task(task, name=name)
 
@@ -456,16 +410,15 @@ class Runtime:
         next_health = 0.0
         while True:
             now = self.now()
-            actions = self.engine.tick(now)
-            if actions:
-                self._apply(actions, now)
+            self.pipeline.tick(now)
             self.actuators.check(now.mono)
             if now.mono >= next_health:  # stale_after is seconds or more: once a second is enough
                 next_health = now.mono + 1.0
                 for change in self.health.check(now.mono):
                     _log.warning("device offline", device=change.device_id)
             if now.mono - self._last_snapshot >= SNAPSHOT_EVERY_S:
-                self._save_rule_state_soon()
+                self._last_snapshot = now.mono
+                self.pipeline.save_summary()
             self._after_burst(now.mono)
             slept = time.monotonic()
             source = self.mqtt_source
@@ -484,9 +437,10 @@ class Runtime:
     def _after_burst(self, mono: float) -> None:
         """Call ``on_drained`` once a burst went through: readings stopped coming and the
         spool is empty again (or Kafka stays away). Checked at most once per QUIET_S."""
+        received_now = self.pipeline.received
         received, since = self._last_received
-        if self._received != received:
-            self._last_received = (self._received, mono)
+        if received_now != received:
+            self._last_received = (received_now, mono)
             return
         if (self._on_drained is None or received - self._drained_at < BURST_READINGS
                 or mono - since < QUIET_S or mono < self._next_drained_check
@@ -500,75 +454,75 @@ class Runtime:
         self._drained_at = received
         self._draining = asyncio.ensure_future(asyncio.to_thread(self._on_drained))
 
-    async def _spool_watch(self) -> None:
-        """Reopen the spool (and restart the forwarder) when its writer failed for good.
+    # ------------------------------------------------------------------ spool recovery
+    def _spool_failed(self, reason: str) -> None:
+        """The pipeline saw the spool fail (a voided batch, a refused submit)."""
+        self.state.component_errors["spool"] = reason
+        self._recover.set()
 
-        Meanwhile ``submit`` raises, the sources stop acking and the broker keeps the
-        messages (persistent session): they come again once the spool is back.
-        """
+    async def _spool_watch(self) -> None:
+        """Recover when the spool failed: noticed by the pipeline at once, or here within a
+        second (a writer that died while nothing was submitted)."""
         backoff = Backoff(1.0, 30.0)
         while True:
-            await asyncio.sleep(1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._recover.wait(), 1.0)
+            self._recover.clear()
             spool = self.spool
-            if spool is None or spool.failed is None:
+            if spool is None or (spool.failed is None and spool.writer_alive):
                 continue
-            self.state.component_errors["spool"] = str(spool.failed)
-            _log.error("spool failed; reopening", error=str(spool.failed))
-            if self.forwarder is not None:
-                await asyncio.to_thread(self.forwarder.stop, 5.0)
-                self.forwarder = None
-            await asyncio.to_thread(spool.close, 5.0)
-            try:
-                await asyncio.to_thread(self._open_spool)
-            except GatewayError as exc:
-                _log.error("cannot reopen the spool", error=str(exc))
-                self.state.restarts["spool"] += 1
-                await asyncio.sleep(backoff.next())
-                continue
-            backoff.reset()
-            self.state.restarts["spool"] += 1
-            self._start_forwarder()
+            async with self._exclusive:
+                if await self._recover_spool():
+                    backoff.reset()
+                    continue
+            self._recover.set()  # try again after the backoff
+            await asyncio.sleep(backoff.next())
+
+    async def _recover_spool(self) -> bool:
+        """Stop the sources, reopen the spool, start the pipeline from what it committed,
+        start the sources again. True when the spool is back."""
+        spool = self.spool
+        assert spool is not None
+        error = str(spool.failed or "spool writer thread is not running")
+        self.state.component_errors["spool"] = error
+        _log.error("spool failed; restarting the pipeline from what is committed", error=error)
+        self.pipeline.suspend(error)
+        await self._stop_components(STOP_BUDGET_S / 2)
+        if self.forwarder is not None:
+            await asyncio.to_thread(self.forwarder.stop, 5.0)
+            self.forwarder = None
+        await asyncio.to_thread(spool.close, 5.0)
+        note_restart("spool", self.state.restarts, self.state.restart_times)
+        try:
+            await asyncio.to_thread(self._open_spool)
+            self._attach_pipeline()
+        except (GatewayError, OSError) as exc:
+            _log.error("cannot reopen the spool; retrying", error=str(exc))
+            self.state.component_errors["spool"] = str(exc)
+            return False
+        self._start_forwarder()
+        self._start_components()
+        self.state.component_errors.pop("spool", None)
+        _log.info("spool reopened; the pipeline runs again")
+        return True
 
     # ------------------------------------------------------------------ rule state
-    @property
-    def rule_state_path(self) -> Path:
-        return self.state_dir / RULE_STATE_FILE
-
     def _loop_late(self) -> bool:
         """True for a second after the event loop woke more than LAG_LIMIT_S late (any thread)."""
         return time.monotonic() < self._late_until
-
-    def _save_rule_state_soon(self) -> None:
-        """The periodic snapshot: taken on the loop (consistent with the rules), written and
-        fsynced in a worker thread. An fsync waits for the disk, tens of milliseconds on a
-        busy SD card: on the loop it showed as a stall of the local rule path every 10 s."""
-        if self._saving is not None and not self._saving.done():
-            return
-        self._last_snapshot = time.monotonic()
-        data = self.engine.snapshot(self.now())
-        self._saving = asyncio.ensure_future(asyncio.to_thread(write_rule_state, self.rule_state_path, data))
-
-    def _save_rule_state(self) -> None:
-        self._last_snapshot = time.monotonic()
-        write_rule_state(self.rule_state_path, self.engine.snapshot(self.now()))
-
-    def _restore_rule_state(self) -> None:
-        data = read_rule_state(self.rule_state_path)
-        if data is None:
-            return
-        try:
-            self.engine.restore(data, self.now())
-        except (ValueError, KeyError, TypeError, GatewayError) as exc:
-            set_aside(self.rule_state_path, str(exc))
-        else:
-            _log.info("rule state restored", path=str(self.rule_state_path), rules=len(self.engine.rules))
 
     # ------------------------------------------------------------------ reload (SIGHUP)
     async def _reloader(self) -> None:
         while True:
             await self._reload.wait()
             self._reload.clear()
-            await self._do_reload()
+            async with self._exclusive:
+                try:
+                    await self._do_reload()
+                except Exception as exc:  # noqa: BLE001 - a reload must never stop the gateway
+                    self.state.reload_errors += 1
+                    _log.exception("reload failed; the gateway keeps running", error=str(exc))
+                    self.notifier.ready("reload failed")
 
     async def _do_reload(self) -> None:
         self.notifier.reloading("reloading")
@@ -582,30 +536,25 @@ class Runtime:
             return
         old = self.config
         self.loaded, self.config = loaded, loaded.config
-        self.engine = self.engine.with_rules(loaded.rules, self.now())
+        engine = self.engine.with_rules(loaded.rules, self.now())
+        engine.mark_all_changed()  # the next batch commits every rule's state
+        self.pipeline.engine = engine
         devices_changed = (old.devices, old.actuators, old.mqtt) != (
             loaded.config.devices, loaded.config.actuators, loaded.config.mqtt,
         )  # fmt: skip
         if devices_changed:
             await self._restart_devices()
         self.state.reloads += 1
-        _log.info("reloaded", rules=len(self.engine.rules), devices_changed=devices_changed)
+        _log.info("reloaded", rules=len(engine.rules), devices_changed=devices_changed)
         self.notifier.ready("reloaded")
 
     async def _restart_devices(self) -> None:
         """Stop the device components and start them from the new config. Readings the
         broker handed over and that were not acked yet come again (persistent session)."""
         if self.spool is not None:
-            await asyncio.to_thread(self.spool.flush, 5.0)
-        self._generation += 1  # first: the old components' supervisors must not restart them
-        for component in self._stoppables():
-            component.stop()
-        old_tasks = list(self._tasks.values())
-        self._tasks.clear()
-        if old_tasks:
-            _done, pending = await asyncio.wait(old_tasks, timeout=5.0)
-            for task in pending:
-                task.cancel()
+            with contextlib.suppress(GatewayError):  # a failing spool: the recovery follows
+                await asyncio.to_thread(self.spool.flush, 5.0)
+        await self._stop_components(5.0)
         for writer in self.serial_writers.values():
             writer.close()
         self._build_devices()

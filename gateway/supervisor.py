@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -13,7 +13,12 @@ import structlog
 from devices.backoff import Backoff
 from gateway.errors import GatewayError, SourceRefusedError
 
-__all__ = ["supervise"]
+__all__ = ["CRASH_LOOP_RESTARTS", "CRASH_LOOP_WINDOW_S", "crash_looping", "note_restart", "supervise"]
+
+CRASH_LOOP_RESTARTS = 5
+CRASH_LOOP_WINDOW_S = 60.0
+"""A component restarted this many times within this window is restarting in a loop:
+/healthz says so (503) until it has run a window without a restart."""
 
 _log = structlog.get_logger("edgegw.supervisor")
 
@@ -26,6 +31,7 @@ async def supervise(
     wake: asyncio.Event,
     restarts: Counter[str],
     errors: dict[str, str],
+    restart_times: dict[str, deque[float]] | None = None,
     backoff: Backoff | None = None,
 ) -> None:
     """Await ``run()`` again and again while ``keep_running()``; back off between tries.
@@ -48,6 +54,10 @@ async def supervise(
             errors[name] = str(exc)
             log.warning("component failed; restarting", error=str(exc))
             delay = backoff.next()
+        except Exception as exc:
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            log.exception("component crashed; restarting", error=str(exc))
+            delay = backoff.next()
         else:
             if not keep_running():
                 return
@@ -57,6 +67,22 @@ async def supervise(
             return
         if time.monotonic() - started > 60:
             backoff.reset()
-        restarts[name] += 1
+        note_restart(name, restarts, restart_times)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=delay)
+
+
+def note_restart(name: str, restarts: Counter[str], restart_times: dict[str, deque[float]] | None) -> None:
+    """Count a restart of ``name`` (and when it happened, for :func:`crash_looping`)."""
+    restarts[name] += 1
+    if restart_times is not None:
+        restart_times.setdefault(name, deque(maxlen=CRASH_LOOP_RESTARTS)).append(time.monotonic())
+
+
+def crash_looping(restart_times: dict[str, deque[float]], now: float) -> list[str]:
+    """Components restarted CRASH_LOOP_RESTARTS times within the last CRASH_LOOP_WINDOW_S."""
+    return sorted(
+        name
+        for name, times in restart_times.items()
+        if len(times) >= CRASH_LOOP_RESTARTS and now - times[0] <= CRASH_LOOP_WINDOW_S
+    )

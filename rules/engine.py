@@ -69,6 +69,8 @@ class RuleEngine:
         self._seq = itertools.count()
         self._gen = itertools.count(1)
         self._start = now.mono
+        self._dirty: set[CompiledRule] = set()
+        """Rules whose state changed since :meth:`take_changes` (readings or timers)."""
         self.stats = EngineStats()
         self._log = logger if logger is not None else structlog.get_logger("edgegw.rules")
         self.rebuild_timers(now)
@@ -88,7 +90,9 @@ class RuleEngine:
         slot.last_seen = now.mono
         value = reading.value
         mono = now.mono
+        dirty = self._dirty
         for leaf in slot.leaves:
+            dirty.add(leaf.rule)  # type: ignore[arg-type]
             result = leaf.update(value, mono)
             if result:
                 if result == BAD:
@@ -157,6 +161,7 @@ class RuleEngine:
         heap = self._heap
         while heap and heap[0][0] <= now.mono:
             due, _, kind, obj, key, gen = heapq.heappop(heap)
+            self._dirty.add(obj.rule if kind == _STALE else obj)
             at = Now(due, now.wall - (now.mono - due))
             if kind == _FOR:
                 if obj.pending_due is not None and obj.pending_gen == gen:
@@ -340,6 +345,24 @@ class RuleEngine:
         from rules.state import snapshot  # noqa: PLC0415
 
         return snapshot(self, now)
+
+    def take_changes(self, now: Now) -> dict[str, Any] | None:
+        """The state of every rule that changed since the last call, as plain data keyed
+        ``rule:<id>`` (see :func:`rules.state.rule_entries`), or None when none did.
+
+        The runtime commits it in the same spool transaction as the readings that changed
+        it, so the state a restart resumes from always matches the acknowledged readings.
+        """
+        if not self._dirty:
+            return None
+        from rules.state import rule_entries  # noqa: PLC0415
+
+        dirty, self._dirty = self._dirty, set()
+        return rule_entries(dirty, now)
+
+    def mark_all_changed(self) -> None:
+        """Make the next :meth:`take_changes` return every rule (after a restore or reload)."""
+        self._dirty.update(self.rules)
 
     def with_rules(self, ruleset: RuleSet, now: Now) -> RuleEngine:
         """A new engine for ``ruleset`` (a reload) carrying the state of unchanged rules."""

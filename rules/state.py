@@ -18,6 +18,7 @@ reload (snapshot and restore in the same process) therefore changes no timer at 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import RuleError
@@ -26,54 +27,136 @@ from rules.engine import TRACE_DEPTH
 
 if TYPE_CHECKING:
     from rules.clock import Now
+    from rules.compiler import CompiledRule
     from rules.engine import RuleEngine
 
-__all__ = ["SCHEMA_VERSION", "migrate", "restore", "snapshot"]
+__all__ = ["SCHEMA_VERSION", "entries_of", "from_entries", "migrate", "restore", "rule_entries", "snapshot",
+           "summary_entry"]
 
 SCHEMA_VERSION = 1
+
+
+def _rule_state(rule: CompiledRule, mono: float) -> dict[str, Any]:
+    """One rule's state without its trace (what changes with every reading it reads)."""
+    leaves = []
+    for leaf in rule.all_leaves():
+        item: dict[str, Any] = {"met": leaf.met, "known": leaf.known, "value": leaf.value}
+        if isinstance(leaf, WindowLeaf):
+            item["items"] = [[mono - t, v] for t, v in leaf.items]
+            item["inner_met"] = leaf.inner.met
+        leaves.append(item)
+    return {
+        "fingerprint": rule.fingerprint,
+        "met": rule.met,
+        "when_met": rule.when_met,
+        "blocked": rule.blocked,
+        "fired": rule.fired,
+        "failsafe_active": rule.failsafe_active,
+        "pending_in": None if rule.pending_due is None else rule.pending_due - mono,
+        "last_fire_ago": None if rule.last_fire is None else mono - rule.last_fire,
+        "fires_ago": [mono - t for t in rule.fires],
+        "reverts": {
+            key: {"in": due - mono, "actuator": actuator, "payload": payload}
+            for key, (due, _gen, actuator, payload) in rule.reverts.items()
+        },
+        "leaves": leaves,
+        "bad_readings": rule.bad_readings,
+        "loop_guard_trips": rule.loop_trips,
+    }
 
 
 def snapshot(engine: RuleEngine, now: Now) -> dict[str, Any]:
     mono = now.mono
     rules: dict[str, Any] = {}
     for rule in engine.rules:
-        leaves = []
-        for leaf in rule.all_leaves():
-            item: dict[str, Any] = {"met": leaf.met, "known": leaf.known, "value": leaf.value}
-            if isinstance(leaf, WindowLeaf):
-                item["items"] = [[mono - t, v] for t, v in leaf.items]
-                item["inner_met"] = leaf.inner.met
-            leaves.append(item)
-        rules[rule.id] = {
-            "fingerprint": rule.fingerprint,
-            "met": rule.met,
-            "when_met": rule.when_met,
-            "blocked": rule.blocked,
-            "fired": rule.fired,
-            "failsafe_active": rule.failsafe_active,
-            "pending_in": None if rule.pending_due is None else rule.pending_due - mono,
-            "last_fire_ago": None if rule.last_fire is None else mono - rule.last_fire,
-            "fires_ago": [mono - t for t in rule.fires],
-            "reverts": {
-                key: {"in": due - mono, "actuator": actuator, "payload": payload}
-                for key, (due, _gen, actuator, payload) in rule.reverts.items()
-            },
-            "leaves": leaves,
-            "bad_readings": rule.bad_readings,
-            "loop_guard_trips": rule.loop_trips,
-            "trace": {k: list(v) for k, v in rule.trace.items()},
-        }
-    sensors = {
-        name: {"seen_ago": mono - slot.last_seen}
-        for name, slot in engine.slots().items()
-        if slot.last_seen is not None
-    }
+        state = _rule_state(rule, mono)
+        state["trace"] = {k: list(v) for k, v in rule.trace.items()}
+        rules[rule.id] = state
     return {
         "version": SCHEMA_VERSION,
         "wall": now.wall,
         "rules": rules,
-        "sensors": sensors,
+        "sensors": _sensors(engine, mono),
         "stats": engine.stats.as_dict(),
+    }
+
+
+def _sensors(engine: RuleEngine, mono: float) -> dict[str, Any]:
+    return {
+        name: {"seen_ago": mono - slot.last_seen}
+        for name, slot in engine.slots().items()
+        if slot.last_seen is not None
+    }
+
+
+RULE_PREFIX = "rule:"
+SUMMARY_KEY = "summary"
+
+
+def rule_entries(rules: Iterable[CompiledRule], now: Now) -> dict[str, Any]:
+    """``{"rule:<id>": state}`` for ``rules``, each stamped with the wall time it was taken
+    at: the rows the spool keeps, one per rule, overwritten as the rule changes."""
+    mono, wall = now.mono, now.wall
+    out: dict[str, Any] = {}
+    for rule in rules:
+        state = _rule_state(rule, mono)
+        state["wall"] = wall
+        out[RULE_PREFIX + rule.id] = state
+    return out
+
+
+def summary_entry(engine: RuleEngine, now: Now) -> dict[str, Any]:
+    """``{"summary": ...}``: what may lag behind the readings by a few seconds (traces, when
+    each sensor last spoke, counters); written periodically and at stop."""
+    return {
+        SUMMARY_KEY: {
+            "version": SCHEMA_VERSION,
+            "wall": now.wall,
+            "sensors": _sensors(engine, now.mono),
+            "stats": engine.stats.as_dict(),
+            "traces": {rule.id: {k: list(v) for k, v in rule.trace.items()} for rule in engine.rules},
+        }
+    }
+
+
+def entries_of(data: dict[str, Any]) -> dict[str, Any]:
+    """A whole :func:`snapshot` (the legacy JSON file) turned into spool rows."""
+    data = migrate(data)
+    out: dict[str, Any] = {}
+    traces: dict[str, Any] = {}
+    for rule_id, saved in data["rules"].items():
+        state = dict(saved)
+        traces[rule_id] = state.pop("trace", {})
+        state["wall"] = data["wall"]
+        out[RULE_PREFIX + rule_id] = state
+    out[SUMMARY_KEY] = {"version": SCHEMA_VERSION, "wall": data["wall"], "sensors": data.get("sensors", {}),
+                        "stats": data.get("stats", {}), "traces": traces}  # fmt: skip
+    return out
+
+
+def from_entries(entries: dict[str, Any]) -> dict[str, Any] | None:
+    """The spool's rows back into one snapshot for :func:`restore` (None when there are none).
+    Each rule keeps its own wall time; its trace comes from the summary."""
+    summary = entries.get(SUMMARY_KEY) or {}
+    traces = summary.get("traces", {})
+    rules: dict[str, Any] = {}
+    walls = []
+    for key, row in entries.items():
+        if not key.startswith(RULE_PREFIX):
+            continue
+        rule_id = key[len(RULE_PREFIX):]
+        state = dict(row)
+        state.setdefault("trace", traces.get(rule_id, {}))
+        rules[rule_id] = state
+        walls.append(float(state.get("wall", 0.0)))
+    if not rules and not summary:
+        return None
+    return {
+        "version": SCHEMA_VERSION,
+        "wall": float(summary.get("wall", max(walls, default=0.0))),
+        "rules": rules,
+        "sensors": summary.get("sensors", {}),
+        "stats": summary.get("stats", {}),
     }
 
 
@@ -109,6 +192,10 @@ def restore(engine: RuleEngine, data: dict[str, Any], now: Now) -> None:
         if saved is None or saved.get("fingerprint") != rule.fingerprint:
             continue
         restored += 1
+        if "wall" in saved:  # a row of its own (the spool's): taken at its own time
+            elapsed = max(0.0, now.wall - float(saved["wall"]))
+        else:
+            elapsed = max(0.0, now.wall - float(data["wall"]))
         rule.met = saved["met"]
         rule.when_met = saved["when_met"]
         rule.blocked = saved["blocked"]
@@ -133,8 +220,9 @@ def restore(engine: RuleEngine, data: dict[str, Any], now: Now) -> None:
                 leaf.load([(mono - a - elapsed, v) for a, v in item["items"]])
         rule.bad_readings = saved["bad_readings"]
         rule.loop_trips = saved["loop_guard_trips"]
-        rule.trace = {k: deque(v, maxlen=TRACE_DEPTH) for k, v in saved["trace"].items()}
+        rule.trace = {k: deque(v, maxlen=TRACE_DEPTH) for k, v in saved.get("trace", {}).items()}
     slots = engine.slots()
+    elapsed = max(0.0, now.wall - float(data["wall"]))
     for name, seen in data["sensors"].items():
         slot = slots.get(name)
         if slot is not None:

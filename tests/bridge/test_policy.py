@@ -13,7 +13,6 @@ from bridge.policy import (
     Kind,
     OverflowPlan,
     Priority,
-    RecentOrigins,
     RowMeta,
     Usage,
     apply_overflow,
@@ -127,19 +126,6 @@ def test_ttl_property(ages: list[float], ttl: float) -> None:
     last = expired_prefix(rows, now, ttl)
     for seq, at in rows:
         assert (last is not None and seq <= last) == (at < now - ttl)
-
-
-def test_recent_origins_window_and_capacity() -> None:
-    recent = RecentOrigins(window=300.0, capacity=3)
-    recent.add(1, 1000.0)
-    assert recent.seen(1, 1000.0 + 300.0)
-    assert not recent.seen(1, 1000.0 + 300.5)
-    for digest in (2, 3, 4):
-        recent.add(digest, 1001.0)
-    assert not recent.seen(1, 1001.0)  # evicted: capacity 3
-    assert recent.seen(4, 1001.0)
-    recent.expire(1400.0)
-    assert len(recent) == 0
 
 
 def test_backoff_grows_with_jitter_and_resets() -> None:

@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 
 from bridge.envelope import Record
 from bridge.policy import Kind, Priority
-from bridge.spool import DeadLetter, Origin, Spool
+from bridge.spool import DeadInput, DeadLetter, Spool
 from gateway.errors import SpoolError
 from gateway.model import Command, Event, EventKind, Reading
 from tests.bridge.helpers import FakeClock, readings, spool_config
@@ -135,36 +135,6 @@ def test_ttl_drops_old_rows_on_a_fake_clock(tmp_path: Path) -> None:
     spool.close()
 
 
-def test_dup_redelivery_of_a_committed_message_is_not_spooled_twice(tmp_path: Path) -> None:
-    clock = FakeClock()
-    cfg = spool_config(tmp_path, dedup_window="5m")
-    spool = Spool.open(cfg, clock=clock)
-    r = readings(2)
-    spool.append_many(r, origins=[Origin.of("home/a", b"21.5"), Origin.of("home/b", b"7")])
-    spool.close()  # the crash between commit and PUBACK
-
-    spool = Spool.open(cfg, clock=clock)  # digests are on disk, not only in memory
-    spool.append_many(readings(1), origins=[Origin.of("home/a", b"21.5", dup=True)])  # redelivered: skipped
-    spool.append_many(readings(1), origins=[Origin.of("home/a", b"21.6", dup=True)])  # not the same payload
-    spool.append_many(readings(1), origins=[Origin.of("home/a", b"21.5")])  # no DUP flag: a new message
-    assert spool.stats().depth == 4
-    assert spool.stats().dropped["duplicate"] == 1
-    clock.advance(301)
-    spool.append_many(readings(1), origins=[Origin.of("home/b", b"7", dup=True)])  # outside the window
-    assert spool.stats().depth == 5
-    spool.close()
-
-
-def test_dup_is_recognised_after_the_row_was_shipped(tmp_path: Path) -> None:
-    spool = Spool.open(spool_config(tmp_path))
-    spool.append_many(readings(1), origins=[Origin.of("t", b"p")])
-    spool.settle(delete_upto={Priority.READING: 1}, wait=True)
-    assert spool.stats().depth == 0
-    spool.append_many(readings(1), origins=[Origin.of("t", b"p", dup=True)])
-    assert spool.stats().depth == 0
-    spool.close()
-
-
 def test_unencodable_items_are_counted_and_the_batch_still_acked(tmp_path: Path) -> None:
     spool = Spool.open(spool_config(tmp_path))
     done = threading.Event()
@@ -225,28 +195,60 @@ def test_a_database_that_is_not_a_spool_is_refused(tmp_path: Path) -> None:
         Spool.open(spool_config(tmp_path))
 
 
-def test_dup_is_matched_by_packet_id_not_by_content(tmp_path: Path) -> None:
-    """A door that reports `true` twice sends two messages: a redelivery of the second one
-    must not be taken for the first, which has another packet id."""
-    spool = Spool.open(spool_config(tmp_path))
-    spool.append_many(readings(1), origins=[Origin.of("door/1", b"true", mid=41)])
-    # message 42 says the same; the gateway dies before committing it; the broker resends it
-    spool.append_many(readings(1), origins=[Origin.of("door/1", b"true", mid=42, dup=True)])
-    assert spool.stats().depth == 2
-    # and a real redelivery of 42 after it was committed is still recognised
-    spool.append_many(readings(1), origins=[Origin.of("door/1", b"true", mid=42, dup=True)])
-    assert spool.stats().depth == 2
-    assert spool.stats().dropped["duplicate"] == 1
+
+def test_marks_rule_state_and_dead_input_commit_with_the_batch_and_survive_reopen(tmp_path: Path) -> None:
+    """What the pipeline hands with a batch is in the same transaction as its rows."""
+    cfg = spool_config(tmp_path)
+    spool = Spool.open(cfg)
+    spool.append_many(readings(2), marks=[(7, 111), (8, 222)], state={"rule:a": {"fired": True}})
+    spool.submit([], None, dead=[DeadInput("home/x", b"\xff", "decoder_error", "ValueError: boom")])
+    spool.append_many(readings(1), marks=[(7, 333)], state={"rule:a": {"fired": False}, "rule:b": {}})
+    spool.close()
+
+    spool = Spool.open(cfg)
+    assert sorted(spool.marks()) == [(7, 333), (8, 222)]  # one slot per packet id: 7 was reused
+    assert spool.rule_state() == {"rule:a": {"fired": False}, "rule:b": {}}
+    assert spool.stats().depth == 3
+    assert spool.stats().dead_letters == 1
     spool.close()
 
 
-def test_all_readings_of_a_redelivered_message_are_kept_together(tmp_path: Path) -> None:
-    """A DUP message that was never committed and carries three readings keeps all three."""
-    spool = Spool.open(spool_config(tmp_path))
-    origin = Origin.of("zigbee2mqtt/plug", b'{"power":5,"energy":7,"voltage":230}', mid=9, dup=True)
-    spool.append_many(readings(3), origins=[origin, origin, origin])
-    assert spool.stats().depth == 3
-    spool.append_many(readings(3), origins=[origin, origin, origin])  # the same message again
-    assert spool.stats().depth == 3
-    assert spool.stats().dropped["duplicate"] == 3
+def test_a_writer_thread_that_raises_anything_fails_the_spool_and_voids_every_batch(tmp_path: Path) -> None:
+    """Not only sqlite3.Error: any exception ends the writer with a recorded failure, and
+    every batch it had not committed is voided (nobody waits on a batch nobody settles)."""
+    spool = Spool.open(spool_config(tmp_path, commit_interval="200ms"))
+    settled: list[str] = []
+
+    def boom(ops: object) -> int:
+        raise KeyError("a bug in the writer")
+
+    spool._writer.group = boom  # type: ignore[method-assign]
+    for i in range(3):
+        spool.submit(readings(1, start=i), lambda: settled.append("durable"),
+                     on_void=lambda: settled.append("void"))  # fmt: skip
+    with pytest.raises(SpoolError, match="KeyError"):
+        spool.flush(timeout=10)
+    assert settled == ["void", "void", "void"]
+    assert not spool.writer_alive
+    assert spool.failed is not None
+    assert spool.stats().failed is not None
+    with pytest.raises(SpoolError):
+        spool.submit(readings(1))
+    spool.close()
+
+
+def test_committed_rows_counts_only_rows_in_the_file(tmp_path: Path) -> None:
+    """A group that cannot be written even after every remedy is counted as dropped
+    (disk_full), not as committed."""
+    spool = Spool.open(spool_config(tmp_path, reserve_bytes=0))
+    spool.append_many(readings(3))
+
+    def full(rows: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    spool._store.insert = full  # type: ignore[method-assign]
+    spool.append_many(readings(4, start=3))
+    stats = spool.stats()
+    assert stats.committed_rows == 3
+    assert stats.dropped["disk_full"] >= 4
     spool.close()

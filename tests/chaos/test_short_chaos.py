@@ -21,9 +21,6 @@ from bench.chaoslib import (
     scenario_kafka_outage,
     scenario_sigkill,
 )
-from bridge.config import SpoolConfig
-from bridge.spool import Origin, Spool
-from gateway.model import Reading
 from simulators.testbed import KafkaEndpoint, KafkaNode, Mosquitto
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -47,21 +44,6 @@ def _check(result: ChaosResult) -> None:
     assert result.duplicated == 0, f"{result.summary()}; first duplicated {result.dup_examples}"
     assert result.dup_ce_ids == 0, result.summary()
     assert result.in_kafka == result.acked
-
-
-def test_dup_redelivery_of_an_uncommitted_message_keeps_all_its_readings(tmp_path: Path) -> None:
-    """The spool-level core of the first sigkill finding (docs/chaos.md, Findings 1; fixed in
-    c2e041d): a message seen for the first time with DUP set (its first delivery died with
-    the killed gateway) that carries two readings keeps both."""
-    spool = Spool.open(SpoolConfig(path=tmp_path / "spool.db"))
-    try:
-        origin = Origin.of("chaos/run/c000", b'{"seq":7,"temperature":20.0000007}', dup=True)
-        spool.append_many([Reading("c000", "seq", 7.0, 1.0, 1.0, None),
-                           Reading("c000", "temperature", 20.0000007, 1.0, 1.0, "°C")],
-                          origins=[origin, origin])  # fmt: skip
-        assert spool.stats().depth == 2, dict(spool.stats().dropped)
-    finally:
-        spool.close()
 
 
 def test_five_sigkills_during_20k_readings(broker: Mosquitto, kafka: KafkaEndpoint, tmp_path: Path) -> None:

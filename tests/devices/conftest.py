@@ -13,28 +13,29 @@ import pytest
 
 from devices.config import DeviceConfig
 from devices.mqtt_source import MqttSource
-from devices.sink import Ack
+from devices.sink import SourceBatch
 from gateway.model import Reading
 from simulators.fleet import FleetSpec
 
 
 class Collector:
-    """A sink: keeps the readings; acks at once unless ``hold`` (then keeps the acks)."""
+    """A sink: keeps the readings; settles each batch durable at once unless ``hold`` (then
+    keeps the batches in ``acks`` for the test to settle)."""
 
     def __init__(self, *, hold: bool = False) -> None:
         self.readings: list[Reading] = []
         self.batches = 0
         self.hold = hold
-        self.acks: list[Ack] = []
+        self.acks: list[SourceBatch] = []
         self._changed = asyncio.Event()
 
-    def __call__(self, readings: list[Reading], ack: Ack, /) -> None:
-        self.readings.extend(readings)
+    def __call__(self, batch: SourceBatch, /) -> None:
+        self.readings.extend(batch.readings)
         self.batches += 1
         if self.hold:
-            self.acks.append(ack)
+            self.acks.append(batch)
         else:
-            ack()
+            batch.durable()
         self._changed.set()
 
     async def wait_for(self, count: int, within: float = 30.0) -> None:

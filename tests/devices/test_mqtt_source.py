@@ -18,9 +18,8 @@ from structlog.testing import capture_logs
 from devices.config import DeviceConfig, MqttConnection
 from devices.errors_counter import UNKNOWN_DEVICE
 from devices.mqtt_source import MqttSource
-from devices.sink import Ack
+from devices.sink import BatchState, SourceBatch
 from gateway.errors import SourceRefusedError
-from gateway.model import Reading
 from gateway.secrets import resolve_secret
 from simulators.fleet import FleetSpec
 from simulators.generator import FleetGenerator
@@ -139,19 +138,20 @@ async def test_puback_only_after_ack_and_persistent_session(mosquitto: Mosquitto
                        for k, v in m.readings)
         await held.wait_for(sum(want.values()))
         assert source.acked == 0
-    assert not any(o.dup for ack in held.acks for o in ack.origins)  # type: ignore[attr-defined]
+    assert not any(o is not None and o.dup for batch in held.acks for o in batch.origins or [])
     # the same client id again: nothing was acked, so everything is delivered again, as DUP
     again = Collector(hold=True)
     async with running(MqttSource(conn, devices, again)) as source:
         await again.wait_for(sum(want.values()))
         await again.settle()
         assert Counter(triples(again.readings)) == want
-        origins = [o for ack in again.acks for o in ack.origins]  # type: ignore[attr-defined]
+        origins = [o for batch in again.acks for o in batch.origins or []]
         assert len(origins) == len(again.readings)
-        assert all(o.dup for o in origins)
-        assert all(o.topic and r.device_id in o.topic for o, r in zip(origins, again.readings, strict=True))
-        for ack in again.acks:
-            ack()
+        assert all(o is not None and o.dup for o in origins)
+        topics = [batch.describe(i)[0] for batch in again.acks for i in range(len(batch.readings))]
+        assert all(r.device_id in t for t, r in zip(topics, again.readings, strict=True))
+        for batch in again.acks:
+            batch.durable()
         await asyncio.sleep(0.2)
     # acked now: published while away, only the new ones arrive
     third = Collector()
@@ -174,10 +174,11 @@ async def test_late_acks_keep_order_and_stale_acks_are_ignored(mosquitto: Mosqui
         acks = list(held.acks)
         # acking the last batch first sends nothing: PUBACKs leave in arrival order
         if len(acks) > 1:
-            acks[-1]()
+            acks[-1].durable()
             assert source.acked == 0
-        for ack in acks:
-            await asyncio.to_thread(ack)  # from another thread, as a spool would
+        for batch in acks:
+            batch.durable()
+        assert all(batch.state is BatchState.ACKED for batch in acks)
         await asyncio.sleep(0.3)
         assert source.acked == sent
         assert source.unacked_batches == 0
@@ -235,7 +236,7 @@ async def test_reconnects_after_broker_restart(mosquitto_workdir: Path) -> None:
 async def test_a_failing_sink_ends_the_source_with_its_error(mosquitto: Mosquitto) -> None:
     spec = small_fleet(1)
 
-    def sink(readings: list[Reading], ack: Ack, /) -> None:
+    def sink(batch: SourceBatch, /) -> None:
         raise RuntimeError("spool is gone")
 
     source = MqttSource(conn_for(mosquitto, "3.1.1"), device_configs(spec), sink)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -39,4 +40,5 @@ def test_demo_runs_20_s_and_summarises(kafka: KafkaEndpoint, tmp_path: Path) -> 
     assert _count(out, "commands confirmed") >= 1
     assert _count(out, "kafka events shipped") >= received
     assert (tmp_path / "state" / "spool.db").exists()
-    assert (tmp_path / "state" / "rules-state.json").exists()
+    with sqlite3.connect(tmp_path / "state" / "spool.db") as db:  # the rule state commits with the readings
+        assert db.execute("SELECT count(*) FROM rule_state WHERE key LIKE 'rule:%'").fetchone()[0] >= 1

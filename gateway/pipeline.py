@@ -1,0 +1,355 @@
+"""The path of a reading, owned in one place: source batch -> redelivery check -> rules ->
+actuators -> spool -> settle (durable or void).
+
+::
+
+    pipeline = Pipeline(actuators, counters, now=Runtime.now)
+    pipeline.attach(spool, engine, ledger)   # at start, and again after a spool failure
+    source = MqttSource(..., pipeline.on_batch)
+    pipeline.tick(now)                       # timers: `for`, reverts, stale sensors
+
+Per batch, on the event loop:
+
+1. The redelivery check (:class:`~gateway.ledger.DeliveryLedger`) decides, per MQTT QoS 1
+   message, whether it was taken before (a DUP whose PUBACK was lost in a crash): such a
+   message's readings neither run the rules nor reach the spool again.
+2. Every other reading goes through the rules engine; commands leave for the actuators at
+   once (the local path never waits for the spool or Kafka). A reading whose rules raise
+   is poison: counted per device and reason, dead-lettered, never fatal.
+3. The batch is handed to the spool in *one* submission: its readings, the events and
+   commands they caused, the state of every rule they changed, the packet ids they took
+   and their poison. One transaction holds all of it, so the rule state on disk always
+   matches the readings the broker saw acknowledged: after a crash, the unacknowledged
+   readings come again and give exactly the events and commands they gave before.
+4. The spool's writer settles the batch: ``durable()`` (the MQTT source sends the
+   PUBACKs) or ``void()`` (the spool failed: nobody will commit it; the MQTT source
+   reconnects and the broker redelivers). Both happen on the event loop.
+
+A spool failure voids every batch in flight and suspends the pipeline; the runtime
+reopens the spool and :meth:`Pipeline.attach` starts again from what is committed (rule
+state, packet ids), exactly as a process restart would. Back-pressure: MQTT reading is
+held while the spool writer is far behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from bridge import DeadInput, Spool
+from devices import Actuators, BadInputCounter, SourceBatch
+from gateway.errors import ActuatorError, GatewayError
+from gateway.ledger import DeliveryLedger
+from gateway.model import Command, Event, Origin, Reading
+from rules import Now, RuleEngine
+
+__all__ = ["Counters", "Pipeline", "PipelineStats"]
+
+_log = structlog.get_logger("edgegw.pipeline")
+
+PENDING_HIGH_MIN = 8000
+"""Readings handed to the spool and not committed yet above which MQTT reading pauses
+(at least 4 groups of ``commit_rows``); it resumes below a quarter of that."""
+HOLD_CHECK_S = 0.005
+SENSORS_MAX = 10_000
+"""Sensors (and devices) whose last value and count are kept for the live view and the
+metrics: wildcard topics could otherwise make these maps grow without bound."""
+
+
+@dataclass(slots=True)
+class Counters:
+    """What the live view, /healthz and /metrics read: plain counters, updated on the loop."""
+
+    started_mono: float = field(default_factory=time.monotonic)
+    ready_mono: float | None = None
+    readings: Counter[str] = field(default_factory=Counter)  # per device
+    commands: Counter[str] = field(default_factory=Counter)  # per actuator, sent
+    command_errors: Counter[str] = field(default_factory=Counter)
+    events: Counter[str] = field(default_factory=Counter)  # per kind
+    fires: Counter[str] = field(default_factory=Counter)  # per rule
+    last_values: dict[str, tuple[Any, float]] = field(default_factory=dict)  # sensor -> (value, ts)
+    actuator_state: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recent: deque[str] = field(default_factory=lambda: deque(maxlen=12))  # rule events, newest last
+    restarts: Counter[str] = field(default_factory=Counter)  # per component
+    restart_times: dict[str, deque[float]] = field(default_factory=dict)  # per component, monotonic
+    component_errors: dict[str, str] = field(default_factory=dict)
+    reloads: int = 0
+    reload_errors: int = 0
+    late_ticks: int = 0  # ticker wakeups more than LAG_LIMIT_S late
+    holds: int = 0  # times MQTT reading paused until the spool writer caught up
+    spool_errors: int = 0
+    redeliveries: int = 0  # MQTT messages taken before (DUP), not taken again
+    poison: Counter[tuple[str, str]] = field(default_factory=Counter)  # (device, reason)
+    voided: int = 0  # batches voided by a spool failure
+    lost_unacked: int = 0  # readings voided that no broker will redeliver (serial)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineStats:
+    """A snapshot for /metrics and /healthz."""
+
+    suspended: bool
+    received: int
+    in_flight: int
+    """Batches handed to the spool and not settled yet."""
+    redeliveries: int
+    voided: int
+    lost_unacked: int
+    poison: dict[tuple[str, str], int]
+
+
+class Pipeline:
+    """See the module docstring. Lives on the event loop; the spool's writer thread only
+    reaches it through ``call_soon_threadsafe``."""
+
+    def __init__(self, actuators: Actuators, counters: Counters, *, now: Callable[[], Now],
+                 bad_input: BadInputCounter, commit_rows: int = 2000,
+                 on_failure: Callable[[str], None] | None = None) -> None:  # fmt: skip
+        self.actuators = actuators
+        self.counters = counters
+        self.now = now
+        self.bad_input = bad_input
+        self.spool: Spool | None = None
+        self.engine: RuleEngine | None = None
+        self.ledger = DeliveryLedger()
+        self.received = 0
+        self._on_failure = on_failure
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._in_flight = 0
+        self._pending_high = max(PENDING_HIGH_MIN, 4 * commit_rows)
+        self.hold: Callable[[bool], None] | None = None
+        """Pauses (True) and resumes (False) MQTT reading: back-pressure from the spool."""
+        self._held = False
+
+    # ------------------------------------------------------------------ life cycle
+    def attach(self, spool: Spool, engine: RuleEngine, ledger: DeliveryLedger) -> None:
+        """Start taking batches on ``spool``, with the engine and ledger restored from it."""
+        self._loop = asyncio.get_running_loop()
+        self.spool, self.engine, self.ledger = spool, engine, ledger
+        self._in_flight = 0
+
+    def suspend(self, reason: str) -> None:
+        """Take nothing more (batches are voided at once) until :meth:`attach`."""
+        if self.spool is None:
+            return
+        _log.error("pipeline suspended", reason=reason)
+        self.spool = None
+        self.ledger.void()
+        self._release()
+
+    @property
+    def suspended(self) -> bool:
+        return self.spool is None
+
+    def stats(self) -> PipelineStats:
+        c = self.counters
+        return PipelineStats(self.spool is None, self.received, self._in_flight, c.redeliveries, c.voided,
+                             c.lost_unacked, dict(c.poison))  # fmt: skip
+
+    # ------------------------------------------------------------------ hot path
+    def on_batch(self, batch: SourceBatch) -> None:
+        """A source's batch (the sink of every source). Never raises."""
+        spool, engine = self.spool, self.engine
+        if spool is None or engine is None:
+            self._void(batch)
+            return
+        counters = self.counters
+        taken: list[Origin] = []
+        skip: set[Origin] | None = None
+        if batch.messages:
+            take = self.ledger.take
+            for origin in batch.messages:
+                if take(origin):
+                    taken.append(origin)
+                else:
+                    if skip is None:
+                        skip = set()
+                    skip.add(origin)
+                    counters.redeliveries += 1
+        now = self.now()
+        readings = batch.readings
+        origins = batch.origins
+        kept: list[Any] = []
+        dead: list[DeadInput] = []
+        counts = counters.readings
+        last = counters.last_values
+        on_reading = engine.on_reading
+        for i, reading in enumerate(readings):
+            if skip is not None and origins is not None and origins[i] in skip:
+                continue
+            device = reading.device_id
+            sensor = f"{device}/{reading.metric}"
+            if sensor in last or len(last) < SENSORS_MAX:
+                last[sensor] = (reading.value, reading.ts)
+                counts[device] += 1
+            try:
+                actions = on_reading(reading, now)
+            except Exception as exc:  # noqa: BLE001 - poison: dead-lettered, never fatal
+                dead.append(self._poison_reading(batch, i, reading, exc))
+                continue
+            kept.append(reading)
+            if actions:
+                self._apply(actions, now)
+                kept += actions
+        for poison in batch.poison:
+            dead.append(DeadInput(poison.topic, poison.payload, poison.reason, poison.error))
+            counters.poison[(poison.device_id, poison.reason)] += 1
+        self.received += len(kept)
+        self._submit(spool, kept, batch=batch, taken=taken, changes=engine.take_changes(now), dead=dead)
+
+    def tick(self, now: Now) -> None:
+        """Run the engine's timers; what they decide is spooled like a batch's actions."""
+        spool, engine = self.spool, self.engine
+        if spool is None or engine is None:
+            return
+        try:
+            actions = engine.tick(now)
+        except Exception as exc:  # noqa: BLE001 - a rule timer that raises must not stop the ticker
+            _log.exception("rule timer failed", error=str(exc))
+            actions = []
+        if actions:
+            self._apply(actions, now)
+        changes = engine.take_changes(now)
+        if actions or changes:
+            self._submit(spool, list(actions), changes=changes)
+
+    def save_summary(self) -> None:
+        """Queue the rules' traces, counters and sensors' last-seen times (periodically and
+        at stop); the per-rule state is committed with every batch already."""
+        spool, engine = self.spool, self.engine
+        if spool is None or engine is None:
+            return
+        from rules.state import summary_entry  # noqa: PLC0415
+
+        self._submit(spool, [], changes=summary_entry(engine, self.now()))
+
+    def _poison_reading(self, batch: SourceBatch, index: int, reading: Reading, exc: Exception) -> DeadInput:
+        error = f"{type(exc).__name__}: {exc}"
+        key, payload = batch.describe(index)
+        self.counters.poison[(reading.device_id, "rule_error")] += 1
+        self.bad_input.record(reading.device_id, "rule_error", error[:200], time.monotonic(), topic=key)
+        _log.error("a rule raised on a reading; dead-lettered", device=reading.device_id,
+                   sensor=reading.sensor, error=error[:300])  # fmt: skip
+        return DeadInput(key, payload, "rule_error", error)
+
+    def _apply(self, actions: list[Command | Event], now: Now) -> None:
+        c = self.counters
+        for action in actions:
+            if isinstance(action, Command):
+                try:
+                    self.actuators.apply(action, now.mono)
+                except ActuatorError:
+                    c.command_errors[action.actuator] += 1
+                except Exception:  # noqa: BLE001 - one actuator's bug must not stop the rules
+                    c.command_errors[action.actuator] += 1
+                    _log.exception("actuator failed", actuator=action.actuator)
+                else:
+                    c.commands[action.actuator] += 1
+                    c.actuator_state[action.actuator] = dict(action.payload)
+            else:
+                kind = str(action.kind)
+                c.events[kind] += 1
+                if kind == "fired":
+                    c.fires[action.rule_id] += 1
+                stamp = time.strftime("%H:%M:%S", time.localtime(action.ts))
+                c.recent.append(f"{stamp} {kind:<8} {action.rule_id}")
+
+    # ------------------------------------------------------------------ the spool's side
+    def _submit(self, spool: Spool, items: list[Any], *, batch: SourceBatch | None = None,
+                taken: list[Origin] | None = None, changes: dict[str, Any] | None = None,
+                dead: list[DeadInput] | None = None) -> None:  # fmt: skip
+        """Hand one submission to the spool; ``batch`` is settled from the writer thread
+        through the event loop (durable or void)."""
+        settle_ok = settle_void = None
+        taken = taken or []
+        if batch is not None:
+            def settle_ok() -> None:
+                self._from_writer(self._durable, spool, batch, taken)
+
+            def settle_void() -> None:
+                self._from_writer(self._voided_by_spool, spool, batch)
+        try:
+            spool.submit(items, settle_ok, on_void=settle_void,
+                         marks=[(o.mid, o.digest) for o in taken] if taken else (),
+                         state=changes, dead=dead or ())  # fmt: skip
+        except GatewayError as exc:  # the spool failed for good; the local path goes on
+            self.counters.spool_errors += 1
+            self.counters.component_errors["spool"] = str(exc)
+            if batch is not None:
+                self._void(batch)
+            self._failed(str(exc))
+            return
+        if batch is not None:
+            self._in_flight += 1
+        if spool.pending > self._pending_high and not self._held and self.hold is not None:
+            self._hold()
+
+    def _from_writer(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        assert loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the process is ending
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _durable(self, spool: Spool, batch: SourceBatch, taken: list[Origin]) -> None:
+        if spool is self.spool:
+            self._in_flight -= 1
+            if taken:
+                self.ledger.durable(taken)
+        # committed, even by a spool that failed since (then the ledger is rebuilt from it)
+        batch.durable()
+
+    def _voided_by_spool(self, spool: Spool, batch: SourceBatch) -> None:
+        if spool is self.spool:
+            self._in_flight -= 1
+            self._failed(str(spool.failed or "spool failed"))
+        self._void(batch)
+
+    def _void(self, batch: SourceBatch) -> None:
+        if batch.state > 1:  # ACKED or VOID already
+            return
+        self.counters.voided += 1
+        if not batch.messages:  # nothing will redeliver these (serial): say how many
+            self.counters.lost_unacked += len(batch.readings)
+        batch.void()
+
+    def _failed(self, reason: str) -> None:
+        if self.spool is None:
+            return
+        self.suspend(reason)
+        if self._on_failure is not None:
+            self._on_failure(reason)
+
+    # ------------------------------------------------------------------ back-pressure
+    def _hold(self) -> None:
+        """The spool writer is behind (a burst, a broker replaying a session's backlog):
+        stop reading MQTT until it caught up. Without this a broker that sends faster than
+        the spool commits filled RAM with readings waiting for the writer (200k seen)."""
+        assert self.hold is not None
+        assert self._loop is not None
+        self._held = True
+        self.hold(True)
+        self.counters.holds += 1
+        self._loop.call_later(HOLD_CHECK_S, self._release_when_caught_up)
+
+    def _release_when_caught_up(self) -> None:
+        if not self._held:
+            return
+        spool = self.spool
+        if spool is None or spool.pending <= self._pending_high // 4:
+            self._release()
+            return
+        assert self._loop is not None
+        self._loop.call_later(HOLD_CHECK_S, self._release_when_caught_up)
+
+    def _release(self) -> None:
+        if self._held:
+            self._held = False
+            if self.hold is not None:
+                self.hold(False)
