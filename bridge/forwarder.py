@@ -45,6 +45,9 @@ __all__ = ["Forwarder", "ForwarderStats", "SendResult", "Uplink", "versions"]
 
 _log = structlog.get_logger("edgegw.bridge.forwarder")
 
+IDLE_WAIT = 1.0
+"""Seconds an idle forwarder sleeps at most between looks at the spool (new rows wake it at once)."""
+
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
@@ -234,8 +237,7 @@ class Forwarder:
                     self._stop.wait(self._backoff.next_delay())
                     continue
                 if not worked:
-                    wait = max(0.0, min(1.0, self._next_heartbeat - time.monotonic()))
-                    self.spool.data_ready.wait(wait)
+                    self.spool.data_ready.wait(self._idle_wait())
                 elif self.linger and not self._full:
                     self._stop.wait(self.linger)  # let a trickle gather into one transaction
                 elif self._busy is not None and self._busy():
@@ -245,6 +247,14 @@ class Forwarder:
                     self._stop.wait(min(1.0, time.monotonic() - began))
         finally:
             reader.close()
+
+    def _idle_wait(self) -> float:
+        """How long an idle round sleeps unless new rows wake it (``data_ready``): until the
+        next heartbeat is due, at most ``IDLE_WAIT``. Without a heartbeat topic no heartbeat
+        is ever due (``_next_heartbeat`` stays 0): the full ``IDLE_WAIT``, not 0 s."""
+        if self.heartbeat_topic is None:
+            return IDLE_WAIT
+        return max(0.0, min(IDLE_WAIT, self._next_heartbeat - time.monotonic()))
 
     def _disconnect(self, exc: UplinkError | None) -> None:
         uplink, self._uplink = self._uplink, None
