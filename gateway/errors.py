@@ -21,7 +21,7 @@ The tree::
     │   │   └── SpoolFullError the byte cap or the disk is full
     │   └── UplinkError        Kafka is unreachable or refused us
     │       └── UplinkRefusedError  bad credentials or TLS (retried at the longest backoff)
-    ├── PlatformError          the host failed us: systemd's notify socket, the state directory
+    ├── PlatformError          the host failed us: systemd's notify settings, the state directory
     └── TestBedError           a test broker (Mosquitto, Kafka) failed to start or stop
 
 This module imports nothing else of the project, so every package may import it.
