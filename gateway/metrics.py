@@ -284,6 +284,11 @@ class RuntimeCollector:
         )
         yield _total("edgegw_mqtt_holds", "MQTT reading paused until the spool writer caught up", st.holds)
         yield _counter("edgegw_component_restarts", "Component restarts", ["component"], dict(st.restarts))
+        yield _total(
+            "edgegw_sdnotify_errors",
+            "Notifications systemd's socket refused (never fatal)",
+            rt.notifier.errors,
+        )
         if st.ready_mono is not None:
             yield _gauge("edgegw_ready_seconds", "Time from start to READY", st.ready_mono - st.started_mono)
 

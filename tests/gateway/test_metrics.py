@@ -123,3 +123,13 @@ async def test_scrapes_during_a_hung_query_share_it(
         await server.close()
     assert statuses == [200, 200, 200, 200]
     assert len(disk.calls) == 1, "each request queued a query of its own"
+
+
+async def test_refused_systemd_notifications_are_counted(runtime: Runtime, tmp_path: Path) -> None:
+    runtime.notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone")})  # systemd's socket vanished
+    runtime.notifier.watchdog()
+    runtime.notifier.status("still here")
+    _status, _type, body = await Observability(runtime).metrics()
+    runtime.notifier.close()
+    samples = {s.name: s.value for f in text_string_to_metric_families(body.decode()) for s in f.samples}
+    assert samples["edgegw_sdnotify_errors_total"] == 2
