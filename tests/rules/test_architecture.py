@@ -41,3 +41,30 @@ def test_rules_never_opens_files() -> None:
             n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
         }
         assert "open" not in calls, path.name
+
+
+ROOT = RULES.parent
+CLI_MODULES = {"gateway.cli", "gateway.__main__"}
+
+
+def _project_modules() -> list[tuple[str, Path]]:
+    out = []
+    for package in ("gateway", "devices", "rules", "bridge", "simulators", "common"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            out.append((".".join(parts[:-1] if parts[-1] == "__init__" else parts), path))
+    return out
+
+
+def _id(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+@pytest.mark.parametrize(("module", "path"), _project_modules(), ids=_id)
+def test_only_the_cli_imports_the_command_modules(module: str, path: Path) -> None:
+    """gateway/commands/ is the command line; the code it runs (e.g. the rules loader that
+    config loading also needs) lives outside it, so the gateway never imports the CLI."""
+    if module in CLI_MODULES or module.startswith("gateway.commands"):
+        return
+    for imported in _imports(path):
+        assert not imported.startswith("gateway.commands"), f"{module} imports {imported}"
