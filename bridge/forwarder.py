@@ -33,8 +33,9 @@ import structlog
 
 from bridge.checkpoint import Checkpoint
 from bridge.envelope import Envelope, OutMessage, RawRow
-from bridge.policy import Backoff, Kind
+from bridge.policy import Kind
 from bridge.spool import DeadLetter, Spool
+from common.backoff import Backoff
 from gateway.errors import SpoolError, UplinkError, UplinkRefusedError
 from gateway.libc import name_os_thread
 
@@ -139,7 +140,7 @@ class Forwarder:
         self.heartbeat_interval = heartbeat_interval
         self._factory = uplink_factory
         self._envelope = Envelope(gateway_id, spool.spool_id, topic_of_kind)
-        self._backoff = backoff or Backoff(initial=0.5, maximum=30.0)
+        self._backoff = backoff or Backoff(0.5, 30.0)
         self._clock = clock
         self._uplink: Uplink | None = None
         self._cursors: dict[int, int] = {}
@@ -171,7 +172,7 @@ class Forwarder:
             batch_rows=config.batch_rows,
             linger=config.linger,
             heartbeat_interval=config.heartbeat_interval,
-            backoff=Backoff(initial=config.backoff_initial, maximum=config.backoff_max),
+            backoff=Backoff(config.backoff_initial, config.backoff_max),
             busy=busy,
         )
 
@@ -220,7 +221,7 @@ class Forwarder:
                     worked = self.step(reader.fetch_raw)
                 except UplinkError as exc:
                     self._disconnect(exc)
-                    delay = self._backoff.next_delay()
+                    delay = self._backoff.next()
                     if isinstance(exc, UplinkRefusedError):
                         delay = max(delay, self._backoff.maximum)
                     _log.debug("uplink backoff", seconds=round(delay, 2))
@@ -234,7 +235,7 @@ class Forwarder:
                 except Exception as exc:  # noqa: BLE001 - this loop is the forwarder's supervisor
                     _log.exception("forwarder round failed unexpectedly; reconnecting")
                     self._disconnect(UplinkError(f"unexpected: {exc!r}"))
-                    self._stop.wait(self._backoff.next_delay())
+                    self._stop.wait(self._backoff.next())
                     continue
                 if not worked:
                     self.spool.data_ready.wait(self._idle_wait())

@@ -15,7 +15,6 @@ project but :mod:`gateway.model` and :mod:`gateway.errors`. See docs/devices.md.
 from __future__ import annotations
 
 from devices.actuators import Actuators, LineWriter, Publisher, encode_command
-from devices.backoff import Backoff
 from devices.config import (
     ActuatorConfig,
     ConfirmConfig,
@@ -41,7 +40,6 @@ __all__ = [
     "Ack",
     "ActuatorConfig",
     "Actuators",
-    "Backoff",
     "BadInputCounter",
     "ConfirmConfig",
     "Decoder",

@@ -14,8 +14,9 @@ from bridge.checkpoint import Checkpoint
 from bridge.config import TopicsConfig
 from bridge.envelope import RawRow
 from bridge.forwarder import Forwarder, SendResult
-from bridge.policy import Backoff, Priority
+from bridge.policy import Priority
 from bridge.spool import Spool
+from common.backoff import Backoff
 from gateway.model import Event, EventKind
 from tests.bridge.helpers import FakeUplink, readings, spool_config
 
@@ -31,7 +32,7 @@ def _forwarder(spool: Spool, uplink: FakeUplink, **kw: object) -> Forwarder:
         heartbeat_topic=kw.pop("heartbeat_topic", None),  # type: ignore[arg-type]
         exactly_once=kw.pop("exactly_once", True),  # type: ignore[arg-type]
         batch_rows=kw.pop("batch_rows", 100),  # type: ignore[arg-type]
-        backoff=Backoff(initial=0.01, maximum=0.05),
+        backoff=Backoff(0.01, 0.05),
         linger=kw.pop("linger", 0.0),  # type: ignore[arg-type]
         busy=kw.pop("busy", None),  # type: ignore[arg-type]
     )

@@ -68,3 +68,14 @@ def test_only_the_cli_imports_the_command_modules(module: str, path: Path) -> No
         return
     for imported in _imports(path):
         assert not imported.startswith("gateway.commands"), f"{module} imports {imported}"
+
+
+def test_one_backoff_for_every_package() -> None:
+    """Reconnect backoff (MQTT, serial, Kafka, the supervisor) is one class in a leaf module."""
+    defined = [
+        module
+        for module, path in _project_modules()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and node.name == "Backoff"
+    ]
+    assert defined == ["common.backoff"]
