@@ -36,8 +36,8 @@ from bridge.envelope import Envelope, OutMessage, RawRow
 from bridge.policy import Kind
 from bridge.spool import DeadLetter, Spool
 from common.backoff import Backoff
+from common.libc import name_os_thread
 from gateway.errors import SpoolError, UplinkError, UplinkRefusedError
-from gateway.libc import name_os_thread
 
 if TYPE_CHECKING:
     from bridge.config import KafkaConfig, KafkaSecrets

@@ -6,5 +6,7 @@ drags in another package. This ``__init__`` imports none of them (import the mod
 need, e.g. ``from common.backoff import Backoff``): the leaves stay independent, and a
 thread name (``common.libc``) never costs the import of pydantic (``common.configtypes``).
 
-- :mod:`common.backoff`: jittered exponential backoff for every reconnect loop.
+- :mod:`common.backoff`: jittered exponential backoff for every reconnect loop;
+- :mod:`common.configtypes`: durations and secret references in config models;
+- :mod:`common.libc`: thread names in the kernel, glibc's heap controls.
 """

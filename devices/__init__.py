@@ -1,7 +1,8 @@
 """Device adapters: MQTT and serial sources that yield readings, actuators that apply commands.
 
 The runtime (``gateway/``) wires these together; this package imports nothing of the
-project but :mod:`gateway.model` and :mod:`gateway.errors`. See docs/devices.md.
+project but :mod:`gateway.model`, :mod:`gateway.errors` and the leaves in :mod:`common`.
+See docs/devices.md.
 
 - Sources hand batches of readings to a :class:`ReadingSink` with an :class:`Ack`
   handle: ``sink(readings, ack)``; call ``ack()`` once the batch is durable and the MQTT
