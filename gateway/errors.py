@@ -1,8 +1,9 @@
 """The one error tree of edgegw.
 
 Every error edgegw raises on purpose is a :class:`GatewayError`. Library exceptions
-(``serial.SerialException``, ``confluent_kafka.KafkaException``, ``aiomqtt.MqttError``,
-``sqlite3.Error``...) are converted where they enter our code, at the adapter edge::
+(``serial.SerialException``, ``confluent_kafka.KafkaException``, ``OSError`` and
+``ssl.SSLError`` from paho-mqtt's sockets, ``sqlite3.Error``...) are converted where they
+enter our code, at the adapter edge::
 
     raise SpoolError("cannot open spool") from exc
 

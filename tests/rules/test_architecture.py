@@ -9,7 +9,10 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -134,3 +137,21 @@ def test_bridge_and_devices_import_only_leaves_of_the_rest(module: str, path: Pa
     or rules/; common/ imports only gateway.model and gateway.errors."""
     bad = sorted(m for m in _project_imports(module, path) if not _allowed(module, m))
     assert not bad, f"{module} imports {', '.join(bad)}"
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].strip().lower().replace("_", "-")
+
+
+def test_every_runtime_dependency_is_imported_by_the_product() -> None:
+    """A runtime dependency nothing imports is weight on every Pi (and a supply-chain risk):
+    tests, benchmarks and the demo broker have their own extras."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_requirement_name(r) for r in project["dependencies"]}
+    distributions = importlib.metadata.packages_distributions()
+    used: set[str] = set()
+    for _module, path in _project_modules():
+        for name in _imports(path):
+            top = name.split(".")[0]
+            used |= {d.lower().replace("_", "-") for d in distributions.get(top, [])}
+    assert sorted(declared - used) == []
