@@ -58,7 +58,7 @@ IMPORT_STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pydantic", ("pydantic", "pydantic.main")),
     ("confluent_kafka", ("confluent_kafka",)),
     ("structlog (as `edgegw` imports it: without rich)", ("gateway.cli:_import_structlog",)),
-    ("paho-mqtt, aiomqtt", ("paho.mqtt.client", "aiomqtt")),
+    ("paho-mqtt", ("paho.mqtt.client",)),
     ("ruamel.yaml", ("ruamel.yaml",)),
     ("astral", ("astral", "astral.sun")),
     ("pyserial", ("serial",)),

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, model_validator
 
 from bridge.policy import Kind
-from gateway.configtypes import Duration, SecretRef, parse_duration
+from common.configtypes import Duration, SecretRef, parse_duration
 
 __all__ = [
     "BridgeConfig",

@@ -33,10 +33,11 @@ import structlog
 
 from bridge.checkpoint import Checkpoint
 from bridge.envelope import Envelope, OutMessage, RawRow
-from bridge.policy import Backoff, Kind
+from bridge.policy import Kind
 from bridge.spool import DeadLetter, Spool
+from common.backoff import Backoff
+from common.libc import name_os_thread
 from gateway.errors import SpoolError, UplinkError, UplinkRefusedError
-from gateway.libc import name_os_thread
 
 if TYPE_CHECKING:
     from bridge.config import KafkaConfig, KafkaSecrets
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
 __all__ = ["Forwarder", "ForwarderStats", "SendResult", "Uplink", "versions"]
 
 _log = structlog.get_logger("edgegw.bridge.forwarder")
+
+IDLE_WAIT = 1.0
+"""Seconds an idle forwarder sleeps at most between looks at the spool (new rows wake it at once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +140,7 @@ class Forwarder:
         self.heartbeat_interval = heartbeat_interval
         self._factory = uplink_factory
         self._envelope = Envelope(gateway_id, spool.spool_id, topic_of_kind)
-        self._backoff = backoff or Backoff(initial=0.5, maximum=30.0)
+        self._backoff = backoff or Backoff(0.5, 30.0)
         self._clock = clock
         self._uplink: Uplink | None = None
         self._cursors: dict[int, int] = {}
@@ -168,7 +172,7 @@ class Forwarder:
             batch_rows=config.batch_rows,
             linger=config.linger,
             heartbeat_interval=config.heartbeat_interval,
-            backoff=Backoff(initial=config.backoff_initial, maximum=config.backoff_max),
+            backoff=Backoff(config.backoff_initial, config.backoff_max),
             busy=busy,
         )
 
@@ -217,7 +221,7 @@ class Forwarder:
                     worked = self.step(reader.fetch_raw)
                 except UplinkError as exc:
                     self._disconnect(exc)
-                    delay = self._backoff.next_delay()
+                    delay = self._backoff.next()
                     if isinstance(exc, UplinkRefusedError):
                         delay = max(delay, self._backoff.maximum)
                     _log.debug("uplink backoff", seconds=round(delay, 2))
@@ -231,11 +235,10 @@ class Forwarder:
                 except Exception as exc:  # noqa: BLE001 - this loop is the forwarder's supervisor
                     _log.exception("forwarder round failed unexpectedly; reconnecting")
                     self._disconnect(UplinkError(f"unexpected: {exc!r}"))
-                    self._stop.wait(self._backoff.next_delay())
+                    self._stop.wait(self._backoff.next())
                     continue
                 if not worked:
-                    wait = max(0.0, min(1.0, self._next_heartbeat - time.monotonic()))
-                    self.spool.data_ready.wait(wait)
+                    self.spool.data_ready.wait(self._idle_wait())
                 elif self.linger and not self._full:
                     self._stop.wait(self.linger)  # let a trickle gather into one transaction
                 elif self._busy is not None and self._busy():
@@ -245,6 +248,14 @@ class Forwarder:
                     self._stop.wait(min(1.0, time.monotonic() - began))
         finally:
             reader.close()
+
+    def _idle_wait(self) -> float:
+        """How long an idle round sleeps unless new rows wake it (``data_ready``): until the
+        next heartbeat is due, at most ``IDLE_WAIT``. Without a heartbeat topic no heartbeat
+        is ever due (``_next_heartbeat`` stays 0): the full ``IDLE_WAIT``, not 0 s."""
+        if self.heartbeat_topic is None:
+            return IDLE_WAIT
+        return max(0.0, min(IDLE_WAIT, self._next_heartbeat - time.monotonic()))
 
     def _disconnect(self, exc: UplinkError | None) -> None:
         uplink, self._uplink = self._uplink, None

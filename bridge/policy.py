@@ -1,4 +1,4 @@
-"""The spool's policy, pure: kinds and priorities, overflow, TTL, redelivery window, backoff.
+"""The spool's policy, pure: kinds and priorities, overflow, TTL, redelivery window.
 
 No I/O and no clock of its own: every function takes ``now`` or the figures it decides on,
 so the rules are tested table-driven and with hypothesis on a fake clock
@@ -19,7 +19,6 @@ Overflow policy, as stated to users (docs/bridge.md):
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -28,7 +27,6 @@ __all__ = [
     "KIND_NAMES",
     "PRIORITY_OF_KIND",
     "ROW_OVERHEAD",
-    "Backoff",
     "DropReason",
     "Kind",
     "OverflowPlan",
@@ -200,20 +198,3 @@ def expired_prefix(spooled_at: Iterable[tuple[int, float]], now: float, ttl: flo
     return last
 
 
-# ---------------------------------------------------------------------- backoff
-class Backoff:
-    """Exponential backoff with jitter: each delay is uniform in [d/2, d], d doubling to ``maximum``."""
-
-    def __init__(self, *, initial: float, maximum: float, rng: random.Random | None = None) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.attempts = 0
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-
-    def next_delay(self) -> float:
-        ceiling = min(self.maximum, self.initial * (2 ** min(self.attempts, 30)))
-        self.attempts += 1
-        return float(ceiling / 2 + self._rng.uniform(0, ceiling / 2))
-
-    def reset(self) -> None:
-        self.attempts = 0

@@ -43,8 +43,8 @@ from bridge.envelope import RawRow, SpoolRow
 from bridge.policy import PRIORITY_OF_KIND, Kind, Usage
 from bridge.store import Store, connect
 from bridge.writer import Barrier, DeadInput, DeadLetter, GroupWriter, OnDurable, Settle, SpoolItem, Submit
+from common.libc import name_os_thread
 from gateway.errors import SpoolError
-from gateway.libc import name_os_thread
 
 __all__ = ["DeadInput", "DeadLetter", "OnDurable", "Spool", "SpoolItem", "SpoolRow", "SpoolStats"]
 

@@ -1,7 +1,8 @@
 """Device adapters: MQTT and serial sources that yield readings, actuators that apply commands.
 
 The runtime (``gateway/``) wires these together; this package imports nothing of the
-project but :mod:`gateway.model` and :mod:`gateway.errors`. See docs/devices.md.
+project but :mod:`gateway.model`, :mod:`gateway.errors` and the leaves in :mod:`common`.
+See docs/devices.md.
 
 - Sources hand each wakeup's readings to a :class:`BatchSink` as one
   :class:`SourceBatch` (readings, the MQTT message behind each, poison input); the sink
@@ -16,7 +17,6 @@ project but :mod:`gateway.model` and :mod:`gateway.errors`. See docs/devices.md.
 from __future__ import annotations
 
 from devices.actuators import Actuators, LineWriter, Publisher, encode_command
-from devices.backoff import Backoff
 from devices.config import (
     ActuatorConfig,
     ConfirmConfig,
@@ -41,7 +41,6 @@ __all__ = [
     "UNKNOWN_DEVICE",
     "ActuatorConfig",
     "Actuators",
-    "Backoff",
     "BadInputCounter",
     "BatchSink",
     "BatchState",

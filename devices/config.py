@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.configtypes import Duration, SecretRef, parse_duration
+from common.configtypes import Duration, SecretRef, parse_duration
 
 __all__ = [
     "ActuatorConfig",
@@ -77,7 +77,7 @@ class _Model(BaseModel):
 
 
 PasswordRef = SecretRef
-"""Where a password comes from (see :class:`gateway.configtypes.SecretRef`)."""
+"""Where a password comes from (see :class:`common.configtypes.SecretRef`)."""
 
 
 class TlsSettings(_Model):

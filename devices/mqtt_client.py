@@ -28,7 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
-from devices.backoff import Backoff
+from common.backoff import Backoff
 from devices.config import MqttConnection
 from devices.paho_client import InMessage, PahoClient
 from gateway.errors import SourceError, SourceRefusedError

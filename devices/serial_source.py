@@ -22,7 +22,7 @@ from typing import Protocol
 
 import structlog
 
-from devices.backoff import Backoff
+from common.backoff import Backoff
 from devices.config import DeviceConfig
 from devices.errors_counter import BadInputCounter
 from devices.framing import LineFramer

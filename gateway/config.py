@@ -145,7 +145,7 @@ def declared_sensors(config: GatewayConfig) -> dict[str, frozenset[str] | None]:
 
 def load_config(path: str | Path) -> LoadedConfig:
     """Load, validate and check a config file: every problem in one :class:`ConfigError`."""
-    from gateway.commands.rules import Declared, load_rules, load_rules_files  # noqa: PLC0415
+    from gateway.rulesload import Declared, load_rules, load_rules_files  # noqa: PLC0415
     from gateway.yamlio import load_yaml, validate  # noqa: PLC0415
     from rules.compiler import RuleSet  # noqa: PLC0415
 

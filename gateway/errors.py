@@ -1,8 +1,9 @@
 """The one error tree of edgegw.
 
 Every error edgegw raises on purpose is a :class:`GatewayError`. Library exceptions
-(``serial.SerialException``, ``confluent_kafka.KafkaException``, ``aiomqtt.MqttError``,
-``sqlite3.Error``...) are converted where they enter our code, at the adapter edge::
+(``serial.SerialException``, ``confluent_kafka.KafkaException``, ``OSError`` and
+``ssl.SSLError`` from paho-mqtt's sockets, ``sqlite3.Error``...) are converted where they
+enter our code, at the adapter edge::
 
     raise SpoolError("cannot open spool") from exc
 
@@ -21,7 +22,7 @@ The tree::
     │   │   └── SpoolFullError the byte cap or the disk is full
     │   └── UplinkError        Kafka is unreachable or refused us
     │       └── UplinkRefusedError  bad credentials or TLS (retried at the longest backoff)
-    ├── PlatformError          the host failed us: systemd's notify socket, the state directory
+    ├── PlatformError          the host failed us: systemd's notify settings, the state directory
     └── TestBedError           a test broker (Mosquitto, Kafka) failed to start or stop
 
 This module imports nothing else of the project, so every package may import it.

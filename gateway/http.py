@@ -1,22 +1,25 @@
 """A tiny HTTP/1.1 server on the supervisor's event loop for ``/metrics`` and ``/healthz``.
 
 It serves GET only, one small response per connection, on a local port (127.0.0.1 by
-default). Handlers are plain functions returning ``(status, content type, body)``;
-they run on the event loop, so they must be quick (they read counters, nothing more).
+default). A handler returns ``(status, content type, body)``, or is a coroutine function
+returning it. Handlers run on the event loop: a plain function must be quick (it reads
+counters, nothing more); one that touches the disk (a SQLite query, a file) is a
+coroutine that does that part in a worker thread (see :class:`gateway.metrics.Observability`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 
-__all__ = ["HttpServer", "Response"]
+__all__ = ["Handler", "HttpServer", "Response"]
 
 Response = tuple[int, str, bytes]
-Handler = Callable[[], Response]
+Handler = Callable[[], Response | Awaitable[Response]]
 
 _REASONS = {
     200: "OK",
@@ -50,7 +53,7 @@ class HttpServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
-            status, ctype, body = self._respond(request)
+            status, ctype, body = await self._respond(request)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
             status, ctype, body = 400, "text/plain", b"bad request\n"
         except ConnectionError:
@@ -66,7 +69,7 @@ class HttpServer:
             await writer.drain()
         writer.close()
 
-    def _respond(self, request: bytes) -> Response:
+    async def _respond(self, request: bytes) -> Response:
         line = request.split(b"\r\n", 1)[0].decode("latin-1")
         parts = line.split()
         if len(parts) != 3:
@@ -78,4 +81,7 @@ class HttpServer:
             return 404, "text/plain", f"no such path: {path}; try {', '.join(sorted(self.routes))}\n".encode()
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"GET only\n"
-        return handler()
+        response = handler()
+        if inspect.isawaitable(response):
+            return await response
+        return response

@@ -11,15 +11,24 @@ lines below.
 writable, the event loop alive) and 503 otherwise. The Kafka uplink is reported but
 never makes the gateway unhealthy: rules and actuators run without it, and the spool
 keeps what it cannot ship yet.
+
+Both handlers are coroutines. What they read from the disk (the spool's and the
+forwarder's stats are SQLite queries; ``process_*`` reads ``/proc``) is read in a worker
+thread of their own (:func:`read_io_stats`), so a slow or stuck disk never stalls the
+event loop: the rules, the MQTT acks and the watchdog pings go on while a scrape waits.
+The counters the loop itself keeps are read on the loop, where nothing changes them
+under the reader.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,11 +36,21 @@ from typing import TYPE_CHECKING, Any, Literal
 from gateway import __version__
 
 if TYPE_CHECKING:
-    from bridge.spool import SpoolStats
+    from bridge.forwarder import Forwarder, ForwarderStats
+    from bridge.spool import Spool, SpoolStats
     from gateway.http import Response
     from gateway.runtime import Runtime
 
-__all__ = ["Family", "Observability", "ProcessMetrics", "RuntimeCollector", "health", "render"]
+__all__ = [
+    "Family",
+    "IoStats",
+    "Observability",
+    "ProcessMetrics",
+    "RuntimeCollector",
+    "health",
+    "read_io_stats",
+    "render",
+]
 
 _UPLINK_STATES = ("disabled", "starting", "connecting", "up", "backoff", "refused", "stopped")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -167,13 +186,31 @@ def _spool_families(s: SpoolStats) -> Iterator[Family]:
         yield _gauge("edgegw_spool_durable_p99_ms", "Submit to commit, p99 (recent groups)", s.durable_ms_p99)
 
 
+@dataclass(frozen=True, slots=True)
+class IoStats:
+    """What a scrape reads from the disk, read in a worker thread by :func:`read_io_stats`."""
+
+    spool: SpoolStats | None = None
+    forwarder: ForwarderStats | None = None
+    process: tuple[Family, ...] = ()
+
+
+def read_io_stats(spool: Spool | None, forwarder: Forwarder | None, process: ProcessMetrics) -> IoStats:
+    """Blocking: SQLite queries (spool and forwarder stats) and ``/proc`` reads. Never on the loop."""
+    return IoStats(
+        spool=None if spool is None else spool.stats(),
+        forwarder=None if forwarder is None else forwarder.stats(),
+        process=tuple(process.collect()),
+    )
+
+
 class RuntimeCollector:
-    """Reads the runtime's counters at scrape time."""
+    """Reads the runtime's counters at scrape time (on the loop), with ``io`` read off it."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    def collect(self) -> Iterator[Family]:
+    def collect(self, io: IoStats) -> Iterator[Family]:
         rt = self.runtime
         st = rt.state
         mono = time.monotonic()
@@ -223,9 +260,9 @@ class RuntimeCollector:
             ["actuator"],
             dict(acts.unconfirmed),
         )
-        if rt.spool is not None:
-            yield from _spool_families(rt.spool.stats())
-        fw = rt.forwarder.stats() if rt.forwarder is not None else None
+        if io.spool is not None:
+            yield from _spool_families(io.spool)
+        fw = io.forwarder
         state = fw.state if fw is not None else "disabled"
         up = Family("edgegw_uplink_state", "Kafka uplink state (1 for the current one)", "gauge", ("state",))
         for name in _UPLINK_STATES:
@@ -247,12 +284,17 @@ class RuntimeCollector:
         )
         yield _total("edgegw_mqtt_holds", "MQTT reading paused until the spool writer caught up", st.holds)
         yield _counter("edgegw_component_restarts", "Component restarts", ["component"], dict(st.restarts))
+        yield _total(
+            "edgegw_sdnotify_errors",
+            "Notifications systemd's socket refused (never fatal)",
+            rt.notifier.errors,
+        )
         if st.ready_mono is not None:
             yield _gauge("edgegw_ready_seconds", "Time from start to READY", st.ready_mono - st.started_mono)
 
 
-def health(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
-    """Each component's state, and whether the local automation works."""
+def health(runtime: Runtime, io: IoStats) -> tuple[bool, dict[str, Any]]:
+    """Each component's state, and whether the local automation works (``io``: see :func:`read_io_stats`)."""
     rt = runtime
     components: dict[str, Any] = {}
     healthy = rt.ready
@@ -264,8 +306,8 @@ def health(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
         ok = bool(rt.command_link.link.connected)
         components["mqtt_actuators"] = {"state": "connected" if ok else "disconnected"}
         healthy &= ok
-    if rt.spool is not None:
-        s = rt.spool.stats()
+    if io.spool is not None:
+        s = io.spool
         components["spool"] = {
             "state": "failed" if s.failed else "ok",
             "depth": s.depth,
@@ -274,7 +316,7 @@ def health(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
             "error": s.failed,
         }
         healthy &= s.failed is None
-    fw = rt.forwarder.stats() if rt.forwarder is not None else None
+    fw = io.forwarder
     components["uplink"] = (
         {"state": "disabled"}
         if fw is None
@@ -300,20 +342,38 @@ def health(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
 
 
 class Observability:
-    """The HTTP handlers: ``metrics()`` and ``healthz()`` return ``(status, type, body)``."""
+    """The HTTP handlers: each returns ``(status, type, body)``; ``metrics()`` and
+    ``healthz()`` are coroutines that read the disk in a worker thread of their own."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.collectors = (RuntimeCollector(runtime), ProcessMetrics())
+        self.collector = RuntimeCollector(runtime)
+        self.process = ProcessMetrics()
+        # One thread of its own, not asyncio's default executor: scrapes that hang on a stuck
+        # disk queue up here and never hold the threads the runtime stops and flushes with.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgegw-metrics")
+        self._reading: asyncio.Future[IoStats] | None = None
 
-    def metrics(self) -> Response:
-        return 200, CONTENT_TYPE, render(f for c in self.collectors for f in c.collect())
+    async def io_stats(self) -> IoStats:
+        """The disk-bound stats, read off the loop; requests that come while a read is in
+        flight share it (a stuck disk holds one thread, however often Prometheus retries)."""
+        if self._reading is None or self._reading.done():
+            rt = self.runtime
+            loop = asyncio.get_running_loop()
+            self._reading = loop.run_in_executor(
+                self._executor, read_io_stats, rt.spool, rt.forwarder, self.process
+            )
+        return await asyncio.shield(self._reading)
+
+    async def metrics(self) -> Response:
+        io = await self.io_stats()
+        return 200, CONTENT_TYPE, render([*self.collector.collect(io), *io.process])
 
     def rules(self) -> Response:
         """Every rule's trace (``edgegw rules explain`` reads it)."""
         body = json.dumps(self.runtime.engine.traces(), default=str, indent=1)
         return 200, "application/json", body.encode()
 
-    def healthz(self) -> Response:
-        ok, body = health(self.runtime)
+    async def healthz(self) -> Response:
+        ok, body = health(self.runtime, await self.io_stats())
         return (200 if ok else 503), "application/json", (json.dumps(body, indent=2) + "\n").encode()

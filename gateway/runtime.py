@@ -37,6 +37,7 @@ from typing import Any
 import structlog
 
 from bridge import Forwarder, KafkaSecrets, Spool, lane_priorities
+from common.backoff import Backoff
 from devices import (
     Actuators,
     BadInputCounter,
@@ -47,7 +48,6 @@ from devices import (
     SerialLineWriter,
     SerialSource,
 )
-from devices.backoff import Backoff
 from gateway.config import LoadedConfig, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.ledger import DeliveryLedger

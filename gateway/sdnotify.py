@@ -10,6 +10,11 @@ the service must send ``WATCHDOG=1`` more often than that, and pings at half the
 :func:`watchdog_loop` does so from the asyncio event loop itself, so a hung loop stops the
 pings and systemd restarts the service.
 
+A notify that cannot be sent (systemd restarted, the socket vanished, its queue is full)
+is never fatal: the gateway's work does not depend on it. Each failure is counted in
+:attr:`Notifier.errors` (``edgegw_sdnotify_errors_total`` in ``/metrics``) and logged,
+at most once per ``LOG_EVERY`` seconds with the number of failures left unlogged.
+
 Standard library only: the ``sdnotify`` package on PyPI does the same in about as many
 lines and has not been maintained since 2017.
 """
@@ -20,7 +25,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 
 import structlog
@@ -34,6 +39,9 @@ _log = structlog.get_logger("edgegw.sdnotify")
 SEND_TIMEOUT = 2.0
 """Seconds a send may block when systemd's receive queue is full."""
 
+LOG_EVERY = 60.0
+"""Seconds between two warnings about failed notifies (the watchdog pings every few seconds)."""
+
 
 class Notifier:
     """Sends state changes to systemd. Create it once at start (it reads the environment).
@@ -41,10 +49,22 @@ class Notifier:
     ``Notifier()`` reads ``$NOTIFY_SOCKET``, ``$WATCHDOG_USEC`` and ``$WATCHDOG_PID`` from
     the process environment; pass ``environ`` to read them from a mapping instead.
     Raises :class:`PlatformError` for a malformed value, which systemd never sets.
+    ``clock`` (monotonic seconds) paces the warnings about failed sends.
     """
 
-    def __init__(self, environ: Mapping[str, str] | None = None, *, pid: int | None = None) -> None:
+    def __init__(
+        self,
+        environ: Mapping[str, str] | None = None,
+        *,
+        pid: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         env = os.environ if environ is None else environ
+        self.errors = 0
+        """Notifies that could not be sent, since start."""
+        self._clock = clock
+        self._logged_at: float | None = None
+        self._unlogged = 0
         self._address = _parse_address(env.get("NOTIFY_SOCKET", ""))
         self._watchdog_usec = _parse_watchdog(env, os.getpid() if pid is None else pid)
         self._sock: socket.socket | None = None
@@ -74,9 +94,10 @@ class Notifier:
 
     # ------------------------------------------------------------------ messages
     def send(self, message: str) -> bool:
-        """Send raw ``KEY=VALUE`` lines. Returns False (and does nothing) outside systemd.
+        """Send raw ``KEY=VALUE`` lines. True when sent; False outside systemd (a no-op) and
+        when the socket refused the message (counted in :attr:`errors`, logged, never raised).
 
-        Raises :class:`PlatformError` when the socket refuses the message.
+        Raises :class:`PlatformError` when called after :meth:`close` (a bug of ours).
         """
         if self._address is None:
             return False
@@ -85,10 +106,27 @@ class Notifier:
         try:
             self._sock.sendto(message.encode("utf-8"), self._address)
         except OSError as exc:
-            raise PlatformError(
-                f"systemd notify socket {_display(self._address)} refused {_first_key(message)}: {exc}"
-            ) from exc
+            self._failed(message, exc)
+            return False
         return True
+
+    def _failed(self, message: str, exc: OSError) -> None:
+        self.errors += 1
+        now = self._clock()
+        if self._logged_at is not None and now - self._logged_at < LOG_EVERY:
+            self._unlogged += 1
+            return
+        extra = {"suppressed": self._unlogged} if self._unlogged else {}
+        _log.warning(
+            "sd_notify failed",
+            socket=_display(self._address or ""),
+            message=_first_key(message),
+            error=str(exc),
+            errors=self.errors,
+            **extra,
+        )
+        self._logged_at = now
+        self._unlogged = 0
 
     def notify(self, **fields: str | int) -> bool:
         """Send ``KEY=value`` fields, e.g. ``notify(READY=1, STATUS="running")``."""

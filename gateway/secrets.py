@@ -25,7 +25,7 @@ from typing import Protocol
 import structlog
 from pydantic import SecretStr
 
-from gateway.configtypes import SecretRef
+from common.configtypes import SecretRef
 from gateway.errors import ConfigError
 
 __all__ = ["SecretRef", "SecretSource", "resolve_secret"]

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from devices.backoff import Backoff
+from common.backoff import Backoff
 from gateway.errors import GatewayError, SourceRefusedError
 
 __all__ = ["CRASH_LOOP_RESTARTS", "CRASH_LOOP_WINDOW_S", "crash_looping", "note_restart", "supervise"]

@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from common.libc import limit_malloc_arenas, release_free_memory
 from gateway.config import DEFAULT_CONFIG_PATH
-from gateway.libc import limit_malloc_arenas, release_free_memory
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 

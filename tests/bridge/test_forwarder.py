@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -12,9 +12,11 @@ from structlog.testing import capture_logs
 
 from bridge.checkpoint import Checkpoint
 from bridge.config import TopicsConfig
+from bridge.envelope import RawRow
 from bridge.forwarder import Forwarder, SendResult
-from bridge.policy import Backoff, Priority
+from bridge.policy import Priority
 from bridge.spool import Spool
+from common.backoff import Backoff
 from gateway.model import Event, EventKind
 from tests.bridge.helpers import FakeUplink, readings, spool_config
 
@@ -30,7 +32,7 @@ def _forwarder(spool: Spool, uplink: FakeUplink, **kw: object) -> Forwarder:
         heartbeat_topic=kw.pop("heartbeat_topic", None),  # type: ignore[arg-type]
         exactly_once=kw.pop("exactly_once", True),  # type: ignore[arg-type]
         batch_rows=kw.pop("batch_rows", 100),  # type: ignore[arg-type]
-        backoff=Backoff(initial=0.01, maximum=0.05),
+        backoff=Backoff(0.01, 0.05),
         linger=kw.pop("linger", 0.0),  # type: ignore[arg-type]
         busy=kw.pop("busy", None),  # type: ignore[arg-type]
     )
@@ -200,3 +202,36 @@ def test_a_trickle_waits_for_the_linger_and_goes_in_one_transaction(spool: Spool
     forwarder.stop()
     assert forwarder.stats().shipped == 20
     assert forwarder.stats().transactions == 2  # the first row at once, the other 19 together
+
+
+@pytest.mark.parametrize("heartbeat_topic", [None, "hb"])
+def test_an_idle_forwarder_sleeps_until_data_arrives(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch, heartbeat_topic: str | None
+) -> None:
+    """Issue 11: with no heartbeat topic the idle wait was 0 s, a busy loop at one core."""
+    forwarder = _forwarder(spool, FakeUplink(), heartbeat_topic=heartbeat_topic)
+    rounds = 0
+    step = forwarder.step
+
+    def counted(fetch: Callable[[int, int, int], Sequence[RawRow]]) -> bool:
+        nonlocal rounds
+        rounds += 1
+        return step(fetch)
+
+    monkeypatch.setattr(forwarder, "step", counted)
+    forwarder.start()
+    try:
+        deadline = time.monotonic() + 10
+        while forwarder.stats().state != "up" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert forwarder.stats().state == "up"
+        before = rounds
+        time.sleep(0.3)  # an idle spell: nothing spooled, no heartbeat due
+        idle_rounds = rounds - before
+        spool.append_many(readings(1))  # and data still wakes it at once
+        while forwarder.stats().shipped < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        forwarder.stop()
+    assert idle_rounds <= 2, f"{idle_rounds} fetch rounds while idle: the forwarder spins"
+    assert forwarder.stats().shipped == 1

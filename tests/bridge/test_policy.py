@@ -1,15 +1,12 @@
-"""The spool policy, pure: overflow (cap, priorities), TTL, redelivery window, backoff."""
+"""The spool policy, pure: overflow (cap, priorities), TTL, redelivery window."""
 
 from __future__ import annotations
-
-import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.policy import (
-    Backoff,
     Kind,
     OverflowPlan,
     Priority,
@@ -128,11 +125,3 @@ def test_ttl_property(ages: list[float], ttl: float) -> None:
         assert (last is not None and seq <= last) == (at < now - ttl)
 
 
-def test_backoff_grows_with_jitter_and_resets() -> None:
-    backoff = Backoff(initial=0.5, maximum=8.0, rng=random.Random(7))
-    delays = [backoff.next_delay() for _ in range(8)]
-    ceilings = [min(8.0, 0.5 * 2**i) for i in range(8)]
-    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
-    assert len({round(d, 6) for d in delays}) == len(delays)  # jittered
-    backoff.reset()
-    assert backoff.next_delay() <= 0.5

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from gateway.libc import limit_malloc_arenas, release_free_memory
+from common.libc import limit_malloc_arenas, release_free_memory
 from gateway.metrics import Family, ProcessMetrics, render
 
 _RUN_IMPORTS = "import gateway.config, gateway.runtime, gateway.metrics, gateway.http, bridge.kafka"

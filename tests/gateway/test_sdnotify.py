@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from gateway.errors import PlatformError
 from gateway.sdnotify import Notifier, watchdog_loop
@@ -159,11 +160,58 @@ def test_malformed_environment_is_a_platform_error(env: dict[str, str]) -> None:
         Notifier(env)
 
 
-def test_a_vanished_socket_is_a_platform_error(tmp_path: Path) -> None:
+def test_a_vanished_socket_is_logged_and_counted_never_raised(tmp_path: Path) -> None:
+    """Issue 11: one failed sendto raised PlatformError, and that stopped the gateway."""
     notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone")})
-    with pytest.raises(PlatformError, match=r"refused READY: .*No such file"):
-        notifier.ready()
+    with capture_logs() as logs:
+        assert notifier.ready() is False
     notifier.close()
+    assert notifier.errors == 1
+    [entry] = [e for e in logs if e["event"] == "sd_notify failed"]
+    assert entry["log_level"] == "warning"
+    assert entry["message"] == "READY"
+    assert "No such file" in entry["error"]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_refused_notifies_are_counted_each_and_logged_at_most_once_a_minute(systemd: FakeSystemd) -> None:
+    clock = _Clock()
+    with Notifier(systemd.env, clock=clock) as notifier:
+        assert notifier.ready() is True
+        systemd.sock.close()  # systemd's end is gone, its path stays: ECONNREFUSED
+        with capture_logs() as logs:
+            sent = [notifier.watchdog() for _ in range(5)]
+            clock.now += 30
+            notifier.status("still here")
+            clock.now += 31  # a minute after the first warning
+            notifier.watchdog()
+    assert sent == [False] * 5
+    assert notifier.errors == 7
+    warnings = [e for e in logs if e["event"] == "sd_notify failed"]
+    assert [w.get("suppressed", 0) for w in warnings] == [0, 5]
+    assert "Connection refused" in warnings[0]["error"]
+
+
+async def test_the_watchdog_loop_outlives_a_refusing_socket(systemd: FakeSystemd) -> None:
+    with Notifier({**systemd.env, "WATCHDOG_USEC": "20000"}) as notifier:
+        systemd.sock.close()
+        task = asyncio.create_task(watchdog_loop(notifier))
+        for _ in range(1000):  # pings every 10 ms; a failed one used to end the loop
+            if notifier.errors >= 3 or task.done():
+                break
+            await asyncio.sleep(0.005)
+        assert not task.done(), "a failed ping ended the watchdog loop"
+        assert notifier.errors >= 3
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
 async def test_watchdog_loop_pings_from_the_event_loop(systemd: FakeSystemd) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from devices.backoff import Backoff
+from common.backoff import Backoff
 from gateway.errors import SourceError, SourceRefusedError
 from gateway.supervisor import supervise
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.commands.rules import load_rules_files, run_scenario_file
+from gateway.commands.rules import run_scenario_file
+from gateway.rulesload import load_rules_files
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SCENARIOS = sorted(EXAMPLES.glob("**/scenario*.yaml"))

@@ -1,10 +1,9 @@
-"""The small pure pieces: device health, the bad-input counter, backoff."""
+"""The small pure pieces: device health, the bad-input counter."""
 
 from __future__ import annotations
 
 from structlog.testing import capture_logs
 
-from devices.backoff import Backoff
 from devices.config import DeviceConfig
 from devices.errors_counter import BadInputCounter
 from devices.health import DeviceState, HealthChange, HealthTracker
@@ -41,15 +40,6 @@ def test_bad_input_logged_once_per_interval_per_device() -> None:
         ("b", "not_finite", 0),
         ("a", "too_large", 999),
     ]
-
-
-def test_backoff_grows_with_jitter_and_resets() -> None:
-    backoff = Backoff(0.5, 8.0, rand=lambda: 1.0)
-    assert [backoff.next() for _ in range(7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
-    backoff.reset()
-    low = Backoff(0.5, 8.0, rand=lambda: 0.0)
-    assert [low.next() for _ in range(3)] == [0.25, 0.5, 1.0]
-    assert backoff.next() == 0.5
 
 
 def test_tracker_for_configured_devices() -> None:

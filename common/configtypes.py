@@ -1,8 +1,8 @@
 """Building blocks shared by every package's config models: durations and secret references.
 
-A leaf module, like :mod:`gateway.model` and :mod:`gateway.errors`: it imports nothing
-else of the project, so ``devices/``, ``bridge/`` and ``gateway/`` config models all use
-the same duration syntax and the same secret reference (one parser, one set of messages).
+A leaf module (see :mod:`common`): it imports nothing of the project, so ``devices/``,
+``bridge/`` and ``gateway/`` config models all use the same duration syntax and the same
+secret reference (one parser, one set of messages).
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""What edgegw asks of the C library directly (Linux, glibc), each a no-op elsewhere:
+"""What edgegw asks of the C library directly (Linux, glibc), each a no-op elsewhere.
+
+A leaf module (see :mod:`common`): the spool writer and the forwarder (``bridge/``) name
+their threads with it, ``edgegw run`` (``gateway/``) tunes the heap.
 
 - :func:`name_os_thread`: thread names in the kernel, so ``top -H``, ``ps -L`` and
   ``/proc/<pid>/task/*/comm`` show which of edgegw's threads uses the CPU (Python 3.11

@@ -1,4 +1,8 @@
-"""Jittered exponential backoff for reconnects (pure; the random source is injected)."""
+"""Jittered exponential backoff for reconnects (pure; the random source is injected).
+
+The one backoff of edgegw: the MQTT and serial sources, the Kafka forwarder and the
+gateway's supervisor all retry with it.
+"""
 
 from __future__ import annotations
 
