@@ -85,9 +85,9 @@ class PahoClient(mqtt.Client):
         # we always pass an SSLContext with check_hostname on, so the handshake verifies all
         context = self._ssl_context
         assert context is not None
-        ssl_sock = context.wrap_socket(tcp_sock, server_hostname=self._host, do_handshake_on_connect=False)
+        ssl_sock = context.wrap_socket(tcp_sock, server_hostname=self.host, do_handshake_on_connect=False)
         try:
-            ssl_sock.settimeout(self._connect_timeout)
+            ssl_sock.settimeout(self.connect_timeout)
             ssl_sock.do_handshake()
         except BaseException:
             ssl_sock.close()
@@ -97,7 +97,7 @@ class PahoClient(mqtt.Client):
     def buffered(self) -> bool:
         if self._rpos < len(self._rbuf):
             return True
-        sock = self._sock
+        sock = self.socket()
         return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
 
     def ack_many(self, mids: list[int]) -> None:
