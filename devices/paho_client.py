@@ -14,22 +14,143 @@ paho internals overridden in :class:`PahoClient` (two for the hot path, one for 
 and :meth:`PahoClient.ack_many` queues a batch of PUBACKs as one buffer through paho's
 ``_packet_queue`` (one ``send`` per batch instead of one per message).
 
-paho-mqtt is pinned below 3 in pyproject.toml; tests/devices/test_paho_client.py and the
-broker tests cover these paths.
+Every private paho member used is listed in :data:`PAHO_PRIVATE_NAMES`, and
+:func:`paho_differences` checks them against the installed paho; paho-mqtt is pinned to
+the minor versions the tests cover (:data:`TESTED_PAHO`, the same range as pyproject.toml).
 """
 
 from __future__ import annotations
 
+import inspect
+import re
 import socket
 import ssl
 import struct
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
+import paho.mqtt
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
-__all__ = ["READ_CHUNK", "InMessage", "PahoClient"]
+__all__ = ["PAHO_PRIVATE_NAMES", "READ_CHUNK", "TESTED_PAHO", "InMessage", "PahoClient", "PahoPrivate",
+           "paho_differences"]
+
+TESTED_PAHO = ((2, 2), (2, 3))
+"""paho-mqtt versions the tests cover, from (inclusive) and to (exclusive): the pin in
+pyproject.toml says the same (a test holds them together)."""
+
+
+class PahoPrivate(NamedTuple):
+    """A private member of paho that edgegw relies on, and how it must look."""
+
+    owner: type
+    name: str
+    params: tuple[str, ...] | None = None
+    """A method: its parameter names after ``self``. None: an attribute of a fresh instance."""
+    override: bool = False
+    """We override it, so paho calls ours: its parameters must be exactly ``params``. A
+    method we only call needs ``params`` first and defaults for any others."""
+    kind: type | tuple[type, ...] = object
+    """An attribute: the type of its value on a fresh instance."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.owner.__name__}.{self.name}"
+
+
+PAHO_PRIVATE_NAMES: tuple[PahoPrivate, ...] = (
+    # Buffered reads: PahoClient._sock_recv reads READ_CHUNK bytes per recv and serves paho
+    # from that buffer; PahoClient._packet_read decodes the whole PUBLISH packets in it
+    # when no packet is half-read (_in_packet["command"] == 0) and then moves paho's
+    # keepalive clock as paho's own reader would.
+    PahoPrivate(mqtt.Client, "_sock_recv", ("bufsize",), override=True),
+    PahoPrivate(mqtt.Client, "_packet_read", (), override=True),
+    PahoPrivate(mqtt.Client, "_in_packet", kind=dict),
+    PahoPrivate(mqtt.Client, "_last_bytes_received", kind=float),
+    # Lean PUBLISH decoding: PahoClient._handle_publish decodes a QoS 0/1 PUBLISH that paho
+    # read (_in_packet["packet"]) into an InMessage instead of an MQTTMessage; the MQTT 5
+    # property block is skipped (_protocol); with automatic acks it sends the PUBACK
+    # itself (_manual_ack, _send_puback), as paho does. QoS 2 messages still reach
+    # _handle_on_message, which we override to fill the inbox (MQTTMessage._topic: the
+    # topic's bytes, also when they are not UTF-8).
+    PahoPrivate(mqtt.Client, "_handle_publish", (), override=True),
+    PahoPrivate(mqtt.Client, "_handle_on_message", ("message",), override=True),
+    PahoPrivate(mqtt.Client, "_protocol", kind=int),
+    PahoPrivate(mqtt.Client, "_manual_ack", kind=bool),
+    PahoPrivate(mqtt.Client, "_send_puback", ("mid",)),
+    PahoPrivate(mqtt.MQTTMessage, "_topic", kind=bytes),
+    # Batched PUBACKs: PahoClient.ack_many queues all of a batch's PUBACKs as one packet
+    # buffer (one send) where paho's public ack() queues and sends one per message.
+    PahoPrivate(mqtt.Client, "_packet_queue", ("command", "packet", "mid", "qos")),
+    # TLS: paho's _ssl_wrap_socket leaks the socket when the handshake fails; ours closes
+    # it. It needs the context given to tls_set_context(), which paho keeps privately.
+    PahoPrivate(mqtt.Client, "_ssl_wrap_socket", ("tcp_sock",), override=True),
+    PahoPrivate(mqtt.Client, "_ssl_context", kind=(type(None), ssl.SSLContext)),
+    # MqttLink._close_session closes a half-open connection's socket: paho has no public
+    # call for that (disconnect() needs a working connection).
+    PahoPrivate(mqtt.Client, "_sock_close", ()),
+)
+"""Every private paho member PahoClient (and MqttLink) overrides, calls or reads."""
+
+
+_MISSING = object()
+
+
+def _paho_version() -> tuple[int, int] | None:
+    match = re.match(r"(\d+)\.(\d+)", getattr(paho.mqtt, "__version__", ""))
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def _method_difference(entry: PahoPrivate, member: object) -> str | None:
+    assert entry.params is not None
+    if not callable(member):
+        return f"{entry.label} is not callable"
+    try:
+        params = list(inspect.signature(member).parameters.values())[1:]  # self
+    except (TypeError, ValueError):
+        return f"{entry.label} has no signature to check"
+    names = tuple(p.name for p in params)
+    wanted = entry.params
+    if entry.override:
+        ok = names == wanted
+    else:
+        rest = params[len(wanted):]
+        ok = names[: len(wanted)] == wanted and all(
+            p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in rest
+        )
+    return None if ok else f"{entry.label} takes ({', '.join(names)}), not ({', '.join(wanted)})"
+
+
+def paho_differences(names: tuple[PahoPrivate, ...] = PAHO_PRIVATE_NAMES) -> list[str]:
+    """What differs between the installed paho and the one PahoClient was written for: an
+    untested version, a missing name, a method with other parameters, an attribute of
+    another type, a name of ours that paho now uses itself. Empty when PahoClient is safe."""
+    differences: list[str] = []
+    version = _paho_version()
+    low, high = TESTED_PAHO
+    if version is None or not low <= version < high:
+        differences.append(f"paho-mqtt {getattr(paho.mqtt, '__version__', '?')} is not "
+                           f">={low[0]}.{low[1]},<{high[0]}.{high[1]}")
+    probes: dict[type, object] = {
+        mqtt.Client: mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edgegw-probe"),
+        mqtt.MQTTMessage: mqtt.MQTTMessage(0, b"edgegw/probe"),
+    }
+    for entry in names:
+        member = getattr(entry.owner if entry.params is not None else probes[entry.owner], entry.name,
+                         _MISSING)
+        if member is _MISSING:
+            differences.append(f"{entry.label} is missing")
+        elif entry.params is not None:
+            found = _method_difference(entry, member)
+            if found is not None:
+                differences.append(found)
+        elif not isinstance(member, entry.kind):
+            differences.append(f"{entry.label} is a {type(member).__name__}")
+    client_probe = probes[mqtt.Client]
+    differences += [f"Client.{name} exists in paho: it clashes with ours"
+                    for name in sorted(_OUR_NAMES) if hasattr(client_probe, name)]
+    return differences
 
 READ_CHUNK = 256 * 1024
 _PUBACK = struct.Struct("!BBH")
@@ -223,3 +344,10 @@ class PahoClient(mqtt.Client):
             self._rpos = pos
             self._last_bytes_received = time.monotonic()  # paho's keepalive clock
         return taken
+
+
+_OUR_NAMES = frozenset(
+    {"_rbuf", "_rpos", "inbox", "inbox_limit"}  # instance attributes
+    | {name for name in vars(PahoClient) if not name.startswith("__")}
+) - {entry.name for entry in PAHO_PRIVATE_NAMES}
+"""What PahoClient adds to paho's Client: paho must not start using these names itself."""
