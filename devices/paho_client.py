@@ -1,6 +1,9 @@
-"""A paho-mqtt client with edgegw's hot path: buffered reads, lean PUBLISH decoding, batched PUBACKs.
+"""paho-mqtt clients for :class:`devices.mqtt_client.MqttLink`: a fast one over paho's
+private members, and a plain one over its public API to fall back on.
 
-paho internals overridden in :class:`PahoClient` (two for the hot path, one for a leak):
+:class:`PahoClient` is edgegw's hot path: buffered reads, lean PUBLISH decoding, batched
+PUBACKs. It overrides or touches the private paho members listed in
+:data:`PAHO_PRIVATE_NAMES` (each group says why):
 
 - ``_sock_recv``: paho reads a packet with three ``recv`` calls (command byte, length,
   body); we read up to 256 KiB per ``recv`` and serve paho from that buffer, so one
@@ -10,13 +13,15 @@ paho internals overridden in :class:`PahoClient` (two for the hot path, one for 
   its per-topic callback table under two locks; we decode QoS 0/1 PUBLISH packets into a
   slotted :class:`InMessage` and append it to a list (routing is ours, once per batch).
 - ``_ssl_wrap_socket``: paho's leaves the socket open when the TLS handshake fails.
+- ``_packet_queue``: :meth:`PahoClient.ack_many` queues a batch of PUBACKs as one buffer
+  (one ``send`` per batch instead of one per message).
 
-and :meth:`PahoClient.ack_many` queues a batch of PUBACKs as one buffer through paho's
-``_packet_queue`` (one ``send`` per batch instead of one per message).
-
-Every private paho member used is listed in :data:`PAHO_PRIVATE_NAMES`, and
-:func:`paho_differences` checks them against the installed paho; paho-mqtt is pinned to
-the minor versions the tests cover (:data:`TESTED_PAHO`, the same range as pyproject.toml).
+Private members change without notice, so paho-mqtt is pinned to the minor versions the
+tests cover (:data:`TESTED_PAHO`, the same range as in pyproject.toml), and
+:func:`make_client` checks them at start: when the installed paho is outside that range,
+or lacks one of the names, or an overridden method takes other parameters, it builds a
+:class:`PlainPahoClient` instead (public paho API only, same interface, slower) and logs
+one warning naming what differed.
 """
 
 from __future__ import annotations
@@ -31,10 +36,13 @@ from typing import Any, NamedTuple
 
 import paho.mqtt
 import paho.mqtt.client as mqtt
+import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 __all__ = ["PAHO_PRIVATE_NAMES", "READ_CHUNK", "TESTED_PAHO", "InMessage", "PahoClient", "PahoPrivate",
-           "paho_differences"]
+           "PlainPahoClient", "make_client", "paho_differences"]
+
+_log = structlog.get_logger("edgegw.devices.mqtt")
 
 TESTED_PAHO = ((2, 2), (2, 3))
 """paho-mqtt versions the tests cover, from (inclusive) and to (exclusive): the pin in
@@ -175,16 +183,71 @@ class InMessage:
         self.dup = dup
 
 
-class PahoClient(mqtt.Client):
-    """paho client with a read buffer and a message list instead of callbacks."""
+def make_client(*, client_id: str, protocol: MQTTProtocolVersion, clean_session: bool | None = None,
+                manual_ack: bool = False) -> PlainPahoClient:
+    """The client for an :class:`~devices.mqtt_client.MqttLink`: a :class:`PahoClient` when
+    the installed paho is the one it was written for, else a :class:`PlainPahoClient`,
+    with one warning naming what differs (see :func:`paho_differences`)."""
+    differences = paho_differences()
+    client_class = PlainPahoClient if differences else PahoClient
+    if differences:
+        low, high = TESTED_PAHO
+        _log.warning("paho-mqtt is not the tested one: plain paho client (slower, same acks)",
+                     client_id=client_id, paho=getattr(paho.mqtt, "__version__", "?"),
+                     tested=f">={low[0]}.{low[1]},<{high[0]}.{high[1]}", differences=differences)
+    return client_class(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
+                        protocol=protocol, manual_ack=manual_ack)
+
+
+class PlainPahoClient(mqtt.Client):
+    """What :class:`~devices.mqtt_client.MqttLink` needs of its client, over paho's public
+    API only: received messages in ``inbox`` (from ``on_message``), ``ack_many``.
+
+    The fallback when the installed paho differs from the tested one. paho reads each
+    packet with three ``recv`` calls and builds an ``MQTTMessage`` for it, and
+    :meth:`ack_many` sends one PUBACK per ``ack()``: slower than :class:`PahoClient`, with the
+    same semantics (with ``manual_ack=True`` no PUBACK leaves before ``ack_many``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.inbox: list[InMessage] = []
+        self.inbox_limit = 1000
+        """PahoClient stops decoding from its read buffer at this many messages until the
+        inbox is emptied (paho hands over one message per packet read anyway)."""
+        self.on_message = self._to_inbox
+
+    def _to_inbox(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            topic: str | None = message.topic
+        except UnicodeDecodeError:
+            topic = None  # paho keeps the bytes private; Mosquitto refuses such topics anyway
+        raw_topic = topic.encode("utf-8") if topic is not None else b""
+        self.inbox.append(InMessage(topic, raw_topic, bytes(message.payload), mid=message.mid,
+                                    qos=message.qos, dup=bool(message.dup)))
+
+    def buffered(self) -> bool:
+        """Whether bytes were read that the selector cannot see: TLS decrypts whole
+        records, so the rest of one waits in the SSL object after paho's small reads."""
+        sock = self.socket()
+        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+
+    def ack_many(self, mids: list[int]) -> None:
+        """PUBACK every (QoS 1) message id in ``mids``, in order."""
+        for mid in mids:
+            self.ack(mid, 1)
+
+    def drop_buffer(self) -> None:
+        """Nothing to drop: paho resets its own reader on connect."""
+
+
+class PahoClient(PlainPahoClient):
+    """paho client with a read buffer, lean PUBLISH decoding and batched PUBACKs."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._rbuf = b""
         self._rpos = 0
-        self.inbox: list[InMessage] = []
-        self.inbox_limit = 1000
-        """Messages decoded straight from the buffer stop here until the inbox is emptied."""
 
     def _sock_recv(self, bufsize: int) -> bytes:
         pos = self._rpos
@@ -216,10 +279,7 @@ class PahoClient(mqtt.Client):
         return ssl_sock
 
     def buffered(self) -> bool:
-        if self._rpos < len(self._rbuf):
-            return True
-        sock = self.socket()
-        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+        return self._rpos < len(self._rbuf) or super().buffered()
 
     def ack_many(self, mids: list[int]) -> None:
         """PUBACK every message id in ``mids``, in order, in one write.
@@ -348,6 +408,6 @@ class PahoClient(mqtt.Client):
 
 _OUR_NAMES = frozenset(
     {"_rbuf", "_rpos", "inbox", "inbox_limit"}  # instance attributes
-    | {name for name in vars(PahoClient) if not name.startswith("__")}
+    | {name for cls in (PlainPahoClient, PahoClient) for name in vars(cls) if not name.startswith("__")}
 ) - {entry.name for entry in PAHO_PRIVATE_NAMES}
-"""What PahoClient adds to paho's Client: paho must not start using these names itself."""
+"""What our clients add to paho's Client: paho must not start using these names itself."""
