@@ -7,7 +7,8 @@ reconnects with jittered exponential backoff, and sets ``TCP_NODELAY``. The MQTT
 and the MQTT actuators each run one.
 
 The paho client itself is :class:`devices.paho_client.PahoClient` (buffered reads, lean
-PUBLISH decoding, batched PUBACKs).
+PUBLISH decoding, batched PUBACKs), or :class:`~devices.paho_client.PlainPahoClient` when the
+installed paho is not the tested one (see :func:`devices.paho_client.make_client`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -30,7 +31,7 @@ from pydantic import SecretStr
 
 from common.backoff import Backoff
 from devices.config import MqttConnection
-from devices.paho_client import InMessage, PahoClient
+from devices.paho_client import InMessage, PlainPahoClient, make_client
 from gateway.errors import SourceError, SourceRefusedError
 
 __all__ = ["InMessage", "MqttLink"]
@@ -94,16 +95,14 @@ class MqttLink:
         self.client = self._make_client(manual_ack)
 
     # ------------------------------------------------------------------ set-up
-    def _make_client(self, manual_ack: bool) -> PahoClient:
+    def _make_client(self, manual_ack: bool) -> PlainPahoClient:
         conn = self.conn
-        v5 = conn.protocol == "5"
-        if v5:
-            client = PahoClient(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=MQTTProtocolVersion.MQTTv5, manual_ack=manual_ack)
+        if conn.protocol == "5":
+            client = make_client(client_id=self.client_id, protocol=MQTTProtocolVersion.MQTTv5,
+                                 manual_ack=manual_ack)
         else:
-            client = PahoClient(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             clean_session=not self.persistent,
-                             protocol=MQTTProtocolVersion.MQTTv311, manual_ack=manual_ack)
+            client = make_client(client_id=self.client_id, clean_session=not self.persistent,
+                                 protocol=MQTTProtocolVersion.MQTTv311, manual_ack=manual_ack)
         client.inbox_limit = MAX_PACKETS_PER_WAKEUP
         client.max_queued_messages_set(conn.max_queued_messages)
         client.max_inflight_messages_set(min(conn.max_queued_messages, 1000))
