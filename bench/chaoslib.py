@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from simulators.pty_device import PtyDevice
@@ -57,8 +57,13 @@ __all__ = [
     "ChaosResult",
     "GatewayProc",
     "KafkaWatch",
+    "MqttWatch",
     "Publisher",
+    "RuleRun",
     "Run",
+    "StreamPublisher",
+    "TopicRecord",
+    "read_committed",
     "scenario_broker_restart",
     "scenario_disk_full",
     "scenario_kafka_outage",
@@ -945,3 +950,278 @@ def _reopen_median(gateway: GatewayProc) -> float:
         elif entry.get("event") == "serial port open" and lost_at:
             opened_at.append(t - lost_at[-1])
     return statistics.median(opened_at) if opened_at else float("nan")
+
+
+# ---------------------------------------------------------------------- rules under kills (issue 11)
+@dataclass
+class RuleRun(Run):
+    """A run whose every device drives a rule that fires and clears on every other reading.
+
+    Device ``dev-NN`` (``NN = seq % devices``) publishes ``{"seq": S, "t": V}``; its k-th
+    message (``k = seq // devices``) has ``t`` above :attr:`threshold` when k is odd (60)
+    and below it when k is even (40), so the rule ``hot-dev-NN`` (``t above threshold``)
+    fires on every second reading and clears on the next one, setting the declared MQTT
+    actuator ``dev-NN/heater`` to ``{"state": "on"}`` / ``{"state": "off"}``. ``t`` also
+    encodes the sequence (``60 + S / 1e6``), so each ``t`` reading, and each rule event (its
+    ``values`` hold the deciding ``t``), names the message it came from.
+    """
+
+    threshold: float = 50.0
+
+    @staticmethod
+    def device_of(seq: int, devices: int) -> str:
+        return f"dev-{seq % devices:02d}"
+
+    def device(self, seq: int) -> str:
+        return self.device_of(seq, self.devices)
+
+    def t_value(self, seq: int) -> float:
+        high = (seq // self.devices) % 2 == 1
+        return (self.threshold + 10.0 if high else self.threshold - 10.0) + seq / 1e6
+
+    def seq_of_t(self, value: float) -> int:
+        base = self.threshold + 10.0 if value > self.threshold else self.threshold - 10.0
+        return round((value - base) * 1e6)
+
+    def message(self, seq: int) -> tuple[str, bytes]:
+        """``(MQTT topic, payload)`` of message ``seq``."""
+        return f"{self.mqtt_prefix}/{self.device(seq)}", b'{"seq":%d,"t":%r}' % (seq, self.t_value(seq))
+
+    def rule_device(self) -> dict[str, str]:
+        """Rule id -> device id."""
+        return {f"hot-dev-{i:02d}": f"dev-{i:02d}" for i in range(self.devices)}
+
+    def actuator_topic(self, device: str) -> str:
+        return f"{self.mqtt_prefix}/act/{device}/heater"
+
+    def write_config(self) -> None:
+        ids = [f"dev-{i:02d}" for i in range(self.devices)]
+        devices = [{"id": d, "topic": f"{self.mqtt_prefix}/{d}", "profile": "json",
+                    "fields": {"seq": {"metric": "seq", "type": "number"},
+                               "t": {"metric": "t", "type": "number"}}}
+                   for d in ids]  # fmt: skip
+        actuators = [{"id": f"{d}/heater", "profile": "json", "topic": self.actuator_topic(d)} for d in ids]
+        rules = [{"id": f"hot-{d}", "when": {"sensor": f"{d}/t", "above": self.threshold},
+                  "then": [{"set": f"{d}/heater", "to": {"state": "on"}}],
+                  "else": [{"set": f"{d}/heater", "to": {"state": "off"}}],
+                  "max_fires_per_minute": 1_000_000}
+                 for d in ids]  # fmt: skip
+        config = {
+            "gateway": {"id": self.name, "state_dir": str(self.state)},
+            "mqtt": {"host": self.broker.host, "port": self.broker.port, "reconnect_min": "100ms",
+                     "reconnect_max": "1s"},
+            "devices": devices,
+            "actuators": actuators,
+            "rules": rules,
+            "bridge": {"spool": {"path": str(self.spool), **self.spool_options},
+                       "kafka": {"bootstrap": self.kafka.bootstrap, "mode": "exactly_once",
+                                 "topics": self.topics, "backoff_initial": "200ms", "backoff_max": "2s",
+                                 "send_timeout": "15s"}},
+            "http": {"host": "127.0.0.1", "port": self.http_port},
+            "log": {"level": "info", "format": "json"},
+        }  # fmt: skip
+        self.config_path.write_text(json.dumps(config, indent=1) + "\n")
+
+
+class StreamPublisher(threading.Thread):
+    """QoS 1 publisher of messages ``0 .. count-1`` (``message(seq) -> (topic, payload)``) at ``rate``/s.
+
+    It publishes only below a limit the caller moves up with :meth:`allow` (all of them by
+    default); after waiting at the limit it goes on at ``rate`` again, not in a burst.
+    ``acked_at`` holds the messages the broker PUBACKed (seq -> monotonic time, to ~50 ms).
+    """
+
+    def __init__(self, broker: Mosquitto, message: Callable[[int], tuple[str, bytes]], count: int,
+                 rate: float, *, limit: int | None = None) -> None:  # fmt: skip
+        super().__init__(daemon=True, name="chaos-stream-publisher")
+        self.broker = broker
+        self.message = message
+        self.count = count
+        self.rate = rate
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"chaos-spub-{uuid.uuid4().hex[:8]}")
+        self.client.max_queued_messages_set(20_000)
+        self.client.max_inflight_messages_set(1000)
+        self.client.reconnect_delay_set(1, 2)
+        self.connected = threading.Event()
+        self.client.on_connect = lambda *_a: self.connected.set()
+        self.client.on_disconnect = self._on_disconnect
+        self.disconnects = 0
+        self.sent = 0
+        self.acked_at: dict[int, float] = {}
+        self.halt = threading.Event()
+        self.done = threading.Event()
+        self._limit = count if limit is None else limit
+        self._cond = threading.Condition()
+        self._pending: deque[tuple[int, mqtt.MQTTMessageInfo]] = deque()
+        self._lock = threading.Lock()
+
+    def _on_disconnect(self, *_args: object) -> None:
+        self.connected.clear()
+        self.disconnects += 1
+
+    def allow(self, limit: int) -> None:
+        """Let the publisher go on up to (not including) message ``limit``."""
+        with self._cond:
+            self._limit = min(self.count, max(self._limit, limit))
+            self._cond.notify_all()
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    def run(self) -> None:
+        client = self.client
+        client.connect(self.broker.host, self.broker.port, keepalive=10)
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.loop_start()
+        self.connected.wait(15)
+        base_t, base_seq = time.monotonic(), 0
+        last_sweep = base_t
+        try:
+            for seq in range(self.count):
+                if self.halt.is_set():
+                    break
+                if seq >= self._limit:
+                    with self._cond:
+                        while seq >= self._limit and not self.halt.is_set():
+                            self._cond.wait(0.05)
+                            self.sweep()
+                    base_t, base_seq = time.monotonic(), seq
+                wait = base_t + (seq - base_seq) / self.rate - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                topic, body = self.message(seq)
+                pause = 0.001
+                while True:
+                    info = client.publish(topic, body, qos=1)
+                    if info.rc != MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+                        break
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.05)
+                    self.sweep()
+                with self._lock:
+                    self._pending.append((seq, info))
+                self.sent = seq + 1
+                if time.monotonic() - last_sweep > 0.05:
+                    last_sweep = time.monotonic()
+                    self.sweep()
+            deadline = time.monotonic() + 120
+            while self._pending and time.monotonic() < deadline and not self.halt.is_set():
+                self.sweep()
+                time.sleep(0.05)
+        finally:
+            self.sweep()
+            client.disconnect()
+            client.loop_stop()
+            self.done.set()
+
+    def sweep(self) -> None:
+        """Note the messages PUBACKed since the last sweep."""
+        now = time.monotonic()
+        with self._lock:
+            keep: deque[tuple[int, mqtt.MQTTMessageInfo]] = deque()
+            for seq, info in self._pending:
+                if _acked(info):
+                    self.acked_at[seq] = now
+                else:
+                    keep.append((seq, info))
+            self._pending = keep
+
+    @property
+    def acked(self) -> int:
+        return len(self.acked_at)
+
+    def acked_seqs(self) -> set[int]:
+        with self._lock:
+            return set(self.acked_at)
+
+
+class MqttWatch:
+    """Counts the messages on an MQTT topic filter (QoS 1), e.g. what actuators receive."""
+
+    def __init__(self, broker: Mosquitto, topic_filter: str) -> None:
+        client_id = f"chaos-watch-{uuid.uuid4().hex[:8]}"
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.topic_filter = topic_filter
+        self.subscribed = threading.Event()
+        self.times: list[float] = []
+        self.messages: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self.client.on_connect = lambda client, *_a: client.subscribe(topic_filter, qos=1)
+        self.client.on_subscribe = lambda *_a: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.broker = broker
+
+    def _on_message(self, _client: object, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.times.append(time.monotonic())
+            self.messages.append((msg.topic, bytes(msg.payload)))
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.client.connect(self.broker.host, self.broker.port, keepalive=10)
+        self.client.loop_start()
+        if not self.subscribed.wait(timeout):
+            raise ChaosError(f"no SUBACK for {self.topic_filter} within {timeout:g} s")
+
+    def count_between(self, start: float, end: float) -> int:
+        with self._lock:
+            return sum(1 for t in self.times if start <= t <= end)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@dataclass(frozen=True)
+class TopicRecord:
+    """One record as a read_committed consumer saw it."""
+
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    headers: dict[str, bytes]
+
+
+def read_committed(bootstrap: str, topic: str, *, timeout: float = 60.0) -> list[TopicRecord]:
+    """Every committed record of ``topic`` (all partitions, from the beginning, to the end).
+
+    Meant for a topic nobody writes to any more (the gateway stopped): it reads with
+    ``isolation.level=read_committed`` until each partition reports its end.
+    """
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"chaos-read-{uuid.uuid4().hex[:8]}",
+        "isolation.level": "read_committed", "enable.auto.commit": False,
+        "enable.partition.eof": True, "logger": _quiet_logger(),
+    })  # fmt: skip
+    try:
+        meta = consumer.list_topics(topic, timeout=15)
+        partitions = sorted(meta.topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        at_end: set[int] = set()
+        out: list[TopicRecord] = []
+        deadline = time.monotonic() + timeout
+        while len(at_end) < len(partitions):
+            if time.monotonic() > deadline:
+                left = sorted(set(partitions) - at_end)
+                raise ChaosError(f"{topic}: partitions {left} did not reach their end within {timeout:g} s "
+                                 f"({len(out)} records read)")  # fmt: skip
+            for msg in consumer.consume(5000, 0.5):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        at_end.add(int(msg.partition() or 0))
+                        continue
+                    raise ChaosError(f"{topic}: {err}")
+                at_end.discard(int(msg.partition() or 0))
+                headers: dict[str, bytes] = {}
+                for name, raw in dict(msg.headers() or []).items():
+                    headers[str(name)] = raw if isinstance(raw, bytes) else str(raw or "").encode()
+                out.append(TopicRecord(int(msg.partition() or 0), int(msg.offset() or 0), msg.key() or b"",
+                                       msg.value() or b"", headers))  # fmt: skip
+        return out
+    finally:
+        with contextlib.suppress(KafkaException, RuntimeError):
+            consumer.close()
