@@ -70,6 +70,8 @@ class SpoolStats:
     """submit() to on_durable, per group (what a PUBACK waits)."""
     durable_ms_p99: float | None
     failed: str | None
+    disk_full: bool = False
+    """SQLite reported the disk full and the reserve file is not back yet."""
 
 
 class _SyncDone:
@@ -270,6 +272,7 @@ class Spool:
             durable_ms_p50=_percentile(durable_ms, 0.5),
             durable_ms_p99=_percentile(durable_ms, 0.99),
             failed=None if self._failed is None else str(self._failed),
+            disk_full=w.disk_full,
         )
 
     # ------------------------------------------------------------------ writer thread

@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
 
 from bridge.config import SpoolConfig
 from bridge.migrations import migrate
@@ -23,6 +25,8 @@ from bridge.policy import KIND_NAMES, ROW_OVERHEAD, Usage, expired_prefix
 from gateway.errors import SpoolError
 
 __all__ = ["Store", "connect", "is_full"]
+
+_log = structlog.get_logger("edgegw.bridge.spool")
 
 _KIND_TEXT = "CASE kind " + " ".join(f"WHEN {k} THEN '{v}'" for k, v in KIND_NAMES.items()) + \
     " ELSE CAST(kind AS TEXT) END"  # fmt: skip
@@ -38,6 +42,14 @@ _DEAD_LETTER_SQL = (
     f" SELECT seq, {_KIND_TEXT}, key, ts, spooled_at, data, ?, ?, ?"
     " FROM rows WHERE prio = ? AND seq = ?"
 )
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def is_full(exc: sqlite3.Error) -> bool:
@@ -84,12 +96,36 @@ class Store:
             self.drops: dict[str, int] = defaultdict(int)
             self.reload_counters()
             self.ensure_reserve()
+            self._identity = _identity(self.path)
         except sqlite3.Error as exc:
             self.conn.close()
             raise SpoolError(f"cannot open spool {self.path}: {exc}") from exc
         except BaseException:
             self.conn.close()
             raise
+
+    # ------------------------------------------------------------------ the file itself
+    def replaced(self) -> bool:
+        """True when the path no longer names the file this connection writes to."""
+        return _identity(self.path) != self._identity
+
+    def rescue(self) -> Path:
+        """Copy the open (deleted) database back to the path with SQLite's backup API; a
+        path that holds another file now keeps it, and the copy goes beside it."""
+        target = self.path
+        if target.exists():
+            target = self.path.with_name(f"{self.path.name}.rescued-{int(time.time())}")
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(OSError):  # the deleted file's companions, if they are left
+                if not self.path.exists():
+                    Path(f"{self.path}{suffix}").unlink()
+        dst = sqlite3.connect(target)
+        try:
+            self.conn.backup(dst)
+        finally:
+            dst.close()
+        _log.error("spool: file deleted while open; content saved back", path=str(target))
+        return target
 
     # ------------------------------------------------------------------ disk reserve
     @property

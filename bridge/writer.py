@@ -24,6 +24,7 @@ from bridge.config import SpoolConfig
 from bridge.envelope import Record, encode_item
 from bridge.policy import ROW_OVERHEAD, DropReason, overflow_plan
 from bridge.store import Store, is_full
+from gateway.errors import SpoolError
 from gateway.model import Command, Event, Reading
 
 __all__ = ["Barrier", "DeadInput", "DeadLetter", "GroupWriter", "OnDurable", "Settle", "SpoolItem", "Submit"]
@@ -116,6 +117,8 @@ class GroupWriter:
         self.durable_ms: deque[float] = deque(maxlen=4096)
         self._next_maintenance = 0.0
         self.full_cap: int | None = None
+        self.disk_full = False
+        """Set when SQLite reported the disk full; cleared once the reserve file is made again."""
         self._unrecorded: list[tuple[str, int, int, int]] = []
         """Drops (reason, priority, rows, bytes) decided but not yet in a committed transaction."""
         """A cap learned from a full disk: the bytes that fitted. Lifted when room returns."""
@@ -132,6 +135,13 @@ class GroupWriter:
             elif isinstance(op, Barrier):
                 g.barriers.append(op)
         maintenance = now >= self._next_maintenance
+        if maintenance and self.store.replaced():
+            # deleted (or replaced) under us: SQLite would go on writing to a file nobody
+            # can open again. Copy what it holds back to the path, then fail: the runtime
+            # reopens the copy and nothing committed is lost.
+            where = self.store.rescue()
+            raise SpoolError(f"spool file {self.store.path} was deleted or replaced while open; "
+                             f"its content was saved to {where}")  # fmt: skip
         writes = bool(g.rows or g.settles or g.origins or g.state or g.dead)
         if writes or g.skipped or maintenance:  # skipped: their drop counts are recorded
             started = time.monotonic()
@@ -216,6 +226,7 @@ class GroupWriter:
                 self._reload_counters()
                 if not is_full(exc):
                     raise
+                self.disk_full = True
                 if attempt == 11:
                     self._give_up(rows, skipped, exc)
                     g.rows = []  # none of them is in the file (committed_rows must not count them)
@@ -370,6 +381,10 @@ class GroupWriter:
             if store.room() > max(wanted, self.full_cap // 10):
                 _log.info("spool: room again after a full disk", learned_cap=self.full_cap)
                 self.full_cap = None
+        if self.disk_full and self.full_cap is None and (
+            self.config.reserve_bytes <= 0 or store.reserve_path.exists()
+        ):
+            self.disk_full = False
         for prio in list(store.prios()):
             oldest = store.oldest_spooled_at(prio)
             if oldest is not None and now - oldest > self.config.ttl:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from gateway import __version__
+from gateway.supervisor import crash_looping
 
 if TYPE_CHECKING:
     from bridge.forwarder import Forwarder, ForwarderStats
@@ -170,6 +171,32 @@ class ProcessMetrics:
         yield _gauge("process_max_fds", "Maximum number of open file descriptors.", float(limit.split()[3]))
 
 
+def _pipeline_families(rt: Runtime) -> Iterator[Family]:
+    ph = pipeline_health(rt)
+    p = rt.pipeline.stats()
+    yield _gauge("edgegw_mqtt_oldest_unacked_seconds", "Age of the oldest MQTT message not acknowledged yet",
+                 ph.oldest_unacked_s)  # fmt: skip
+    yield _gauge("edgegw_spool_writer_up", "1 while the spool's writer thread runs",
+                 1.0 if ph.spool_writer_up else 0.0)  # fmt: skip
+    yield _gauge("edgegw_pipeline_suspended", "1 while the pipeline waits for the spool to reopen",
+                 1.0 if ph.suspended else 0.0)  # fmt: skip
+    looping = Family("edgegw_component_crash_looping", "1 when it restarted 5 times within a minute", "gauge",
+                     ("component",))  # fmt: skip
+    for name in sorted(rt.state.restart_times):
+        looping.add([name], 1.0 if name in ph.crash_looping else 0.0)
+    yield looping
+    yield _gauge("edgegw_pipeline_batches_in_flight", "Batches handed to the spool and not settled",
+                 p.in_flight)  # fmt: skip
+    yield _total("edgegw_redeliveries_skipped", "MQTT redeliveries (DUP) of messages already taken",
+                 p.redeliveries)  # fmt: skip
+    yield _total("edgegw_batches_voided", "Batches voided by a spool failure (MQTT: redelivered)",
+                 p.voided)  # fmt: skip
+    yield _total("edgegw_readings_lost_unacked",
+                 "Readings voided that no broker redelivers (serial, QoS 0)", p.lost_unacked)  # fmt: skip
+    yield _counter("edgegw_poison_messages", "Messages dead-lettered because processing raised",
+                   ["device", "reason"], p.poison)  # fmt: skip
+
+
 def _spool_families(s: SpoolStats) -> Iterator[Family]:
     yield _gauge("edgegw_spool_depth", "Rows waiting in the spool", float(s.depth))
     yield _gauge("edgegw_spool_bytes", "Bytes of rows in the spool", float(s.bytes))
@@ -284,6 +311,7 @@ class RuntimeCollector:
         )
         yield _total("edgegw_mqtt_holds", "MQTT reading paused until the spool writer caught up", st.holds)
         yield _counter("edgegw_component_restarts", "Component restarts", ["component"], dict(st.restarts))
+        yield from _pipeline_families(rt)
         yield _total(
             "edgegw_sdnotify_errors",
             "Notifications systemd's socket refused (never fatal)",
@@ -293,19 +321,76 @@ class RuntimeCollector:
             yield _gauge("edgegw_ready_seconds", "Time from start to READY", st.ready_mono - st.started_mono)
 
 
+UNACKED_LIMIT_S = 30.0
+"""An MQTT message read this long ago and still not acknowledged means the ingest path is
+stalled (a spool commit takes milliseconds): /healthz answers 503 until it moves again."""
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineHealth:
+    """What the path of a reading says about itself (no I/O: read on the loop)."""
+
+    oldest_unacked_s: float
+    spool_writer_up: bool
+    crash_looping: list[str]
+    suspended: bool
+
+    @property
+    def reasons(self) -> list[str]:
+        out = []
+        if self.suspended:
+            out.append("pipeline suspended: the spool failed and is being reopened")
+        if not self.spool_writer_up:
+            out.append("spool writer thread is not running")
+        if self.oldest_unacked_s > UNACKED_LIMIT_S:
+            out.append(f"oldest unacknowledged MQTT message is {self.oldest_unacked_s:.0f} s old "
+                       f"(limit {UNACKED_LIMIT_S:.0f} s): ingest stalled")  # fmt: skip
+        out += [f"component {name} is restarting in a loop" for name in self.crash_looping]
+        return out
+
+
+def pipeline_health(rt: Runtime) -> PipelineHealth:
+    source = rt.mqtt_source
+    return PipelineHealth(
+        oldest_unacked_s=source.oldest_unacked_age() if source is not None else 0.0,
+        spool_writer_up=rt.spool is not None and rt.spool.writer_alive,
+        crash_looping=crash_looping(rt.state.restart_times, time.monotonic()),
+        suspended=rt.pipeline.suspended,
+    )
+
+
 def health(runtime: Runtime, io: IoStats) -> tuple[bool, dict[str, Any]]:
     """Each component's state, and whether the local automation works (``io``: see :func:`read_io_stats`)."""
     rt = runtime
     components: dict[str, Any] = {}
     healthy = rt.ready
+    ph = pipeline_health(rt)
+    reasons = ph.reasons
+    if not rt.ready:
+        reasons.insert(0, "not ready yet")
+    p = rt.pipeline.stats()
+    components["pipeline"] = {
+        "state": "suspended" if ph.suspended else "ok",
+        "oldest_unacked_s": round(ph.oldest_unacked_s, 3),
+        "batches_in_flight": p.in_flight,
+        "redeliveries_skipped": p.redeliveries,
+        "voided_batches": p.voided,
+        "poison": sum(p.poison.values()),
+        "crash_looping": ph.crash_looping,
+    }
+    healthy &= not reasons
     if rt.mqtt_source is not None:
         ok = bool(rt.mqtt_source.link.connected)
         components["mqtt_source"] = {"state": "connected" if ok else "disconnected"}
         healthy &= ok
+        if not ok:
+            reasons.append("mqtt source disconnected")
     if rt.command_link is not None:
         ok = bool(rt.command_link.link.connected)
         components["mqtt_actuators"] = {"state": "connected" if ok else "disconnected"}
         healthy &= ok
+        if not ok:
+            reasons.append("mqtt actuator link disconnected")
     if io.spool is not None:
         s = io.spool
         components["spool"] = {
@@ -315,7 +400,12 @@ def health(runtime: Runtime, io: IoStats) -> tuple[bool, dict[str, Any]]:
             "oldest_age_s": None if s.oldest_age is None else round(s.oldest_age, 3),
             "error": s.failed,
         }
-        healthy &= s.failed is None
+        healthy &= s.failed is None and not s.disk_full
+        if s.failed is not None:
+            reasons.append(f"spool failed: {s.failed}")
+        if s.disk_full:
+            reasons.append("spool disk full: rows are dropped by policy (edgegw_spool_dropped_total)")
+        components["spool"]["disk_full"] = s.disk_full
     fw = io.forwarder
     components["uplink"] = (
         {"state": "disabled"}
@@ -336,6 +426,7 @@ def health(runtime: Runtime, io: IoStats) -> tuple[bool, dict[str, Any]]:
         "gateway_id": rt.gateway_id,
         "version": __version__,
         "ready": rt.ready,
+        "reasons": reasons,
         "components": components,
     }
     return healthy, body

@@ -131,7 +131,8 @@ class Pipeline:
     # ------------------------------------------------------------------ life cycle
     def attach(self, spool: Spool, engine: RuleEngine, ledger: DeliveryLedger) -> None:
         """Start taking batches on ``spool``, with the engine and ledger restored from it."""
-        self._loop = asyncio.get_running_loop()
+        with contextlib.suppress(RuntimeError):  # no loop yet: taken at the first batch
+            self._loop = asyncio.get_running_loop()
         self.spool, self.engine, self.ledger = spool, engine, ledger
         self._in_flight = 0
 
@@ -269,6 +270,8 @@ class Pipeline:
         through the event loop (durable or void)."""
         settle_ok = settle_void = None
         taken = taken or []
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         if batch is not None:
             def settle_ok() -> None:
                 self._from_writer(self._durable, spool, batch, taken)
@@ -293,7 +296,7 @@ class Pipeline:
 
     def _from_writer(self, fn: Callable[..., None], *args: Any) -> None:
         loop = self._loop
-        assert loop is not None
+        assert loop is not None  # set by _submit, on the loop
         with contextlib.suppress(RuntimeError):  # the loop is closed: the process is ending
             loop.call_soon_threadsafe(fn, *args)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -252,3 +253,30 @@ def test_committed_rows_counts_only_rows_in_the_file(tmp_path: Path) -> None:
     assert stats.committed_rows == 3
     assert stats.dropped["disk_full"] >= 4
     spool.close()
+
+
+def test_a_spool_file_deleted_while_open_is_saved_back_and_the_spool_fails(tmp_path: Path) -> None:
+    """SQLite would go on writing to the deleted file, and everything in it would be gone
+    at the next start. The writer notices within a second, copies what the open file holds
+    back to the path and fails, so the runtime reopens the copy."""
+    cfg = spool_config(tmp_path)
+    spool = Spool.open(cfg)
+    spool.append_many(readings(5), state={"rule:a": {"fired": True}})
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{cfg.path}{suffix}").unlink(missing_ok=True)
+    durable: list[int] = []
+    deadline = time.monotonic() + 10
+    seq = 5
+    while spool.failed is None and time.monotonic() < deadline:  # these go into the deleted file
+        spool.submit(readings(1, start=seq), lambda n=seq: durable.append(n))  # type: ignore[misc]
+        seq += 1
+        time.sleep(0.05)
+    assert spool.failed is not None
+    assert "deleted" in str(spool.failed)
+    assert len(durable) >= 5  # a second's worth went into the deleted file before it was noticed
+    spool.close()
+
+    again = Spool.open(cfg)
+    assert again.stats().depth == 5 + len(durable)  # nothing that was durable is lost
+    assert again.rule_state() == {"rule:a": {"fired": True}}
+    again.close()

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.spool import Spool, SpoolStats
 from gateway.config import load_config
 from gateway.http import Handler, HttpServer
+from gateway.ledger import DeliveryLedger
 from gateway.metrics import Observability
 from gateway.runtime import Runtime
 from gateway.sdnotify import Notifier
@@ -33,6 +34,7 @@ def runtime(tmp_path: Path) -> Iterator[Runtime]:
     rt.spool = Spool.open(spool_config(tmp_path))
     rt.spool.append_many(readings(3))
     rt.spool.flush()
+    rt.pipeline.attach(rt.spool, rt.engine, DeliveryLedger())
     rt.state.ready_mono = time.monotonic()  # as after start-up: /healthz then answers 200
     yield rt
     rt.spool.close()
