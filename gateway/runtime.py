@@ -496,11 +496,14 @@ class Runtime:
         try:
             await asyncio.to_thread(self._open_spool)
             self._attach_pipeline()
-        except (GatewayError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it is, retry: never end the gateway here
             _log.error("cannot reopen the spool; retrying", error=str(exc))
             self.state.component_errors["spool"] = str(exc)
             return False
         self._start_forwarder()
+        for writer in self.serial_writers.values():
+            writer.close()
+        self._build_devices()  # the stopped components cannot run again: new ones, same config
         self._start_components()
         self.state.component_errors.pop("spool", None)
         _log.info("spool reopened; the pipeline runs again")
