@@ -7,6 +7,13 @@ When the port disappears (USB unplugged: reads fail with EIO, or the device node
 gone) it closes the port, logs it and reopens it with jittered exponential backoff.
 Readings from serial need no acknowledgement: their batches settle with nothing to send.
 
+A sink that raises loses nothing silently: the source hands that batch again one reading
+at a time, so one reading the sink cannot take does not take the others with it, and
+counts each reading that still raises as bad input (reason ``handler_error``, logged at
+most once per interval per device). A sink that raises after it took part of a batch
+sees those readings twice; the runtime's runs the rules of each reading, then spools the
+batch, so the spool still gets each reading once.
+
 Name ports by ``/dev/serial/by-id/usb-<vendor>_<product>_<serial>-if00-port0``, which
 udev keeps stable across replugs and reboots (``/dev/ttyUSB0`` is not); see
 docs/devices.md.
@@ -37,6 +44,8 @@ __all__ = ["SerialIngest", "SerialLineWriter", "SerialPort", "SerialSource", "op
 _log = structlog.get_logger("edgegw.devices.serial")
 
 READ_TIMEOUT = 0.1
+HANDLER_ERROR = "handler_error"
+"""The bad-input reason of a reading the sink raised on."""
 
 
 class SerialPort(Protocol):
@@ -187,6 +196,26 @@ class SerialSource:
             if not self._stop.is_set():
                 self._stop.wait(self._backoff.next())
 
+    # ------------------------------------------------------------------ event loop
+    def _deliver(self, readings: list[Reading]) -> None:
+        """Hand a batch to the sink (on the event loop); see the module docstring."""
+        try:
+            self._sink(SourceBatch(readings, received=self._mono()))
+        except Exception as exc:  # noqa: BLE001 - not lost: each reading is tried alone, and counted
+            if len(readings) == 1:
+                self._refused(readings[0], exc)
+                return
+            for reading in readings:
+                try:
+                    self._sink(SourceBatch([reading], received=self._mono()))
+                except Exception as one:  # noqa: BLE001 - counted and logged; the others go on
+                    self._refused(reading, one)
+
+    def _refused(self, reading: Reading, exc: Exception) -> None:
+        detail = f"{reading.metric}={reading.value!r}: {exc!r}"
+        self.counter.record(self.device.id, HANDLER_ERROR, detail, self._mono(), transport="serial")
+
+    # ------------------------------------------------------------------ worker thread
     def _read_loop(self, port: SerialPort, loop: asyncio.AbstractEventLoop) -> None:
         got_data = False
         while not self._stop.is_set():
@@ -202,7 +231,7 @@ class SerialSource:
             readings = self.ingest.feed(data, self._wall(), self._mono())
             if readings:
                 try:
-                    loop.call_soon_threadsafe(self._sink, SourceBatch(readings, received=self._mono()))
+                    loop.call_soon_threadsafe(self._deliver, readings)
                 except RuntimeError:  # the event loop is gone: the gateway is shutting down
                     self._stop.set()
 

@@ -430,6 +430,13 @@ class KafkaCluster(_TopicsMixin):
         for node in self.nodes:
             node.stop()
 
+    def kill(self) -> None:
+        """``kill -9`` every node: the end of a throwaway cluster. Once a node is gone, a clean
+        stop of the others can wait out its whole timeout: the last ones lose the controller
+        quorum and their controlled shutdown never completes."""
+        for node in self.nodes:
+            node.kill()
+
     def node(self, node_id: int) -> KafkaNode:
         return self.nodes[node_id - 1]
 

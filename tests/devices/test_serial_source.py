@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from devices.config import DeviceConfig
 from devices.errors_counter import BadInputCounter
 from devices.health import DeviceState, HealthTracker
 from devices.serial_source import SerialIngest, SerialLineWriter, SerialSource, open_serial
+from devices.sink import SourceBatch
 from gateway.errors import ActuatorError, SourceError
 from simulators.pty_device import PtyDevice
 from tests.devices.conftest import Collector, triples, until
@@ -128,6 +130,47 @@ async def test_pty_readings_garbage_and_replug(tmp_path: Path) -> None:
     assert triples(collector.readings) == [
         ("boiler", "t", 20.5), ("boiler", "hum", 40.0), ("boiler", "t", 21.0), ("boiler", "t", 22.0),
     ]
+
+
+class RefusingSink(Collector):
+    """A sink that raises on one metric. Like the runtime's, it runs every reading of a batch
+    (rules) before it keeps the batch (spool): a refused reading refuses the whole call."""
+
+    def __init__(self, refuse: str) -> None:
+        super().__init__()
+        self.refuse = refuse
+        self.calls = 0
+
+    def __call__(self, batch: SourceBatch, /) -> None:
+        self.calls += 1
+        for reading in batch.readings:
+            if reading.metric == self.refuse:
+                raise ValueError(f"cannot handle {reading.metric}={reading.value}")
+        super().__call__(batch)
+
+
+@pytest.mark.serial
+async def test_a_reading_the_handler_refuses_is_counted_and_the_others_arrive(tmp_path: Path) -> None:
+    link = tmp_path / "by-id" / "usb-edgegw_boiler-if00-port0"
+    sink = RefusingSink("bad")
+    with PtyDevice(link) as device, capture_logs() as logs:
+        source = SerialSource(serial_dev(link), sink)
+        async with run_source(source):
+            device.write(b"t=20.5,bad=1,hum=40\n")  # one line: one batch, the bad reading in the middle
+            await sink.wait_for(2, within=10)
+            device.write(b"t=21,bad=2\nt=22\n")  # the source goes on, and so do the rest
+            await sink.wait_for(4, within=10)
+            assert source.connected
+        assert source.losses == 0
+    assert triples(sink.readings) == [
+        ("boiler", "t", 20.5), ("boiler", "hum", 40.0), ("boiler", "t", 21.0), ("boiler", "t", 22.0),
+    ]  # fmt: skip
+    assert source.counter.by_reason("boiler") == {"handler_error": 2}
+    logged = [e for e in logs if e.get("reason") == "handler_error"]
+    assert len(logged) == 1  # rate limited: one line per device and interval
+    assert logged[0]["device"] == "boiler"
+    assert logged[0]["log_level"] == "warning"
+    assert "cannot handle bad=1" in logged[0]["detail"]
 
 
 @pytest.mark.serial

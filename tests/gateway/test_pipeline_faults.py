@@ -81,8 +81,7 @@ class InProcessGateway:
     def on_loop(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the gateway's event loop and return what it returned."""
         assert self.loop is not None
-        done: asyncio.Future[Any] = asyncio.run_coroutine_threadsafe(_call(fn), self.loop)  # type: ignore[arg-type]
-        return done.result(10)
+        return asyncio.run_coroutine_threadsafe(_call(fn), self.loop).result(10)
 
     def stop(self, within: float = 30.0) -> None:
         if self.loop is not None and self.runtime is not None and self._thread.is_alive():
