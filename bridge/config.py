@@ -46,11 +46,11 @@ class SpoolConfig(_Model):
     commit_rows: int = Field(2000, ge=1)
     """...or when it holds this many rows, whichever comes first."""
     dedup_window: Duration = 7 * 86400.0
-    """A DUP redelivery of a message committed this recently is not spooled again. Long
-    on purpose: the gateway may be down for hours before the broker redelivers."""
+    """No longer used (kept so that older configs load): a redelivery is recognised by its
+    MQTT packet id with no time limit (docs/bridge.md, "Redelivery")."""
     dedup_entries: int = Field(16384, ge=0, le=60000)
-    """How many recent MQTT message digests are kept for that check; fewer than the
-    65,535 MQTT packet ids, so a digest (packet id + topic + payload) is never reused."""
+    """How many MQTT packet ids (with the digest of the message last taken under each) the
+    redelivery check keeps; far more than a broker's in-flight window."""
     max_pages: int | None = Field(None, ge=16)
     """SQLite ``max_page_count`` (a hard file size limit in 4 KiB pages); none by default."""
     wal_autocheckpoint: int = Field(1000, ge=16)

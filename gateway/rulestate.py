@@ -1,40 +1,25 @@
-"""The rule-state snapshot on disk: ``<state_dir>/rules-state.json``.
+"""The rule-state file of earlier versions: ``<state_dir>/rules-state.json``.
 
-The engine turns its state into plain data (:mod:`rules.state`, schema-versioned); this
-module only writes and reads the file: atomically (write, fsync, rename), and a file
-that cannot be read is set aside as ``rules-state.bad-<time>`` so the gateway starts
-fresh instead of staying dark.
+The rule state now commits with the readings in the spool (docs/bridge.md, "Rule events
+and commands: exactly once across crashes"). At the first start of this version the
+runtime reads this file once, imports it into the spool and renames it
+``rules-state.imported``; a file that cannot be read is set aside as
+``rules-state.bad-<time>`` so the gateway starts fresh instead of staying dark.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-__all__ = ["RULE_STATE_FILE", "read_rule_state", "write_rule_state"]
+__all__ = ["RULE_STATE_FILE", "read_rule_state", "set_aside"]
 
 RULE_STATE_FILE = "rules-state.json"
 _log = structlog.get_logger("edgegw.rulestate")
-
-
-def write_rule_state(path: Path, data: dict[str, Any]) -> bool:
-    """Write ``data`` atomically; False (and an error log) when the disk refuses."""
-    tmp = path.with_suffix(".tmp")
-    try:
-        with tmp.open("w") as handle:
-            json.dump(data, handle, separators=(",", ":"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except OSError as exc:
-        _log.error("cannot save rule state", path=str(path), error=str(exc))
-        return False
-    return True
 
 
 def read_rule_state(path: Path) -> dict[str, Any] | None:
