@@ -406,9 +406,10 @@ class MqttLink:
             return
         self._log.warning("mqtt connection dropped on purpose", reason=reason)
         self.connected = False
-        self.client.disconnect()
+        self.client.disconnect()  # may call _handle_disconnect at once, which settles _lost
         self._after_io()
-        self._lost.set_result(None)
+        if not self._lost.done():
+            self._lost.set_result(None)
 
     @property
     def held(self) -> bool:

@@ -173,7 +173,12 @@ class MqttSource:
         self.subscribed.set()
 
     def _subscribe(self, session_present: bool) -> None:
-        self._pending = deque()  # acks of an earlier connection are void
+        # a new connection: the earlier one's batches can never be acknowledged (the broker
+        # redelivers their messages); void them, whatever the spool does with them later
+        old, self._pending = self._pending, deque()
+        for batch in old:
+            if batch.state is BatchState.PENDING or batch.state is BatchState.DURABLE:
+                batch.state = BatchState.VOID
         self.subscribed.clear()
         if not self.topics:
             self.subscribed.set()

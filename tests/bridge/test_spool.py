@@ -230,6 +230,7 @@ def test_a_writer_thread_that_raises_anything_fails_the_spool_and_voids_every_ba
     with pytest.raises(SpoolError, match="KeyError"):
         spool.flush(timeout=10)
     assert settled == ["void", "void", "void"]
+    spool._thread.join(10)  # it ends right after waking the waiters
     assert not spool.writer_alive
     assert spool.failed is not None
     assert spool.stats().failed is not None

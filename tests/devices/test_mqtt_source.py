@@ -266,3 +266,36 @@ async def test_held_source_reads_nothing_until_released_then_everything(mosquitt
         await collector.settle()
     assert Counter(triples(collector.readings)) == Counter(want)
     assert source.acked == sent
+
+
+async def test_a_voided_batch_never_stalls_the_puback_line(mosquitto: Mosquitto) -> None:
+    """The spool failed and voided a batch: its PUBACKs can never go, and every later batch
+    would wait behind it until the broker's in-flight window is full (issue 11, item 1).
+    The source drops the connection instead; the broker redelivers all that was not acked
+    (DUP), and once those are durable the line moves again."""
+    spec = small_fleet(2)
+    held = Collector(hold=True)
+    conn = conn_for(mosquitto, "3.1.1").model_copy(update={"reconnect_min": 0.05, "reconnect_max": 0.2})
+    source = MqttSource(conn, device_configs(spec), held)
+    async with running(source):
+        sent = await send(mosquitto, 20, spec)
+        await held.wait_for(1)
+        await held.settle()
+        first = held.acks[0]
+        generation = source.link.generation
+        redelivered = Collector()
+        source._sink = redelivered  # from now on everything is durable at once
+        first.void()  # as the pipeline does when the spool fails
+        for batch in held.acks[1:]:
+            batch.durable()  # later batches committed: without the fix they wait forever
+        assert source.acked == 0
+        async with asyncio.timeout(15):
+            while source.link.generation == generation or not source.link.connected:
+                await asyncio.sleep(0.02)
+        await redelivered.wait_for(1)
+        await redelivered.settle()
+        async with asyncio.timeout(10):
+            while source.unacked_batches:
+                await asyncio.sleep(0.02)
+        assert source.acked >= sent  # every message of the voided batch came again and was acked
+        assert source.voided == 1
