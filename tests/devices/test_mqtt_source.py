@@ -290,12 +290,12 @@ async def test_a_voided_batch_never_stalls_the_puback_line(mosquitto: Mosquitto)
             batch.durable()  # later batches committed: without the fix they wait forever
         assert source.acked == 0
         async with asyncio.timeout(15):
-            while source.link.generation == generation or not source.link.connected:
+            while source.link.generation == generation or not source.link.connected:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
         await redelivered.wait_for(1)
         await redelivered.settle()
         async with asyncio.timeout(10):
-            while source.unacked_batches:
+            while source.unacked_batches:  # noqa: ASYNC110 - the source exposes no event for it
                 await asyncio.sleep(0.02)
         assert source.acked >= sent  # every message of the voided batch came again and was acked
         assert source.voided == 1
