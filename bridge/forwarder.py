@@ -283,6 +283,7 @@ class Forwarder:
             _log.warning("checkpoint belongs to another spool file; ignored", spool_id=checkpoint.spool_id)
             checkpoint = None
         if checkpoint is not None:
+            self.spool.rebase(max(checkpoint.lanes.values(), default=0))
             for lane, seq in checkpoint.lanes.items():
                 self._cursors[lane] = max(seq, self._cursors.get(lane, 0))
             self.spool.settle(delete_upto=self._cursors)  # rows already in Kafka

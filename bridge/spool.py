@@ -42,7 +42,17 @@ from bridge.config import SpoolConfig
 from bridge.envelope import RawRow, SpoolRow
 from bridge.policy import PRIORITY_OF_KIND, Kind, Usage
 from bridge.store import Store, connect
-from bridge.writer import Barrier, DeadInput, DeadLetter, GroupWriter, OnDurable, Settle, SpoolItem, Submit
+from bridge.writer import (
+    Barrier,
+    DeadInput,
+    DeadLetter,
+    GroupWriter,
+    OnDurable,
+    Rebase,
+    Settle,
+    SpoolItem,
+    Submit,
+)
 from common.libc import name_os_thread
 from gateway.errors import SpoolError
 
@@ -109,6 +119,7 @@ class Spool:
         self.spool_id = store.spool_id
         self.migrated_from = store.old_version
         self._loaded_marks = store.load_origins()
+        self._opened_seq = store.next_seq
         self._loaded_state = store.load_state()
         self._writer = GroupWriter(
             store, config, {int(k): int(v) for k, v in (lanes or PRIORITY_OF_KIND).items()}, clock
@@ -171,6 +182,17 @@ class Spool:
         if done is not None:
             self._wait(done, timeout)
 
+    def rebase(self, floor: int, timeout: float | None = 60.0) -> int:
+        """Make sure no row of this run has a sequence at or below ``floor`` (the highest
+        sequence Kafka's checkpoint knows): after a power cut under ``synchronous=normal``
+        the file can come back older than what was shipped, and new rows would reuse
+        sequences the forwarder takes for shipped. Returns how many rows were renumbered.
+        The forwarder calls it when it reads the checkpoint, before it ships anything."""
+        op = Rebase(floor)
+        self._queue.put(op)
+        self._wait(op.done, timeout)
+        return op.moved
+
     def flush(self, timeout: float | None = 60.0) -> None:
         """Wait until everything queued before this call is committed."""
         barrier = Barrier()
@@ -203,6 +225,16 @@ class Spool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def committed_seq(self) -> int:
+        """The next row sequence as of the last commit: every row below it is committed."""
+        return self._store.committed_seq
+
+    @property
+    def opened_seq(self) -> int:
+        """The next row sequence when the file was opened."""
+        return self._opened_seq
 
     @property
     def writer_alive(self) -> bool:
@@ -333,7 +365,7 @@ class Spool:
         voided = 0
         while True:  # wake every waiter: they see the failure
             for op in group:
-                if isinstance(op, Settle | Barrier) and op.done is not None:
+                if isinstance(op, Settle | Barrier | Rebase) and op.done is not None:
                     op.done.set()
                 elif isinstance(op, Submit) and op.on_void is not None:
                     voided += 1

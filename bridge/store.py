@@ -91,6 +91,12 @@ class Store:
             top = self.conn.execute("SELECT max(seq) FROM rows").fetchone()[0] or 0
             dead_top = self.conn.execute("SELECT max(seq) FROM dead_letters").fetchone()[0] or 0
             self.next_seq = max(int(meta["next_seq"]), top + 1, dead_top + 1)
+            self.opened_seq = self.next_seq
+            self.committed_seq = self.next_seq
+            """The next sequence as of the last commit (rows below it are in the file)."""
+            """The first sequence of this run (rows at or above it were spooled since open)."""
+            self.rebased = False
+            """Set once the first Kafka checkpoint after open was compared with opened_seq."""
             self.usage: dict[int, Usage] = {}
             self.dead_letters = 0
             self.drops: dict[str, int] = defaultdict(int)
@@ -241,6 +247,13 @@ class Store:
         self.conn.executemany(
             "INSERT OR REPLACE INTO recent_origins(slot, digest, at) VALUES (?, ?, ?)", origins
         )
+
+    def shift_seqs(self, start: int, delta: int) -> int:
+        """Add ``delta`` to the sequence of every row at or above ``start`` (order kept);
+        returns how many moved. In two steps: the primary key must never collide."""
+        moved = self.conn.execute("UPDATE rows SET seq = -(seq + ?) WHERE seq >= ?", (delta, start)).rowcount
+        self.conn.execute("UPDATE rows SET seq = -seq WHERE seq < 0")
+        return int(moved)
 
     def save_next_seq(self) -> None:
         self.conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(self.next_seq),))

@@ -27,7 +27,8 @@ from bridge.store import Store, is_full
 from gateway.errors import SpoolError
 from gateway.model import Command, Event, Reading
 
-__all__ = ["Barrier", "DeadInput", "DeadLetter", "GroupWriter", "OnDurable", "Settle", "SpoolItem", "Submit"]
+__all__ = ["Barrier", "DeadInput", "DeadLetter", "GroupWriter", "OnDurable", "Rebase", "Settle", "SpoolItem",
+           "Submit"]
 
 _log = structlog.get_logger("edgegw.bridge.spool")
 
@@ -88,6 +89,16 @@ class Barrier:
 
 
 @dataclass
+class Rebase:
+    """Kafka's checkpoint knows sequences up to ``floor``: no row of this run may sit at or
+    below it (see :meth:`bridge.spool.Spool.rebase`)."""
+
+    floor: int
+    done: threading.Event = field(default_factory=threading.Event)
+    moved: int = 0
+
+
+@dataclass
 class _Group:
     rows: list[Row] = field(default_factory=list)
     origins: list[tuple[int, int, float]] = field(default_factory=list)
@@ -126,6 +137,9 @@ class GroupWriter:
     def group(self, ops: Sequence[object]) -> int:
         """Commit one group; returns how many submitted items it settled."""
         now = self.clock()
+        for op in ops:  # first: every row of this group then gets a sequence above the floor
+            if isinstance(op, Rebase):
+                self._rebase(op)
         g = _Group()
         for op in ops:
             if isinstance(op, Submit):
@@ -233,6 +247,7 @@ class GroupWriter:
                     return
                 rows = self._free_space(rows, attempt)
                 continue
+            store.committed_seq = store.next_seq
             if self._unrecorded:
                 self._unrecorded.clear()
                 store.reload_counters()  # the in-memory figures counted these twice
@@ -361,6 +376,35 @@ class GroupWriter:
                 _log.warning("spool: incoming rows dropped", reason=DropReason.DISK_FULL, priority=prio,
                              rows=n, bytes=size)  # fmt: skip
         return kept
+
+    def _rebase(self, op: Rebase) -> None:
+        """The spool came back from a power cut older than what Kafka has: rows of this run
+        that would sit at or below the checkpoint's sequences move above them (in order),
+        and so does the counter. Otherwise they would be taken for shipped and never sent."""
+        store = self.store
+        if store.rebased or store.opened_seq > op.floor:
+            # only the first checkpoint after open tells: later ones cover rows of this run
+            store.rebased = True
+            op.done.set()
+            return
+        delta = op.floor + 1 - store.opened_seq
+        store.begin()
+        try:
+            op.moved = store.shift_seqs(store.opened_seq, delta)
+            store.next_seq += delta
+            store.save_next_seq()
+            store.commit()
+        except BaseException:
+            store.rollback()
+            raise
+        _log.warning("spool: it came back older than Kafka's checkpoint (an unsynced power cut?); "
+                     "the rows of this run were renumbered above it",
+                     checkpoint_seq=op.floor, spool_restarted_at=store.opened_seq,
+                     known_shipped_rows_missing_locally=op.floor + 1 - store.opened_seq,
+                     rows_renumbered=op.moved)  # fmt: skip
+        store.opened_seq += delta
+        store.rebased = True
+        op.done.set()
 
     def _settle(self, s: Settle, now: float) -> None:
         store = self.store

@@ -193,6 +193,12 @@ def _pipeline_families(rt: Runtime) -> Iterator[Family]:
                  p.voided)  # fmt: skip
     yield _total("edgegw_readings_lost_unacked",
                  "Readings voided that no broker redelivers (serial, QoS 0)", p.lost_unacked)  # fmt: skip
+    st = rt.state
+    yield _gauge("edgegw_unclean_start", "1 when the last run did not stop cleanly (crash, kill, power cut)",
+                 1.0 if st.unclean_start else 0.0)  # fmt: skip
+    yield _gauge("edgegw_rows_lost_at_unclean_start",
+                 "Committed spool rows gone at this start (at least; synchronous=normal and a power cut)",
+                 float(st.lost_at_unclean_start))  # fmt: skip
     yield _counter("edgegw_poison_messages", "Messages dead-lettered because processing raised",
                    ["device", "reason"], p.poison)  # fmt: skip
 
@@ -377,6 +383,8 @@ def health(runtime: Runtime, io: IoStats) -> tuple[bool, dict[str, Any]]:
         "voided_batches": p.voided,
         "poison": sum(p.poison.values()),
         "crash_looping": ph.crash_looping,
+        "last_stop": "unclean" if rt.state.unclean_start else "clean",
+        "rows_lost_at_start": rt.state.lost_at_unclean_start,
     }
     healthy &= not reasons
     if rt.mqtt_source is not None:

@@ -89,6 +89,8 @@ class Counters:
     poison: Counter[tuple[str, str]] = field(default_factory=Counter)  # (device, reason)
     voided: int = 0  # batches voided by a spool failure
     lost_unacked: int = 0  # readings voided that no broker will redeliver (serial)
+    unclean_start: bool = False  # the last run did not stop cleanly (crash, kill, power cut)
+    lost_at_unclean_start: int = 0  # committed rows the spool no longer held at this start (at least)
 
 
 @dataclass(frozen=True, slots=True)

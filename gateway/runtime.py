@@ -53,6 +53,7 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.ledger import DeliveryLedger
 from gateway.pipeline import Counters, Pipeline
 from gateway.rulestate import RULE_STATE_FILE, read_rule_state, set_aside
+from gateway.runmarker import RunMarker
 from gateway.sdnotify import Notifier, watchdog_loop
 from gateway.secrets import resolve_secret
 from gateway.supervisor import note_restart, supervise
@@ -150,6 +151,9 @@ class Runtime:
         self._group: asyncio.TaskGroup | None = None
         self._last_snapshot = time.monotonic()
         self._late_until = 0.0
+        self.marker = RunMarker(self.state_dir)
+        self._noting: asyncio.Future[None] | None = None
+        self._next_note = 0.0
 
     # ------------------------------------------------------------------ time
     @staticmethod
@@ -173,6 +177,7 @@ class Runtime:
         sys.setswitchinterval(GIL_SWITCH_S)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._open_spool()
+        self._check_last_run()
         self._attach_pipeline()
         self._build_devices()
         self._start_forwarder()
@@ -205,6 +210,8 @@ class Runtime:
                 await asyncio.to_thread(self.forwarder.stop, 5.0)
             if self.spool is not None:
                 await asyncio.to_thread(self.spool.close, 5.0)
+                if self.spool.failed is None:
+                    self.marker.end()  # a clean stop: the next start has nothing to fear
             for writer in self.serial_writers.values():
                 writer.close()
             _log.info("stopped", readings=sum(self.state.readings.values()))
@@ -265,6 +272,34 @@ class Runtime:
         spool_cfg.path.parent.mkdir(parents=True, exist_ok=True)
         lanes = lane_priorities(bridge.kafka.topics.of_kind()) if bridge.kafka is not None else None
         self.spool = Spool.open(spool_cfg, lanes=lanes)
+
+    def _check_last_run(self) -> None:
+        """Say so when the last run did not stop cleanly, and what the spool lost with it."""
+        spool = self.spool
+        assert spool is not None
+        last = self.marker.begin(spool.committed_seq)
+        if last.clean:
+            return
+        lost = last.lost_at_least(spool.opened_seq)
+        self.state.unclean_start = True
+        self.state.lost_at_unclean_start = lost
+        mode = self.config.bridge.spool.synchronous
+        promise = ("nothing acknowledged was lost" if mode == "full"
+                   else "a power cut may have lost the last commits; none known lost")  # fmt: skip
+        if lost:
+            _log.error("unclean start: the spool lost acknowledged rows at the last stop (a power cut "
+                       "with synchronous=normal?); they are not in the spool and will not reach Kafka",
+                       lost_at_least=lost, synchronous=mode)  # fmt: skip
+        else:
+            _log.warning("unclean start: the last run did not stop cleanly (a crash, a kill or a power cut)",
+                         synchronous=mode, promise=promise)  # fmt: skip
+
+    def _note_run(self) -> None:
+        """Keep the run marker's sequence mark fresh (off the loop: it fsyncs)."""
+        spool = self.spool
+        if spool is None or (self._noting is not None and not self._noting.done()):
+            return
+        self._noting = asyncio.ensure_future(asyncio.to_thread(self.marker.note, spool.committed_seq))
 
     def _attach_pipeline(self) -> None:
         """Start the pipeline on the open spool, from what it committed: the rule state and
@@ -416,6 +451,9 @@ class Runtime:
                 next_health = now.mono + 1.0
                 for change in self.health.check(now.mono):
                     _log.warning("device offline", device=change.device_id)
+            if now.mono >= self._next_note:
+                self._next_note = now.mono + 1.0
+                self._note_run()
             if now.mono - self._last_snapshot >= SNAPSHOT_EVERY_S:
                 self._last_snapshot = now.mono
                 self.pipeline.save_summary()
