@@ -15,11 +15,17 @@ is dropped) and by age (``mqtt.command_hold_max_age``: an older command is dropp
 sent late; a light a rule switched on ten minutes ago must not flash on now). Drops are
 counted per actuator and reason in ``held_dropped`` and logged once per burst; commands
 sent after a wait are counted in ``sent_late``.
+
+paho itself sends again, on reconnect, the messages it had not seen acknowledged when the
+connection was lost (QoS 1: at least once), whatever their age. When even the newest of
+them is older than the age bound (the link was down that long), they are dropped instead
+(``resend_too_old``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -129,6 +135,8 @@ class MqttCommandLink:
         self._burst: Counter[tuple[str, str]] = Counter()
         self._outage = False  # commands were held while the link was down
         self._burst_sent = 0
+        self._last_handed = -math.inf  # when paho last took a message: its queue is no newer
+        self._owner: dict[str, str] = {}  # command topic -> actuator, as seen
         self.backlog_waits = 0
         """Times paho's outgoing queue was full."""
         self.sent_late: Counter[str] = Counter()
@@ -143,7 +151,9 @@ class MqttCommandLink:
     @property
     def held_dropped(self) -> Counter[tuple[str, str]]:
         """Held commands dropped, per ``(actuator, reason)``; reasons ``queue_full``,
-        ``too_old``, ``error`` (paho refused it) and ``stopped`` (still held at stop)."""
+        ``too_old``, ``error`` (paho refused it), ``stopped`` (still held at stop) and
+        ``resend_too_old`` (messages paho would have sent again after a long outage; these
+        were counted as sent by :class:`Actuators` when they first left)."""
         return self._hold.dropped
 
     async def run(self) -> None:
@@ -160,13 +170,20 @@ class MqttCommandLink:
 
     # ------------------------------------------------------------------ link callbacks
     def _on_connected(self, _session_present: bool) -> None:
+        # runs in paho's CONNACK handling, before it sends again what it kept unacknowledged
         topics = self.actuators.state_topics
         if topics:
             self.link.client.subscribe([(t, 0) for t in topics])
+        if self._mono() - self._last_handed > self._hold.max_age:
+            for message in self.link.client.drop_out_messages():
+                actuator = self._owner.get(message.topic, "?")
+                self._hold.dropped[(actuator, "resend_too_old")] += 1
+                self._burst[(actuator, "resend_too_old")] += 1
         if len(self._hold):
-            # after paho's CONNACK handling, which first sends again what it still holds
-            # from the lost connection: those are older than ours
+            # after the CONNACK handling: what paho sends again is older than ours
             self._schedule_drain(0.0)
+        else:
+            self._end_burst()
 
     def _on_messages(self, messages: list[InMessage]) -> None:
         now = self._mono()
@@ -197,16 +214,19 @@ class MqttCommandLink:
         """One message now, or :class:`ActuatorError` (no holding: commands go through ``submit``)."""
         if not self.link.connected:
             raise ActuatorError(f"MQTT broker {self.link.conn.host} not connected")
+        self._last_handed = self._mono()
         if len(self._hold) or not self._send(topic, payload, qos):
             raise ActuatorError("MQTT outgoing queue full (the broker does not acknowledge)")
 
     def _send_from(self, outgoing: Outgoing, start: int) -> int:
         """Hand the messages from ``start`` on to paho; returns where it stopped (queue full)."""
-        messages, qos = outgoing.messages, outgoing.qos
+        messages, qos, owner = outgoing.messages, outgoing.qos, self._owner
+        self._last_handed = self._mono()
         for i in range(start, len(messages)):
             topic, payload = messages[i]
             if not self._send(topic, payload, qos):
                 return i
+            owner[topic] = outgoing.actuator
         return len(messages)
 
     def _send(self, topic: str, payload: bytes, qos: int) -> bool:

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -200,3 +203,38 @@ async def test_commands_while_the_broker_restarts_arrive_after_it_is_back(mosqui
     assert actuators.failed == {}
     assert link.sent_late == {"valve": 10}
     assert link.held_dropped == {}
+
+
+@pytest.mark.slow
+async def test_what_paho_kept_from_a_long_lost_connection_is_not_sent_late(mosquitto_workdir: Path) -> None:
+    """paho sends its unacknowledged messages again on reconnect, however old: not when even
+    the newest of them is older than the age bound."""
+    broker = Mosquitto(mosquitto_workdir).start()
+    p = uuid.uuid4().hex[:6]
+    valve = f"{p}/valve/cmd"
+    clock = FakeClock()
+    actuators = Actuators([ActuatorConfig(id="valve", profile="json", topic=valve)])
+    link = MqttCommandLink(conn_for(broker, p, command_hold_max_age=30.0), actuators, monotonic=clock)
+    try:
+        with device(broker, [valve], client_id=f"dev-{p}") as got:
+            subscribed = time.time()
+            db = broker.workdir / "data" / "mosquitto.db"
+            # the device's session must outlive the SIGKILL: wait for an autosave after its SUBACK
+            await until(lambda: db.exists() and db.stat().st_mtime > subscribed)
+            async with running(link):
+                assert broker.pid is not None
+                os.kill(broker.pid, signal.SIGSTOP)  # frozen: takes the command, never acknowledges
+                actuators.apply(Command("valve", {"step": 0}, "r", 0.0), clock.now)
+                assert actuators.sent == {"valve": 1}  # handed to paho
+                clock.now += 40
+                await asyncio.to_thread(broker.kill)
+                await until(lambda: not link.link.connected)
+                await asyncio.to_thread(broker.start)
+                await until(lambda: link.link.connected, within=30)
+                actuators.apply(Command("valve", {"step": 1}, "r", 0.0), clock.now)
+                await until(lambda: len(got) >= 1, within=30)
+                await asyncio.sleep(0.3)  # a resent step 0 would be here by now
+    finally:
+        broker.stop()
+    assert steps(got, valve) == [step(1)]
+    assert link.held_dropped == {("valve", "resend_too_old"): 1}
