@@ -15,6 +15,12 @@ Read-back (``confirm:``): the command is confirmed when the device's state topic
 every scalar of the command (``<base>/<name>`` for Zigbee2MQTT, ``stat/<topic>/RESULT``
 for Tasmota, ``confirm.state_topic`` otherwise) within ``confirm.timeout``. ``check(now)``
 returns, counts and logs the ones that timed out. Time is passed in (monotonic seconds).
+
+A publisher that can hold commands while its connection is down (the MQTT link) registers
+``submit``: it gets each command's messages together as an :class:`Outgoing` and either
+sends them now or holds them. A held command is neither sent nor failed yet; when it
+leaves later the publisher calls :meth:`Actuators.sent_late`, which counts it as sent and
+starts its read-back from then. What the publisher drops instead it counts itself.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,6 +41,7 @@ from gateway.model import Command
 __all__ = [
     "Actuators",
     "LineWriter",
+    "Outgoing",
     "Pending",
     "Publisher",
     "encode_command",
@@ -52,6 +59,16 @@ class Publisher(Protocol):
 class LineWriter(Protocol):
     def write_line(self, line: bytes) -> None:
         """Write one line (with its newline); raises :class:`ActuatorError`."""
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """One command's MQTT messages, handed to a holding publisher's ``submit`` together."""
+
+    actuator: str
+    messages: list[tuple[str, bytes]]
+    qos: int
+    command: Command
 
 
 @dataclass(slots=True)
@@ -158,6 +175,7 @@ class Actuators:
         if len(self.configs) != len(configs):
             raise ValueError("duplicate actuator id")
         self._publisher = publisher
+        self._submit: Callable[[Outgoing], bool] | None = None
         self._writers = dict(writers or {})
         self._by_state_topic: dict[str, list[ActuatorConfig]] = {}
         for cfg in configs:
@@ -174,8 +192,13 @@ class Actuators:
     def state_topics(self) -> list[str]:
         return sorted(self._by_state_topic)
 
-    def set_publisher(self, publisher: Publisher) -> None:
+    def set_publisher(
+        self, publisher: Publisher, *, submit: Callable[[Outgoing], bool] | None = None
+    ) -> None:
+        """``submit(outgoing)``, when given, takes whole commands instead of ``publish``: True
+        when sent now, False when held (see :meth:`sent_late`); raises :class:`ActuatorError`."""
         self._publisher = publisher
+        self._submit = submit
 
     def apply(self, command: Command, now: float) -> None:
         """Send ``command``; raises :class:`ActuatorError` (undeclared, encoding, delivery)."""
@@ -193,12 +216,23 @@ class Actuators:
             else:
                 if self._publisher is None:
                     raise ActuatorError(f"{cfg.id}: no MQTT connection")
-                for topic, body in messages:
-                    self._publisher.publish(topic, body, cfg.qos)
+                if self._submit is not None:
+                    if not self._submit(Outgoing(cfg.id, messages, cfg.qos, command)):
+                        return  # held: the publisher reports it through sent_late, or drops it
+                else:
+                    for topic, body in messages:
+                        self._publisher.publish(topic, body, cfg.qos)
         except ActuatorError as exc:
             self.failed[cfg.id] += 1
             _log.warning("command failed", actuator=cfg.id, error=str(exc), rule=command.rule_id)
             raise
+        self._sent(cfg, command, now)
+
+    def sent_late(self, outgoing: Outgoing, now: float) -> None:
+        """A command the publisher held has left now: count it as sent, start its read-back."""
+        self._sent(self.configs[outgoing.actuator], outgoing.command, now)
+
+    def _sent(self, cfg: ActuatorConfig, command: Command, now: float) -> None:
         self.sent[cfg.id] += 1
         _log.debug("command sent", actuator=cfg.id, rule=command.rule_id, payload=dict(command.payload))
         if cfg.confirm is not None and state_topic(cfg) is not None:

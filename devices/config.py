@@ -109,6 +109,11 @@ class MqttConnection(_Model):
     """MQTT 5: unacknowledged QoS 1 messages the broker may send at once."""
     max_queued_messages: int = Field(default=1000, ge=1, le=60000)
     """Outgoing QoS 1 messages paho may hold (bounded: paho keys them by 16-bit id)."""
+    command_hold_max: int = Field(default=1000, ge=1, le=100_000)
+    """Commands held while the actuators' link is down (or paho's queue is full), sent in
+    order once it is back; beyond this many the oldest are dropped (counted and logged)."""
+    command_hold_max_age: Duration = Field(default=30.0, gt=0)
+    """A held command older than this when it could leave is dropped, not sent late."""
     username: str | None = None
     password: PasswordRef | None = None
     tls: TlsSettings | None = None

@@ -293,6 +293,14 @@ class RuntimeCollector:
             ["actuator"],
             dict(acts.unconfirmed),
         )
+        link = rt.command_link
+        if link is not None:
+            yield _gauge("edgegw_commands_held", "Commands waiting for the actuators' MQTT link to come back",
+                         float(link.held))  # fmt: skip
+            yield _counter("edgegw_commands_held_dropped", "Held commands not sent (too old, queue full...)",
+                           ["actuator", "reason"], dict(link.held_dropped))  # fmt: skip
+            yield _counter("edgegw_commands_sent_late", "Commands sent after waiting for the MQTT link",
+                           ["actuator"], dict(link.sent_late))  # fmt: skip
         if io.spool is not None:
             yield from _spool_families(io.spool)
         fw = io.forwarder

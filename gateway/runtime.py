@@ -31,35 +31,30 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import structlog
 
-from bridge import Forwarder, KafkaSecrets, Spool, lane_priorities
+from bridge import Forwarder, Spool
 from common.backoff import Backoff
 from devices import (
     Actuators,
     BadInputCounter,
     HealthTracker,
     MqttCommandLink,
-    MqttConnection,
     MqttSource,
     SerialLineWriter,
     SerialSource,
 )
+from gateway.assembly import build_devices, open_spool, resume_point, start_forwarder
 from gateway.config import LoadedConfig, load_config
 from gateway.errors import ConfigError, GatewayError
-from gateway.ledger import DeliveryLedger
 from gateway.pipeline import Counters, Pipeline
-from gateway.rulestate import RULE_STATE_FILE, read_rule_state, set_aside
 from gateway.runmarker import RunMarker
 from gateway.sdnotify import Notifier, watchdog_loop
-from gateway.secrets import resolve_secret
 from gateway.supervisor import note_restart, supervise
 from gateway.timesync import ClockSync, SystemClockProbe
 from rules import Now, RuleEngine
-from rules.state import entries_of, from_entries
 
 __all__ = ["Runtime", "RuntimeState"]
 
@@ -252,26 +247,9 @@ class Runtime:
             items.append(self.command_link)
         return items
 
-    # ------------------------------------------------------------------ building
-    def _mqtt_connection(self) -> MqttConnection:
-        conn = self.config.mqtt
-        if "client_id" not in conn.model_fields_set:
-            # two gateways on one broker must not share a client id (they would kick each other off)
-            conn = conn.model_copy(update={"client_id": f"edgegw-{self.gateway_id}"[:60]})
-        return conn
-
-    def _mqtt_password(self) -> Any:
-        ref = self.config.mqtt.password
-        return resolve_secret(ref, environ=self._environ, what="mqtt password") if ref else None
-
+    # ------------------------------------------------------------------ building (gateway/assembly.py)
     def _open_spool(self) -> None:
-        bridge = self.config.bridge
-        spool_cfg = bridge.spool
-        if "path" not in spool_cfg.model_fields_set:
-            spool_cfg = spool_cfg.model_copy(update={"path": self.state_dir / "spool.db"})
-        spool_cfg.path.parent.mkdir(parents=True, exist_ok=True)
-        lanes = lane_priorities(bridge.kafka.topics.of_kind()) if bridge.kafka is not None else None
-        self.spool = Spool.open(spool_cfg, lanes=lanes)
+        self.spool = open_spool(self.config, self.state_dir)
 
     def _check_last_run(self) -> None:
         """Say so when the last run did not stop cleanly, and what the spool lost with it."""
@@ -306,101 +284,27 @@ class Runtime:
         the MQTT messages already taken (at start, and after a spool failure)."""
         spool = self.spool
         assert spool is not None
-        now = self.now()
-        engine = RuleEngine(self.loaded.rules, now)
-        entries = spool.rule_state()
-        imported = False
-        if not entries:
-            entries, imported = self._legacy_rule_state(), True
-        data = from_entries(entries) if entries else None
-        if data is not None:
-            try:
-                engine.restore(data, now)
-            except (ValueError, KeyError, TypeError, GatewayError) as exc:
-                _log.error("rule state unusable; the rules start fresh", error=str(exc))
-                engine = RuleEngine(self.loaded.rules, now)
-        ledger = DeliveryLedger(spool.marks(), capacity=max(1, self.config.bridge.spool.dedup_entries))
-        self.pipeline.attach(spool, engine, ledger)
-        if imported and data is not None:  # now in the spool; the file is kept, renamed
-            engine.mark_all_changed()
-            spool.append_many([], state=entries)
-            with contextlib.suppress(OSError):
-                self.rule_state_path.replace(self.rule_state_path.with_suffix(".imported"))
-
-    @property
-    def rule_state_path(self) -> Path:
-        return self.state_dir / RULE_STATE_FILE
-
-    def _legacy_rule_state(self) -> dict[str, Any]:
-        """The rules-state.json of edgegw before the state moved into the spool."""
-        data = read_rule_state(self.rule_state_path)
-        if data is None:
-            return {}
-        try:
-            return entries_of(data)
-        except (ValueError, KeyError, TypeError, GatewayError) as exc:
-            set_aside(self.rule_state_path, str(exc))
-            return {}
+        resume = resume_point(self.loaded, spool, self.state_dir, self.now())
+        self.pipeline.attach(spool, resume.engine, resume.ledger)
+        resume.commit_import(spool)
 
     def _start_forwarder(self) -> None:
-        kafka = self.config.bridge.kafka
-        if kafka is None or self.spool is None:
-            _log.info("no kafka uplink configured: the spool keeps everything (up to its cap and TTL)")
+        if self.spool is None:
             return
-        security = kafka.security
-        secrets = KafkaSecrets(
-            sasl_password=(
-                resolve_secret(security.sasl.password, environ=self._environ, what="kafka sasl password")
-                if security.sasl is not None
-                else None
-            ),
-            ssl_key_password=(
-                resolve_secret(security.tls.key_password, environ=self._environ, what="kafka key password")
-                if security.tls is not None and security.tls.key_password is not None
-                else None
-            ),
-        )
-        self.forwarder = Forwarder.for_kafka(self.spool, kafka, gateway_id=self.gateway_id, secrets=secrets,
-                                             busy=self._loop_late)
-        self.forwarder.start()
+        self.forwarder = start_forwarder(self.config, self.spool, gateway_id=self.gateway_id,
+                                         environ=self._environ, busy=self._loop_late)  # fmt: skip
 
     def _build_devices(self) -> None:
-        config = self.config
-        conn = self._mqtt_connection()
-        password = self._mqtt_password()
-        self.health = HealthTracker.for_devices(config.devices)
-        self.serial_writers = {
-            a.id: SerialLineWriter(a.serial.port, a.serial.baud)
-            for a in config.actuators
-            if a.transport == "serial" and a.serial is not None
-        }
-        self.actuators = Actuators(config.actuators, writers=self.serial_writers)
-        self.pipeline.actuators = self.actuators
-        mqtt_devices = [d for d in config.devices if d.transport == "mqtt"]
-        self.mqtt_source = (
-            MqttSource(
-                conn,
-                mqtt_devices,
-                self.pipeline.on_batch,
-                password=password,
-                counter=self.counter,
-                health=self.health,
-                clock_synced=lambda: self.clock.synchronized,
-            )
-            if mqtt_devices
-            else None
-        )
-        source = self.mqtt_source
-        self.pipeline.hold = source.hold if source is not None else None
-        mqtt_actuators = [a for a in config.actuators if a.transport == "mqtt"]
-        self.command_link = (
-            MqttCommandLink(conn, self.actuators, password=password) if mqtt_actuators else None
-        )
-        self.serial_sources = [
-            SerialSource(d, self.pipeline.on_batch, counter=self.counter, health=self.health)
-            for d in config.devices
-            if d.transport == "serial"
-        ]
+        parts = build_devices(self.config, gateway_id=self.gateway_id, environ=self._environ,
+                              sink=self.pipeline.on_batch, counter=self.counter,
+                              clock_synced=lambda: self.clock.synchronized)  # fmt: skip
+        self.health = parts.health
+        self.serial_writers = parts.serial_writers
+        self.actuators = self.pipeline.actuators = parts.actuators
+        self.mqtt_source = parts.mqtt_source
+        self.command_link = parts.command_link
+        self.serial_sources = parts.serial_sources
+        self.pipeline.hold = parts.mqtt_source.hold if parts.mqtt_source is not None else None
 
     def _start_components(self) -> None:
         if self.mqtt_source is not None:

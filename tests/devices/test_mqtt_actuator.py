@@ -103,13 +103,15 @@ async def test_commands_reach_devices_and_read_back(mosquitto: Mosquitto) -> Non
     assert actuators.sent == {"living/ac": 1, "kitchen/plug": 1, "valve": 1}
 
 
-async def test_command_while_broker_unreachable_fails_fast() -> None:
+async def test_command_while_broker_unreachable_is_held_not_failed() -> None:
+    # what happens to it when the link comes up: tests/devices/test_mqtt_actuator_hold.py
     actuators = Actuators([ActuatorConfig(id="valve", profile="json", topic="v/cmd")])
     conn = MqttConnection(host="127.0.0.1", port=1, client_id="edgegw-nobroker")
-    MqttCommandLink(conn, actuators)  # not running: not connected
-    with pytest.raises(ActuatorError, match="not connected"):
-        actuators.apply(Command("valve", {"open": True}, None, 0.0), 0.0)
-    assert actuators.failed["valve"] == 1
+    link = MqttCommandLink(conn, actuators)  # not running: not connected
+    actuators.apply(Command("valve", {"open": True}, None, 0.0), 0.0)
+    assert (actuators.failed, actuators.sent, link.held) == ({}, {}, 1)
+    with pytest.raises(ActuatorError, match="not connected"):  # a bare message is not held
+        link.publish("v/cmd", b"{}", 1)
 
 
 async def test_full_paho_queue_holds_commands_back_in_order(mosquitto: Mosquitto) -> None:
@@ -123,10 +125,12 @@ async def test_full_paho_queue_holds_commands_back_in_order(mosquitto: Mosquitto
         async with command_link(link):
             for i in range(20):
                 actuators.apply(Command("valve", {"step": i}, None, 0.0), 0.0)
-            assert link.backlog > 0
+            assert link.held > 0
             async with asyncio.timeout(10):
                 while len(got) < 20:  # noqa: ASYNC110 - filled by paho's thread
                     await asyncio.sleep(0.02)
     assert [payload for _, payload in got] == [f'{{"step":{i}}}'.encode() for i in range(20)]
     assert link.backlog_waits > 0
-    assert link.dropped == 0
+    assert link.held_dropped == {}
+    assert actuators.sent == {"valve": 20}
+    assert actuators.failed == {}

@@ -1,0 +1,160 @@
+"""The pipeline on its own: a fake spool that the test settles by hand, the real engine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge import DeadInput
+from devices import Actuators, BadInputCounter, BatchState, SourceBatch
+from gateway.config import load_config
+from gateway.errors import SpoolError
+from gateway.ledger import DeliveryLedger
+from gateway.model import Event, Origin, Reading
+from gateway.pipeline import SENSORS_MAX, Counters, Pipeline
+from rules import Now, RuleEngine
+
+
+class FakeSpool:
+    """Keeps each submission; ``durable(i)`` / ``fail()`` settle them as the writer would."""
+
+    def __init__(self) -> None:
+        self.submits: list[dict[str, Any]] = []
+        self.pending = 0
+        self.failed: SpoolError | None = None
+
+    def submit(self, items: list[Any], on_durable: Any = None, *, on_void: Any = None,
+               marks: Any = (), state: Any = None, dead: Any = ()) -> None:  # fmt: skip
+        if self.failed is not None:
+            raise self.failed
+        self.submits.append({"items": list(items), "ok": on_durable, "void": on_void, "marks": list(marks),
+                             "state": state, "dead": list(dead)})  # fmt: skip
+
+    def durable(self, i: int) -> None:
+        if self.submits[i]["ok"] is not None:
+            self.submits[i]["ok"]()
+
+    def fail(self) -> None:
+        self.failed = SpoolError("spool write failed: disk I/O error")
+        for s in self.submits:
+            if s["void"] is not None:
+                s["void"]()
+
+
+def now() -> Now:
+    return Now(time.monotonic(), time.time())
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> tuple[Pipeline, FakeSpool, list[str]]:
+    config = tmp_path / "edgegw.yaml"
+    config.write_text(
+        f"gateway: {{id: p, state_dir: {tmp_path}}}\nhttp: {{enabled: false}}\n"
+        "devices:\n  - {id: a, topic: home/a, profile: plain, metric: t}\n"
+        "rules:\n  - {id: hot, when: {sensor: a/t, above: 30}, then: [{emit: {severity: warning}}]}\n"
+    )
+    loaded = load_config(config)
+    failures: list[str] = []
+    p = Pipeline(Actuators([]), Counters(), now=now, bad_input=BadInputCounter(), on_failure=failures.append)
+    spool = FakeSpool()
+    p.attach(spool, RuleEngine(loaded.rules, now()), DeliveryLedger())  # type: ignore[arg-type]
+    return p, spool, failures
+
+
+def reading(value: float, device: str = "a", metric: str = "t") -> Reading:
+    return Reading(device, metric, value, time.time(), time.time())
+
+
+def mqtt_batch(values: list[float], mid: int, *, dup: bool = False) -> SourceBatch:
+    origin = Origin.of("home/a", repr(values).encode(), mid=mid, dup=dup)
+    return SourceBatch([reading(v) for v in values], origins=[origin] * len(values), messages=[origin])
+
+
+async def test_a_batch_goes_to_the_spool_once_with_its_events_rule_state_and_packet_ids(
+    pipeline: tuple[Pipeline, FakeSpool, list[str]],
+) -> None:
+    p, spool, _ = pipeline
+    batch = mqtt_batch([35.0], mid=1)
+    p.on_batch(batch)
+    assert len(spool.submits) == 1
+    sub = spool.submits[0]
+    assert [type(i).__name__ for i in sub["items"]] == ["Reading", "Event", "Event"]  # fired + emit
+    assert sub["marks"] == [(1, batch.messages[0].digest)]
+    assert set(sub["state"]) == {"rule:hot"}
+    assert sub["state"]["rule:hot"]["fired"] is True
+    states = [batch.state]
+    spool.durable(0)
+    await asyncio.sleep(0)  # settled on the loop
+    states.append(batch.state)
+    assert states == [BatchState.PENDING, BatchState.DURABLE]
+
+
+async def test_a_redelivery_of_a_committed_message_runs_no_rule_and_is_not_spooled(
+    pipeline: tuple[Pipeline, FakeSpool, list[str]],
+) -> None:
+    p, spool, _ = pipeline
+    p.on_batch(mqtt_batch([35.0], mid=7))
+    spool.durable(0)
+    await asyncio.sleep(0)
+    again = mqtt_batch([35.0], mid=7, dup=True)  # the PUBACK was lost: the broker sends it again
+    p.on_batch(again)
+    assert spool.submits[1]["items"] == []  # nothing spooled, no second fire...
+    assert p.counters.redeliveries == 1
+    spool.durable(1)  # ...but still settled in order, so its PUBACK goes
+    await asyncio.sleep(0)
+    assert again.state is BatchState.DURABLE
+
+
+async def test_a_rule_that_raises_dead_letters_the_reading_and_the_rest_goes_on(
+    pipeline: tuple[Pipeline, FakeSpool, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p, spool, _ = pipeline
+    assert p.engine is not None
+    real = p.engine.on_reading
+
+    def on_reading(r: Reading, n: Now) -> list[Any]:
+        if r.value == 13.0:
+            raise ZeroDivisionError("a bug in a rule")
+        return real(r, n)
+
+    monkeypatch.setattr(p.engine, "on_reading", on_reading)
+    p.on_batch(mqtt_batch([13.0, 35.0], mid=2))
+    sub = spool.submits[0]
+    assert [d.reason for d in sub["dead"]] == ["rule_error"]
+    assert isinstance(sub["dead"][0], DeadInput)
+    assert sub["dead"][0].key == "a/t"  # a plain batch names the sensor; an MQTT one, the topic
+    assert any(isinstance(i, Event) for i in sub["items"])  # the other reading fired the rule
+    assert p.counters.poison == {("a", "rule_error"): 1}
+
+
+async def test_a_spool_failure_voids_what_is_in_flight_and_suspends(
+    pipeline: tuple[Pipeline, FakeSpool, list[str]],
+) -> None:
+    p, spool, failures = pipeline
+    batches = [mqtt_batch([20.0 + i], mid=10 + i) for i in range(3)]
+    for b in batches:
+        p.on_batch(b)
+    spool.fail()
+    await asyncio.sleep(0)
+    assert [b.state for b in batches] == [BatchState.VOID] * 3
+    assert p.suspended
+    assert len(failures) == 1
+    assert "disk I/O error" in failures[0]
+    late = mqtt_batch([50.0], mid=20)
+    p.on_batch(late)  # while suspended: voided at once, the rules never see it
+    assert late.state is BatchState.VOID
+    assert len(spool.submits) == 3
+
+
+async def test_last_values_and_counts_stay_bounded_with_wildcard_devices(
+    pipeline: tuple[Pipeline, FakeSpool, list[str]],
+) -> None:
+    p, _spool, _ = pipeline
+    for i in range(SENSORS_MAX + 500):
+        p.on_batch(SourceBatch([reading(1.0, device=f"zigbee-{i}")]))
+    assert len(p.counters.last_values) == SENSORS_MAX
+    assert len(p.counters.readings) <= SENSORS_MAX
