@@ -7,9 +7,8 @@ The semantics are stated in :mod:`simulators.testbed.powercut`; in short:
 - The backing directory on the host always holds exactly the *durable* state: each durable
   name of a file is a hard link there; a file with no durable name yet (created, not yet
   made durable by an fsync of its directory) lives at ``.powercut/<ino>`` on the host.
-- Per file, writes and truncates since its last fsync/fdatasync are kept in memory as
-  whole 4 KiB pages (``pages``) plus the lowest size it was cut down to (``floor``): host
-  bytes at or past ``floor`` are not visible unless a page rewrote them.
+- Per file, writes and truncates since its last fsync/fdatasync are kept in memory
+  (:class:`~simulators.testbed._powercut_file.OverlayFile`).
 - Per directory, ``entries`` is the live namespace and ``durable`` the file names as of the
   directory's last fsync (the same as its host links). Directories themselves are created,
   removed and renamed on the host at once.
@@ -25,9 +24,10 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from simulators.testbed._powercut_file import PAGE, OverlayFile
+
 __all__ = ["STAGING", "PowerCutModel", "PowerCutStats"]
 
-PAGE = 4096
 STAGING = ".powercut"  # at the root of the backing directory; hidden from the mount
 
 
@@ -62,8 +62,8 @@ class _Dir:
         self.ino = ino
         self.parent = parent
         self.name = name
-        self.entries: dict[str, _File | _Dir] = {}
-        self.durable: dict[str, _File] = {}
+        self.entries: dict[str, OverlayFile | _Dir] = {}
+        self.durable: dict[str, OverlayFile] = {}
 
     def rel(self) -> str:
         parts: list[str] = []
@@ -74,46 +74,9 @@ class _Dir:
         return "/" + "/".join(reversed(parts))
 
 
-class _File:
-    __slots__ = (
-        "changed",
-        "durable_links",
-        "fd",
-        "floor",
-        "host_size",
-        "ino",
-        "links",
-        "opens",
-        "pages",
-        "pending",
-        "size",
-        "staged",
-    )
-
-    def __init__(self, ino: int, fd: int | None, size: int) -> None:
-        self.ino = ino
-        self.fd = fd  # O_RDWR on the host file, opened on first use
-        self.size = size  # logical size, overlay applied
-        self.host_size = size  # size of the host file (the durable size)
-        self.floor = size  # host bytes at or past this offset are not visible
-        self.pages: dict[int, bytearray] = {}  # page index -> full logical content of that page
-        self.pending = 0  # bytes written since the last sync
-        self.changed = False  # written or truncated since the last sync
-        self.links: set[tuple[_Dir, str]] = set()  # live names
-        self.durable_links: set[tuple[_Dir, str]] = set()  # names as of their directory's last fsync
-        self.staged = False  # has a host link at .powercut/<ino> (exactly when it has no durable name)
-        self.opens = 0  # open handles in the current power epoch
-
-    def reset_overlay(self) -> None:
-        self.pages.clear()
-        self.size = self.floor = self.host_size
-        self.pending = 0
-        self.changed = False
-
-
 @dataclass
 class _Handle:
-    node: _File | _Dir
+    node: OverlayFile | _Dir
     epoch: int
 
 
@@ -132,7 +95,7 @@ class PowerCutModel:
         self._next_ino = 2
         self._next_fh = 1
         self._handles: dict[int, _Handle] = {}
-        self._files: dict[int, _File] = {}
+        self._files: dict[int, OverlayFile] = {}
         self._writes = self._bytes_written = self._syncs = self._dir_syncs = 0
         self._last_cut = PowerCutStats()  # what the last cut dropped (and how many cuts so far)
         staging = self.backing / STAGING
@@ -143,7 +106,7 @@ class PowerCutModel:
         self._scan(self.root, self.backing, {})
 
     # ------------------------------------------------------------------ host layout
-    def _scan(self, d: _Dir, host: Path, by_host_ino: dict[tuple[int, int], _File]) -> None:
+    def _scan(self, d: _Dir, host: Path, by_host_ino: dict[tuple[int, int], OverlayFile]) -> None:
         with os.scandir(host) as it:
             for entry in it:
                 if d is self.root and entry.name == STAGING:
@@ -157,7 +120,7 @@ class PowerCutModel:
                     key = (st.st_dev, st.st_ino)
                     f = by_host_ino.get(key)
                     if f is None:
-                        f = by_host_ino[key] = _File(self._ino(), None, st.st_size)
+                        f = by_host_ino[key] = OverlayFile(self._ino(), None, st.st_size)
                         self._files[f.ino] = f
                     d.entries[entry.name] = f
                     d.durable[entry.name] = f
@@ -175,21 +138,21 @@ class PowerCutModel:
     def _host_name(self, d: _Dir, name: str) -> str:
         return f"{self._host_dir(d)}/{name}"
 
-    def _staging(self, f: _File) -> str:
+    def _staging(self, f: OverlayFile) -> str:
         return f"{self.backing}/{STAGING}/{f.ino}"
 
-    def _host_path(self, f: _File) -> str:
+    def _host_path(self, f: OverlayFile) -> str:
         if f.durable_links:
             d, name = next(iter(f.durable_links))
             return self._host_name(d, name)
         return self._staging(f)
 
-    def _fd(self, f: _File) -> int:
+    def _fd(self, f: OverlayFile) -> int:
         if f.fd is None:
             f.fd = os.open(self._host_path(f), os.O_RDWR | os.O_CLOEXEC)
         return f.fd
 
-    def _release_host(self, f: _File) -> None:
+    def _release_host(self, f: OverlayFile) -> None:
         """Forget a file that has no durable name and nothing referring to it."""
         if f.fd is not None:
             os.close(f.fd)
@@ -199,7 +162,7 @@ class PowerCutModel:
             f.staged = False
         self._files.pop(f.ino, None)
 
-    def _maybe_free(self, f: _File) -> None:
+    def _maybe_free(self, f: OverlayFile) -> None:
         if not f.links and not f.durable_links and f.opens == 0:
             self._release_host(f)
 
@@ -214,7 +177,7 @@ class PowerCutModel:
         os.unlink(host)
         self._maybe_free(f)
 
-    def _add_durable(self, d: _Dir, name: str, f: _File) -> None:
+    def _add_durable(self, d: _Dir, name: str, f: OverlayFile) -> None:
         os.link(self._host_path(f), self._host_name(d, name))
         d.durable[name] = f
         f.durable_links.add((d, name))
@@ -232,8 +195,8 @@ class PowerCutModel:
         if not self.powered:
             raise _err(errno.EIO)
 
-    def _lookup(self, path: str) -> _File | _Dir:
-        node: _File | _Dir = self.root
+    def _lookup(self, path: str) -> OverlayFile | _Dir:
+        node: OverlayFile | _Dir = self.root
         for part in path.split("/"):
             if not part:
                 continue
@@ -254,7 +217,7 @@ class PowerCutModel:
             raise _err(errno.EPERM, path)
         return parent, name
 
-    def _file(self, path: str) -> _File:
+    def _file(self, path: str) -> OverlayFile:
         node = self._lookup(path)
         if isinstance(node, _Dir):
             raise _err(errno.EISDIR, path)
@@ -274,17 +237,17 @@ class PowerCutModel:
             raise _err(errno.EIO)
         return h
 
-    def _file_handle(self, fh: int) -> _File:
+    def _file_handle(self, fh: int) -> OverlayFile:
         node = self._handle(fh).node
         if isinstance(node, _Dir):
             raise _err(errno.EISDIR)
         return node
 
-    def _new_handle(self, node: _File | _Dir) -> int:
+    def _new_handle(self, node: OverlayFile | _Dir) -> int:
         fh = self._next_fh
         self._next_fh += 1
         self._handles[fh] = _Handle(node, self._epoch)
-        if isinstance(node, _File):
+        if isinstance(node, OverlayFile):
             node.opens += 1
         return fh
 
@@ -403,7 +366,7 @@ class PowerCutModel:
                 if d.entries.get(name) is not f:
                     self._drop_durable(d, name)
             for name, node in d.entries.items():
-                if isinstance(node, _File) and name not in d.durable:
+                if isinstance(node, OverlayFile) and name not in d.durable:
                     self._add_durable(d, name, node)
 
     # ------------------------------------------------------------------ names
@@ -416,7 +379,7 @@ class PowerCutModel:
                 if flags & os.O_EXCL:
                     raise _err(errno.EEXIST, path)
                 return self.open(path, flags)
-            f = _File(self._ino(), None, 0)
+            f = OverlayFile(self._ino(), None, 0)
             f.fd = os.open(self._staging(f), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode & 0o7777)
             f.staged = True
             self._files[f.ino] = f
@@ -466,13 +429,13 @@ class PowerCutModel:
                     dst.links.discard((dst_parent, dst_name))
                     self._maybe_free(dst)
 
-    def _rename_dir(self, d: _Dir, parent: _Dir, name: str, dst: _File | _Dir | None) -> None:
+    def _rename_dir(self, d: _Dir, parent: _Dir, name: str, dst: OverlayFile | _Dir | None) -> None:
         ancestor: _Dir | None = parent
         while ancestor is not None:
             if ancestor is d:
                 raise _err(errno.EINVAL, "cannot move a directory into itself")
             ancestor = ancestor.parent
-        if isinstance(dst, _File):
+        if isinstance(dst, OverlayFile):
             raise _err(errno.ENOTDIR)
         if dst is not None:
             if dst.entries:
@@ -493,13 +456,13 @@ class PowerCutModel:
             self._check_power()
             f = self._file(path)
             if flags & os.O_TRUNC and flags & os.O_ACCMODE != os.O_RDONLY:
-                self._truncate(f, 0)
+                f.truncate(0)
             return self._new_handle(f)
 
     def release(self, fh: int) -> None:
         with self.lock:
             h = self._handles.pop(fh, None)
-            if h is None or h.epoch != self._epoch or not isinstance(h.node, _File):
+            if h is None or h.epoch != self._epoch or not isinstance(h.node, OverlayFile):
                 return
             h.node.opens -= 1
             self._maybe_free(h.node)
@@ -511,57 +474,15 @@ class PowerCutModel:
     def read(self, fh: int, size: int, offset: int) -> bytes:
         with self.lock:
             f = self._file_handle(fh)
-            end = min(offset + size, f.size)
-            if offset >= end:
-                return b""
-            buf = bytearray(end - offset)
-            host_end = min(end, f.floor)
-            if host_end > offset:
-                data = os.pread(self._fd(f), host_end - offset, offset)
-                buf[: len(data)] = data
-            if f.pages:
-                for p in range(offset // PAGE, (end - 1) // PAGE + 1):
-                    page = f.pages.get(p)
-                    if page is not None:
-                        start = p * PAGE
-                        lo, hi = max(offset, start), min(end, start + PAGE)
-                        buf[lo - offset : hi - offset] = page[lo - start : hi - start]
-            return bytes(buf)
+            return f.read(self._fd(f), size, offset)
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
         with self.lock:
             f = self._file_handle(fh)
-            end = offset + len(data)
-            pos = offset
-            while pos < end:
-                p = pos // PAGE
-                start = p * PAGE
-                lo, hi = pos - start, min(end - start, PAGE)
-                chunk = data[pos - offset : pos - offset + hi - lo]
-                page = f.pages.get(p)
-                if page is None and hi - lo == PAGE:
-                    f.pages[p] = bytearray(chunk)  # a whole page: nothing to read first
-                else:
-                    if page is None:
-                        page = f.pages[p] = self._load_page(f, p)
-                    page[lo:hi] = chunk
-                pos = start + hi
-            f.size = max(f.size, end)
-            f.pending += len(data)
-            f.changed = True
+            f.write(self._fd(f), data, offset)
             self._writes += 1
             self._bytes_written += len(data)
             return len(data)
-
-    def _load_page(self, f: _File, p: int) -> bytearray:
-        """The logical content of page ``p`` as it is without an overlay page (zeros past the end)."""
-        page = bytearray(PAGE)
-        start = p * PAGE
-        host_end = min(start + PAGE, f.floor, f.size)
-        if host_end > start:
-            data = os.pread(self._fd(f), host_end - start, start)
-            page[: len(data)] = data
-        return page
 
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> None:
         with self.lock:
@@ -571,41 +492,14 @@ class PowerCutModel:
                 assert path is not None
                 self._check_power()
                 f = self._file(path)
-            self._truncate(f, length)
-
-    def _truncate(self, f: _File, length: int) -> None:
-        if length < 0:
-            raise _err(errno.EINVAL)
-        if length < f.size:
-            for p in [p for p in f.pages if p * PAGE >= length]:
-                del f.pages[p]
-            page = f.pages.get(length // PAGE)
-            if page is not None:
-                cut_at = length % PAGE
-                page[cut_at:] = bytes(PAGE - cut_at)
-            f.floor = min(f.floor, length)
-        f.size = length
-        f.changed = True
+            f.truncate(length)
 
     def fsync(self, fh: int) -> None:
         """fsync and fdatasync alike: the file's content and size become durable (its names do not)."""
         with self.lock:
             f = self._file_handle(fh)
             self._syncs += 1
-            if not f.changed:
-                return
-            fd = self._fd(f)
-            if f.floor < f.host_size:
-                os.ftruncate(fd, f.floor)
-            for p in sorted(f.pages):
-                start = p * PAGE
-                n = min(PAGE, f.size - start)
-                if n > 0:
-                    os.pwrite(fd, memoryview(f.pages[p])[:n], start)
-            if os.fstat(fd).st_size != f.size:
-                os.ftruncate(fd, f.size)
-            f.host_size = f.size
-            f.reset_overlay()
+            f.sync(self._fd(f))
 
     # ------------------------------------------------------------------ power
     def cut(self) -> PowerCutStats:
@@ -619,7 +513,7 @@ class PowerCutModel:
                     affected.add(self._describe(f))
             undone = 0
             for d in self._walk(self.root):
-                live_files = {n: x for n, x in d.entries.items() if isinstance(x, _File)}
+                live_files = {n: x for n, x in d.entries.items() if isinstance(x, OverlayFile)}
                 for name in set(live_files) | set(d.durable):
                     if live_files.get(name) is not d.durable.get(name):
                         undone += 1
@@ -630,7 +524,7 @@ class PowerCutModel:
             for f in list(self._files.values()):
                 f.links = set(f.durable_links)
                 f.opens = 0
-                f.reset_overlay()
+                f.reset()
                 if not f.durable_links:
                     self._release_host(f)
             self._epoch += 1
@@ -661,7 +555,7 @@ class PowerCutModel:
                 powered=self.powered,
             )
 
-    def _describe(self, f: _File) -> str:
+    def _describe(self, f: OverlayFile) -> str:
         names = f.links or f.durable_links
         if not names:
             return f"<unlinked file {f.ino}>"

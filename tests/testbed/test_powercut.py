@@ -436,3 +436,89 @@ def test_model_content_matches_a_reference(tmp_path_factory: pytest.TempPathFact
     model.fsync(fh)
     model.close()
     assert (backing / "f").read_bytes() == bytes(live)
+
+
+def _durable_tree(backing: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(backing)): p.read_bytes()
+        for p in sorted(backing.rglob("*"))
+        if p.is_file() and ".powercut" not in p.parts
+    }
+
+
+def _model_file(model: PowerCutModel, path: str, data: bytes) -> None:
+    fh = model.create(path, 0o644, os.O_RDWR)
+    model.write(fh, data, 0)
+    model.fsync(fh)
+    model.release(fh)
+
+
+def _fsyncdir(model: PowerCutModel, path: str) -> None:
+    fh = model.opendir(path)
+    model.fsyncdir(fh)
+    model.releasedir(fh)
+
+
+def test_model_swap_by_renames_then_directory_fsync(tmp_path: Path) -> None:
+    model = PowerCutModel(tmp_path)
+    _model_file(model, "/a", b"A")
+    _model_file(model, "/b", b"B")
+    _fsyncdir(model, "/")
+    model.rename("/a", "/t")
+    model.rename("/b", "/a")
+    model.rename("/t", "/b")
+    _fsyncdir(model, "/")
+    model.cut()
+    assert _durable_tree(tmp_path) == {"a": b"B", "b": b"A"}
+    assert os.listdir(tmp_path / ".powercut") == []
+
+
+def test_model_cross_directory_rename_follows_each_directory(tmp_path: Path) -> None:
+    model = PowerCutModel(tmp_path)
+    model.mkdir("/x", 0o755)
+    model.mkdir("/y", 0o755)
+    _model_file(model, "/x/f", b"data")
+    _fsyncdir(model, "/x")
+    model.rename("/x/f", "/y/f")
+    _fsyncdir(model, "/y")  # only the destination: the file keeps both names after a cut
+    model.cut()
+    assert _durable_tree(tmp_path) == {"x/f": b"data", "y/f": b"data"}
+    assert (tmp_path / "x/f").stat().st_ino == (tmp_path / "y/f").stat().st_ino
+
+
+def test_model_content_synced_through_an_unlinked_descriptor_comes_back_with_the_name(tmp_path: Path) -> None:
+    model = PowerCutModel(tmp_path)
+    _model_file(model, "/f", b"old")
+    _fsyncdir(model, "/")
+    fh = model.open("/f", os.O_RDWR)
+    model.unlink("/f")
+    model.write(fh, b"new", 0)
+    model.fsync(fh)  # the content belongs to the file, which a cut gives its name back
+    stats = model.cut()
+    assert stats.entries_undone == 1
+    assert _durable_tree(tmp_path) == {"f": b"new"}
+
+
+def test_model_rmdir_makes_the_removal_of_its_durable_entries_durable(tmp_path: Path) -> None:
+    model = PowerCutModel(tmp_path)
+    model.mkdir("/d", 0o755)
+    _model_file(model, "/d/f", b"x")
+    _fsyncdir(model, "/d")
+    model.unlink("/d/f")
+    model.rmdir("/d")
+    model.cut()
+    assert not (tmp_path / "d").exists()
+
+
+def test_model_mount_serves_what_the_backing_directory_holds(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "f").write_bytes(b"prepared")
+    os.link(tmp_path / "sub" / "f", tmp_path / "g")
+    (tmp_path / ".powercut").mkdir()
+    (tmp_path / ".powercut" / "7").write_bytes(b"left over from an unmount: had no durable name")
+    model = PowerCutModel(tmp_path)
+    fh = model.open("/sub/f", os.O_RDONLY)
+    assert model.read(fh, 100, 0) == b"prepared"
+    assert model.getattr("/g")["st_ino"] == model.getattr("/sub/f")["st_ino"]
+    assert sorted(model.readdir(model.opendir("/"))) == [".", "..", "g", "sub"]  # .powercut is hidden
+    assert os.listdir(tmp_path / ".powercut") == []
