@@ -21,6 +21,7 @@ import os
 import shutil
 import stat
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,7 +29,9 @@ from simulators.testbed._powercut_file import PAGE, OverlayFile
 
 __all__ = ["STAGING", "PowerCutModel", "PowerCutStats"]
 
+_UTIME_NOW, _UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 STAGING = ".powercut"  # at the root of the backing directory; hidden from the mount
+HIDDEN_PREFIX = ".fuse_hidden"  # libfuse renames an unlinked open file to such a name
 
 
 def _err(code: int, what: str = "") -> OSError:
@@ -56,7 +59,7 @@ class PowerCutStats:
 
 
 class _Dir:
-    __slots__ = ("durable", "entries", "ino", "name", "parent")
+    __slots__ = ("durable", "entries", "hidden", "ino", "name", "parent")
 
     def __init__(self, ino: int, parent: _Dir | None, name: str) -> None:
         self.ino = ino
@@ -64,6 +67,7 @@ class _Dir:
         self.name = name
         self.entries: dict[str, OverlayFile | _Dir] = {}
         self.durable: dict[str, OverlayFile] = {}
+        self.hidden: dict[str, OverlayFile] = {}  # libfuse's .fuse_hidden* names of unlinked open files
 
     def rel(self) -> str:
         parts: list[str] = []
@@ -202,7 +206,7 @@ class PowerCutModel:
                 continue
             if not isinstance(node, _Dir):
                 raise _err(errno.ENOTDIR, path)
-            child = node.entries.get(part)
+            child = node.entries.get(part) or node.hidden.get(part)
             if child is None:
                 raise _err(errno.ENOENT, path)
             node = child
@@ -268,7 +272,7 @@ class PowerCutModel:
                 size, nlink = st.st_size, 2
             else:
                 st = os.fstat(self._fd(node))
-                size, nlink = node.size, max(len(node.links), 1)
+                size, nlink = node.size, len(node.links)  # 0 once unlinked (SQLite checks)
             return {
                 "st_mode": st.st_mode,
                 "st_ino": node.ino,
@@ -313,8 +317,15 @@ class PowerCutModel:
             target: int | str = self._host_dir(node) if isinstance(node, _Dir) else self._fd(node)
             if times is None:
                 os.utime(target)
-            else:
-                os.utime(target, ns=times)
+                return
+            # libfuse passes utimensat's UTIME_NOW / UTIME_OMIT as tv_nsec with tv_sec 0
+            st = os.stat(target)
+            now = time.time_ns()
+
+            def pick(t: int, current: int) -> int:
+                return now if t == _UTIME_NOW else current if t == _UTIME_OMIT else t
+
+            os.utime(target, ns=(pick(times[0], st.st_atime_ns), pick(times[1], st.st_mtime_ns)))
 
     # ------------------------------------------------------------------ directories
     def readdir(self, fh: int) -> list[str]:
@@ -392,6 +403,8 @@ class PowerCutModel:
             self._check_power()
             parent, name = self._parent(path)
             f = self._file(path)
+            if parent.hidden.pop(name, None) is not None:
+                return  # libfuse removes the hidden name of an unlinked file at its last close
             del parent.entries[name]
             f.links.discard((parent, name))
             self._maybe_free(f)
@@ -418,6 +431,12 @@ class PowerCutModel:
                 return
             if isinstance(node, _Dir):
                 self._rename_dir(node, dst_parent, dst_name, dst)
+            elif dst_name.startswith(HIDDEN_PREFIX):
+                # libfuse's way to unlink a file that is still open: an unlink here, plus a
+                # name that keeps serving that file's descriptors (fstat, ftruncate).
+                del src_parent.entries[src_name]
+                node.links.discard((src_parent, src_name))
+                dst_parent.hidden[dst_name] = node
             else:
                 if isinstance(dst, _Dir):
                     raise _err(errno.EISDIR, new)
@@ -519,6 +538,7 @@ class PowerCutModel:
                         undone += 1
                         affected.add(f"{d.rel().rstrip('/')}/{name}")
                 d.entries = {n: x for n, x in d.entries.items() if isinstance(x, _Dir)}
+                d.hidden.clear()
                 d.entries.update(d.durable)
             failed = sum(1 for h in self._handles.values() if h.epoch == self._epoch)
             for f in list(self._files.values()):

@@ -36,12 +36,12 @@ import mfusepy  # type: ignore[import-untyped]  # imported after choosing the li
 # Caching: the kernel must not answer from attributes or names cached before a cut, so
 # every lookup and stat comes here (no attr/entry cache). Page-cache data is dropped at each
 # open (no keep_cache), which is what makes a reopened file show the durable content.
-# hard_remove: an unlinked open file stays unlinked (libfuse would otherwise rename it to
-# .fuse_hidden*, a directory change of its own). No direct_io: SQLite mmaps its -shm file.
+# No hard_remove: libfuse then renames an unlinked open file to .fuse_hidden*, which the
+# model takes as the unlink it is; with hard_remove, fstat(2) of such a file fails with
+# ESTALE. No direct_io: SQLite mmaps its -shm file.
 FUSE_OPTIONS: dict[str, Any] = {
     "foreground": True,
     "nothreads": True,
-    "hard_remove": True,
     "attr_timeout": 0,
     "entry_timeout": 0,
     "negative_timeout": 0,

@@ -27,7 +27,9 @@ Semantics (the strict POSIX reading; real file systems often keep more, never le
   names or neither); keep such renames out of tests that need precise answers.
 - **Directories themselves** (``mkdir``, ``rmdir``, renaming a directory) are durable at
   once, and so is anything they remove (a durable file name under a new directory's name).
-  Metadata other than size (mode, owner, times) is written through at once.
+  Metadata other than size (mode, owner, times) is written through at once. A file
+  unlinked (or renamed over) while open keeps serving its descriptors, ``fstat`` included
+  (libfuse's ``.fuse_hidden*`` names for it count as the unlink and are never listed).
 - **A cut** drops the above for every file and directory at one instant, then the power is
   off: every operation fails with EIO (only ``stat`` of the mount's root works) until
   :meth:`PowerCutFS.restore`; descriptors and directory handles opened before the cut keep
@@ -55,6 +57,7 @@ syncs grows it without bound.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import json
 import os
@@ -143,7 +146,11 @@ class PowerCutFS:
         if problem is not None:
             raise FuseUnavailableError(problem)
         self.backing_dir.mkdir(parents=True, exist_ok=True)
-        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        try:
+            self.mountpoint.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # ENOTCONN: a mount left behind by a server that died
+            if exc.errno != errno.ENOTCONN or not unmount_fuse(self.mountpoint, lazy=True):
+                raise
         self._log = self.log_path.open("a")
         self._proc = subprocess.Popen(
             [

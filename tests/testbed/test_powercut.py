@@ -522,3 +522,33 @@ def test_model_mount_serves_what_the_backing_directory_holds(tmp_path: Path) -> 
     assert model.getattr("/g")["st_ino"] == model.getattr("/sub/f")["st_ino"]
     assert sorted(model.readdir(model.opendir("/"))) == [".", "..", "g", "sub"]  # .powercut is hidden
     assert os.listdir(tmp_path / ".powercut") == []
+
+
+def test_open_files_that_lose_their_name(fs: PowerCutFS) -> None:
+    path, tmp = fs.mountpoint / "f", fs.mountpoint / "tmp"
+    _write(path, b"old", sync=True)
+    _sync_dir(fs.mountpoint)
+    with path.open("rb") as reader:
+        _write(tmp, b"new", sync=True)
+        os.rename(tmp, path)  # over a file that is open: libfuse hides it first
+        assert os.fstat(reader.fileno()).st_nlink == 0
+        assert reader.read() == b"old"
+        assert sorted(os.listdir(fs.mountpoint)) == ["f"]
+        with path.open("rb") as unlinked:
+            os.unlink(path)
+            assert os.fstat(unlinked.fileno()).st_nlink == 0
+            assert unlinked.read() == b"new"
+
+    _power_cycle(fs)
+
+    assert sorted(os.listdir(fs.mountpoint)) == ["f"]
+    assert path.read_bytes() == b"old"
+
+
+def test_times_are_written_through(fs: PowerCutFS) -> None:
+    path = fs.mountpoint / "g"
+    _write(path, b"", sync=False)
+    os.utime(path, ns=(1_000_000_000, 2_000_000_000))
+    assert path.stat().st_mtime_ns == 2_000_000_000
+    subprocess.run(["touch", str(path)], check=True)  # utimensat(UTIME_NOW)
+    assert path.stat().st_mtime_ns > 2_000_000_000 * 1000
