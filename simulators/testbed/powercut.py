@@ -179,12 +179,19 @@ class PowerCutFS:
             raise TestBedError(f"power-cut file system said {ready!r} instead of ready")
 
     def unmount(self) -> None:
-        """Unmount (lazily if still busy) and stop the server; idempotent."""
+        """Unmount (lazily if still busy) and stop the server; idempotent.
+
+        Not a clean shutdown: what was never synced does not reach the backing directory,
+        as if the power went at the unmount.
+        """
         proc = self._proc
         if proc is None:
             return
         if proc.poll() is None and not unmount_fuse(self.mountpoint):
+            # Busy (a process still has files open there): detach it now and stop the server,
+            # whose exit ends the connection (those files then fail with ENOTCONN).
             unmount_fuse(self.mountpoint, lazy=True)
+            proc.terminate()
         with contextlib.suppress(OSError):
             if proc.stdin:
                 proc.stdin.close()

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulators.testbed import FuseUnavailableError, PowerCutFS, fuse_problem
+from simulators.testbed import FuseUnavailableError, PowerCutFS, fuse_problem, powercut
 from simulators.testbed._powercut_model import PowerCutModel
 
 
@@ -386,6 +386,12 @@ def test_sqlite_wal_normal_may_lose_the_last_transactions_but_is_never_corrupt(f
     # kept, what was committed since is gone.
     assert 0 < found < acked
     print(f"synchronous=NORMAL: {acked - found} of {acked} acknowledged transactions lost")
+
+
+def test_mount_says_why_fuse_cannot_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(powercut, "fuse_problem", lambda: "no /dev/fuse: this kernel offers no FUSE")
+    with pytest.raises(FuseUnavailableError, match="no /dev/fuse"):
+        PowerCutFS(tmp_path / "backing", tmp_path / "mnt").mount()
 
 
 # ---------------------------------------------------------------- the model, without FUSE
