@@ -90,3 +90,12 @@ ensure_java() {
   say "fetching Apache Kafka's jars from Maven Central (first run only; cached in ~/.cache/edgegw)"
   "$VENV/bin/python" -m simulators.testbed fetch-kafka >&2
 }
+
+# ensure_fuse: libfuse 3 and fusermount3 (Debian package fuse3) for the power-cut test bed
+# (simulators/testbed/powercut.py). Its tests skip where the kernel offers no /dev/fuse.
+ensure_fuse() {
+  apt_install fuse3 || {
+    warn "fuse3 is needed for the power-cut tests (tests/testbed/test_powercut.py); they are skipped"
+    return 1
+  }
+}

@@ -5,6 +5,8 @@
 - :class:`KafkaNode` / :class:`KafkaCluster`: Apache Kafka in KRaft mode, run from jars that
   Maven fetched from Maven Central into a cache (``scripts/kafka/pom.xml``).
 - :func:`kafka_from_env`: ``EDGEGW_TEST_KAFKA=host:port`` points at an existing cluster.
+- :class:`PowerCutFS`: a FUSE pass-through file system that drops unsynced writes and
+  directory changes on command, as a power cut does (:mod:`simulators.testbed.powercut`).
 """
 
 from __future__ import annotations
@@ -21,17 +23,22 @@ from simulators.testbed.kafka import (
     kafka_from_env,
 )
 from simulators.testbed.mosquitto import Mosquitto, find_mosquitto
+from simulators.testbed.powercut import FuseUnavailableError, PowerCutFS, PowerCutStats, fuse_problem
 
 __all__ = [
     "ExternalKafka",
+    "FuseUnavailableError",
     "KafkaCluster",
     "KafkaEndpoint",
     "KafkaNode",
     "Mosquitto",
+    "PowerCutFS",
+    "PowerCutStats",
     "TlsFiles",
     "ensure_kafka_jars",
     "find_mosquitto",
     "free_port",
+    "fuse_problem",
     "java_problem",
     "kafka_from_env",
     "make_tls_files",
