@@ -43,7 +43,7 @@ def test_defaults_and_sizes() -> None:
     )
     assert cfg.spool.max_bytes == 64 * 1024 * 1024
     assert cfg.spool.ttl == 172800.0
-    assert cfg.spool.synchronous == "normal"
+    assert cfg.spool.synchronous == "full"  # power cuts lose nothing acknowledged by default
     assert cfg.kafka is not None
     assert cfg.kafka.mode == "exactly_once"
     with pytest.raises(ValidationError):
