@@ -52,6 +52,14 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def is_full(exc: sqlite3.Error) -> bool:
     """SQLite's full condition: the disk (ENOSPC) or ``max_page_count``."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -152,6 +160,7 @@ class Store:
                 f.write(b"\0" * size)
                 f.flush()
                 os.fsync(f.fileno())
+            _fsync_directory(path.parent)  # its name too: a power cut must not take it back
         except OSError:
             with contextlib.suppress(OSError):
                 path.unlink()

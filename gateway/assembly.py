@@ -30,6 +30,7 @@ from gateway.config import GatewayConfig, LoadedConfig
 from gateway.errors import GatewayError
 from gateway.ledger import DeliveryLedger
 from gateway.rulestate import RULE_STATE_FILE, read_rule_state, set_aside
+from gateway.runmarker import fsync_directory
 from gateway.secrets import resolve_secret
 from rules import Now, RuleEngine
 from rules.state import entries_of, from_entries
@@ -69,6 +70,7 @@ class ResumePoint:
         spool.append_many([], state=self.imported)
         with contextlib.suppress(OSError):
             self.legacy_file.replace(self.legacy_file.with_suffix(".imported"))
+            fsync_directory(self.legacy_file.parent)
 
 
 def resume_point(loaded: LoadedConfig, spool: Spool, state_dir: Path, now: Now) -> ResumePoint:
