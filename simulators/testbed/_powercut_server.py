@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,8 @@ class Operations:
 
     def fsyncdir(self, _path: str | None, _datasync: int, fh: int) -> None:
         self.m.fsyncdir(fh)
+        if FSYNC_DELAY_S:
+            time.sleep(FSYNC_DELAY_S)
 
     def mkdir(self, path: str, mode: int) -> None:
         self.m.mkdir(path, mode)
@@ -131,6 +134,8 @@ class Operations:
 
     def fsync(self, _path: str | None, _datasync: int, fh: int) -> None:
         self.m.fsync(fh)
+        if FSYNC_DELAY_S:
+            time.sleep(FSYNC_DELAY_S)  # a slow medium (an SD card): what an fsync waits
 
     def unlink(self, path: str) -> None:
         self.m.unlink(path)
@@ -177,6 +182,11 @@ class _Control:
         # The test process is gone (or closed our stdin to stop us): unmount, which ends the FUSE loop.
         if not unmount_fuse(self.mountpoint):
             unmount_fuse(self.mountpoint, lazy=True)
+
+
+FSYNC_DELAY_S = float(os.environ.get("EDGEGW_POWERCUT_FSYNC_DELAY_MS", "0")) / 1000
+"""Every fsync waits this long (``PowerCutFS(fsync_delay=...)``): to measure on a medium
+whose fsync is slow, as an SD card's is (milliseconds), on a machine whose disk is fast."""
 
 
 def main(argv: list[str]) -> int:

@@ -126,11 +126,14 @@ class PowerCutFS:
         *,
         log_path: Path | None = None,
         timeout: float = 30.0,
+        fsync_delay: float = 0.0,
     ) -> None:
         self.backing_dir = Path(backing_dir).absolute()
         self.mountpoint = Path(mountpoint).absolute()
         self.log_path = log_path or self.backing_dir.with_name(self.backing_dir.name + ".powercut.log")
         self.timeout = timeout
+        self.fsync_delay = fsync_delay
+        """Seconds every fsync waits (an SD card's fsync takes milliseconds; this disk's does not)."""
         self._proc: subprocess.Popen[str] | None = None
         self._log: IO[str] | None = None
 
@@ -165,6 +168,7 @@ class PowerCutFS:
             stderr=self._log,
             text=True,
             bufsize=1,
+            env={**os.environ, "EDGEGW_POWERCUT_FSYNC_DELAY_MS": str(self.fsync_delay * 1000)},
         )
         try:
             ready = self._read(what="mount")
