@@ -66,9 +66,11 @@ def fill_and_cut(path: Path, rows: int, sync: str) -> float:
     child = subprocess.Popen([sys.executable, "-c", _FILL, str(path), str(rows), sync],
                              stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
     assert child.stdout is not None
-    line = child.stdout.readline()
-    if line.strip() != "filled":
-        raise SystemExit(f"the fill failed: {line!r}")
+    for line in child.stdout:  # log lines may come first
+        if line.strip() == "filled":
+            break
+    else:
+        raise SystemExit(f"the fill failed (exit {child.wait()})")
     took = time.monotonic() - began
     time.sleep(0.5)
     child.send_signal(signal.SIGKILL)
