@@ -323,10 +323,13 @@ class Spool:
             self._failed = SpoolError(f"spool write failed: {exc}")
         else:
             self._failed = SpoolError(f"spool writer failed: {type(exc).__name__}: {exc}")
-        _log.error("spool failed", path=str(self.path), error=str(self._failed), exc_info=exc)
-        self._store.rollback()
+        with contextlib.suppress(Exception):  # a log that cannot be written must not stop the voiding
+            _log.error("spool failed", path=str(self.path), error=str(self._failed), exc_info=exc)
+        with contextlib.suppress(Exception):
+            self._store.rollback()
         voided = self._void_queue(group)
-        _log.error("spool: batches not committed were voided", batches=voided)
+        with contextlib.suppress(Exception):
+            _log.error("spool: batches not committed were voided", batches=voided)
 
     def _void_queue(self, group: list[Any]) -> int:
         """Wake the waiters of ``group`` and of everything still queued; call ``on_void``."""
@@ -340,7 +343,8 @@ class Spool:
                     try:
                         op.on_void()
                     except Exception:  # noqa: BLE001 - a caller's callback must not hide the failure
-                        _log.exception("spool: on_void callback failed")
+                        with contextlib.suppress(Exception):
+                            _log.exception("spool: on_void callback failed")
             try:
                 group = [self._queue.get_nowait()]
             except queue.Empty:
