@@ -36,6 +36,7 @@ __all__ = [
     "load_model",
     "load_yaml",
     "parse_yaml",
+    "sorted_issues",
     "validate",
 ]
 
@@ -95,6 +96,15 @@ class YamlDocument:
                 replace(issue, file=self.file, line=line, column=column, path=format_path(path))
             )
         return placed
+
+
+def sorted_issues(issues: Iterable[ConfigIssue]) -> list[ConfigIssue]:
+    """By file (in the order first met), then line and column, as compilers list them."""
+    issues = list(issues)
+    order: dict[str | None, int] = {}
+    for issue in issues:
+        order.setdefault(issue.file, len(order))
+    return sorted(issues, key=lambda i: (order[i.file], i.line or 0, i.column or 0))
 
 
 def format_path(path: Sequence[str | int]) -> str:
