@@ -60,9 +60,7 @@ def check_config(path: Path, *, mosquitto_conf: Path = MOSQUITTO_CONF) -> CheckR
     issues = list(review.issues)
     if isinstance(doc.data, dict):
         issues += _secret_issues(doc) + _file_issues(doc)
-        state_dir = GatewaySection(state_dir=_leaf(doc, ("gateway", "state_dir"), Path)).resolved_state_dir()
-        if not _writable(state_dir):
-            issues.append(doc.issue(("gateway", "state_dir"), f"state directory {state_dir} is not writable"))
+        issues += _state_dir_issues(doc)
     if issues or review.loaded is None:
         raise ConfigError(sorted_issues(issues))
     loaded = review.loaded
@@ -114,6 +112,17 @@ def _secret_issues(doc: YamlDocument) -> list[ConfigIssue]:
         except ConfigError as exc:
             issues += [doc.issue(path, i.message.removeprefix("secret: ")) for i in exc.issues]
     return issues
+
+
+def _state_dir_issues(doc: YamlDocument) -> list[ConfigIssue]:
+    path = ("gateway", "state_dir")
+    written = _leaf(doc, path, Path)
+    if written is None and isinstance(doc.data.get("gateway"), dict) and doc.data["gateway"].get("state_dir"):
+        return []  # invalid: its own error says why
+    state_dir = GatewaySection(state_dir=written).resolved_state_dir()
+    if _writable(state_dir):
+        return []
+    return [doc.issue(path, f"state directory {state_dir} is not writable")]
 
 
 def _file_issues(doc: YamlDocument) -> list[ConfigIssue]:

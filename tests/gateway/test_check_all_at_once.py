@@ -235,3 +235,43 @@ def test_duplicate_device_and_actuator_ids_are_located_at_the_repeat(tmp_path: P
         "3:10: devices[1].id: duplicate device id 'a'",
         "6:10: actuators[1].id: duplicate actuator id 'a/relay'",
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "at", "key"),
+    [
+        ("mqtt: {port: x, username: u, password: {env: EDGEGW_TEST_UNSET}}\n", "{env", "mqtt.password"),
+        (
+            "bridge:\n  kafka:\n    bootstrap: k:9093\n    security:\n      protocol: SASL_SSL\n"
+            "      sasl: {username: u, password: {env: EDGEGW_TEST_UNSET}}\n",
+            "{env",
+            "bridge.kafka.security.sasl.password",
+        ),
+        (
+            "bridge:\n  kafka:\n    bootstrap: k:9093\n    security:\n      protocol: SSL\n"
+            "      tls: {cert_file: /dev/null, key_file: /dev/null,\n"
+            "            key_password: {env: EDGEGW_TEST_UNSET}}\n",
+            "{env",
+            "bridge.kafka.security.tls.key_password",
+        ),
+    ],
+    ids=["mqtt (its section invalid too)", "kafka sasl", "kafka tls key"],
+)
+def test_every_secret_is_read_and_located(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    text: str,
+    at: str,
+    key: str,
+) -> None:
+    monkeypatch.delenv("EDGEGW_TEST_UNSET", raising=False)
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    path = tmp_path / "edgegw.yaml"
+    path.write_text(text)
+    assert main(["check", "--config", str(path)]) == 2
+    errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
+    assert (
+        f"error: {path}:{locate(text, at)}: {key}: environment variable EDGEGW_TEST_UNSET is not set"
+        in errors
+    )
