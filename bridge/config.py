@@ -8,10 +8,11 @@ it (``gateway.secrets.resolve_secret``) into the :class:`KafkaSecrets` the forwa
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from bridge.policy import Kind
 from common.configtypes import Duration, SecretRef, parse_duration
@@ -106,6 +107,9 @@ class KafkaSecurity(_Model):
         return self
 
 
+_KAFKA_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
 class TopicsConfig(_Model):
     readings: str = "edgegw.readings"
     events: str = "edgegw.events"
@@ -113,6 +117,17 @@ class TopicsConfig(_Model):
     heartbeats: str = "edgegw.heartbeats"
     checkpoints: str = "edgegw.checkpoints"
     """Compacted; one record per gateway (exactly-once mode only)."""
+
+    @field_validator("readings", "events", "commands", "heartbeats", "checkpoints")
+    @classmethod
+    def _kafka_name(cls, value: str) -> str:
+        # the brokers refuse any other name, but only once the uplink tries to send
+        if not _KAFKA_TOPIC.fullmatch(value):
+            raise ValueError(
+                f"invalid Kafka topic {value!r}: letters, digits, '.', '_' and '-' only "
+                "(no spaces, no wildcards), at most 249 characters"
+            )
+        return value
 
     def of_kind(self) -> dict[Kind, str]:
         return {

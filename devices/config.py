@@ -39,7 +39,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from common.configtypes import Duration, SecretRef, parse_duration
 
@@ -199,12 +199,16 @@ class DeviceConfig(_Model):
             raise ValueError("device ids use letters, digits, '-' and '_'")
         return value
 
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, value: str | None) -> str | None:
+        return value if value is None else _check_filter(value)
+
     @model_validator(mode="after")
     def _check(self) -> DeviceConfig:
         if self.transport == "mqtt":
             if not self.topic:
                 raise ValueError("an MQTT device needs a topic")
-            _check_filter(self.topic)
             if self.serial is not None:
                 raise ValueError("serial settings on an MQTT device")
             if self.profile == "kv":
@@ -217,13 +221,35 @@ class DeviceConfig(_Model):
         return self
 
 
-def _check_filter(topic: str) -> None:
+def _check_filter(topic: str) -> str:
+    """A subscription filter: ``+`` a whole level, ``#`` a whole last level."""
+    _check_levels(topic)
     levels = topic.split("/")
     for i, level in enumerate(levels):
         if "#" in level and (level != "#" or i != len(levels) - 1):
-            raise ValueError(f"invalid topic filter {topic!r}: '#' must be a whole last level")
+            raise ValueError(f"invalid topic filter {topic!r}: '#' must be a whole last level (e.g. a/b/#)")
         if "+" in level and level != "+":
-            raise ValueError(f"invalid topic filter {topic!r}: '+' must be a whole level")
+            raise ValueError(f"invalid topic filter {topic!r}: '+' must be a whole level (e.g. a/+/c)")
+    return topic
+
+
+def _check_topic(topic: str, what: str, why: str) -> str:
+    """A topic edgegw publishes to or compares exactly: no wildcards."""
+    _check_levels(topic)
+    if "+" in topic or "#" in topic:
+        raise ValueError(f"{what} {topic!r} cannot hold the wildcards + or #: {why}")
+    return topic
+
+
+def _check_levels(topic: str) -> None:
+    if "\x00" in topic:
+        raise ValueError("an MQTT topic cannot hold the NUL character")
+    for level in topic.split("/"):
+        if level != level.strip():
+            raise ValueError(
+                f"topic {topic!r} has a space at the start or end of a level: MQTT compares "
+                "topics exactly, spaces included (spaces inside a name, as Zigbee2MQTT allows, are fine)"
+            )
 
 
 class ConfirmConfig(_Model):
@@ -232,6 +258,13 @@ class ConfirmConfig(_Model):
     timeout: Duration = 5.0
     state_topic: str | None = None
     """Default: ``<base>/<name>`` (Zigbee2MQTT), ``stat/<topic>/RESULT`` (Tasmota)."""
+
+    @field_validator("state_topic")
+    @classmethod
+    def _state_topic(cls, value: str | None) -> str | None:
+        return value if value is None else _check_topic(
+            value, "the read-back state topic", "the state is looked up by its exact topic"
+        )
 
 
 
@@ -257,6 +290,13 @@ class ActuatorConfig(_Model):
             raise ValueError("actuator ids look like device or device/name (letters, digits, - and _)")
         return value
 
+    @field_validator("topic", "name", "base_topic")
+    @classmethod
+    def _topics(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return value if value is None else _check_topic(
+            value, f"the actuator's {info.field_name}", "commands are published to one exact topic"
+        )
+
     @model_validator(mode="after")
     def _check(self) -> ActuatorConfig:
         if self.transport == "serial":
@@ -273,9 +313,6 @@ class ActuatorConfig(_Model):
             raise ValueError("profile json needs topic")
         if self.profile == "line":
             raise ValueError("profile line is for serial actuators")
-        for topic in (self.topic, self.name):
-            if topic and ("+" in topic or "#" in topic):
-                raise ValueError("actuator topics cannot hold wildcards")
         return self
 
 

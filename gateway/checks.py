@@ -1,7 +1,8 @@
 """``edgegw check``: everything a start would validate, without connecting to anything.
 
-Errors (a :class:`ConfigError`, exit 2): the config and its rules, secrets that cannot
-be read, a state directory that cannot be written. Warnings: things edgegw can see but
+Errors (a :class:`ConfigError`, exit 2), all found in one pass and each at its
+``file:line:column``: the config and its rules, secrets that cannot be read, files that
+are not there, a state directory that cannot be written. Warnings: things edgegw can see but
 that only matter in some set-ups, such as Mosquitto limits on this machine that can lose
 queued QoS 1 messages while the gateway restarts (docs/devices.md explains them).
 """
@@ -12,10 +13,18 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from gateway.config import LoadedConfig, load_config
+from pydantic import TypeAdapter, ValidationError
+
+from common.configtypes import SecretRef
+from gateway.config import GatewaySection, LoadedConfig, review_config
 from gateway.errors import ConfigError, ConfigIssue
-from gateway.secrets import SecretSource, resolve_secret
+from gateway.secrets import resolve_secret
+from gateway.yamlio import sorted_issues
+
+if TYPE_CHECKING:
+    from gateway.yamlio import KeyPath, YamlDocument
 
 __all__ = ["CheckReport", "check_config", "mosquitto_warnings"]
 
@@ -30,29 +39,32 @@ class CheckReport:
     summary: list[str] = field(default_factory=list)
 
 
+# where secrets and files are named in the config (whether or not their section validated)
+_SECRETS: tuple[KeyPath, ...] = (
+    ("mqtt", "password"),
+    ("bridge", "kafka", "security", "sasl", "password"),
+    ("bridge", "kafka", "security", "tls", "key_password"),
+)
+_FILES: tuple[KeyPath, ...] = tuple(
+    (*section, key)
+    for section in (("mqtt", "tls"), ("bridge", "kafka", "security", "tls"))
+    for key in ("ca_file", "cert_file", "key_file")
+)
+
+
 def check_config(path: Path, *, mosquitto_conf: Path = MOSQUITTO_CONF) -> CheckReport:
-    loaded = load_config(path)
+    """Everything at once: the config, its rules, secrets, files and the state directory,
+    each problem at its ``file:line:column``; :class:`ConfigError` with all of them."""
+    review = review_config(path)
+    doc = review.doc
+    issues = list(review.issues)
+    if isinstance(doc.data, dict):
+        issues += _secret_issues(doc) + _file_issues(doc)
+        issues += _state_dir_issues(doc)
+    if issues or review.loaded is None:
+        raise ConfigError(sorted_issues(issues))
+    loaded = review.loaded
     config = loaded.config
-    issues: list[ConfigIssue] = []
-    refs: list[tuple[str, SecretSource | None]] = [("mqtt password", config.mqtt.password)]
-    kafka = config.bridge.kafka
-    if kafka is not None and kafka.security.sasl is not None:
-        refs.append(("kafka sasl password", kafka.security.sasl.password))
-    for what, ref in refs:
-        if ref is None:
-            continue
-        try:
-            resolve_secret(ref, what=what)
-        except ConfigError as exc:
-            issues += exc.issues
-    for what, file in _files(loaded):
-        if file is not None and not file.exists():
-            issues.append(ConfigIssue(f"{what}: {file} does not exist", file=str(path)))
-    state_dir = config.gateway.resolved_state_dir()
-    if not _writable(state_dir):
-        issues.append(ConfigIssue(f"state directory {state_dir} is not writable", file=str(path)))
-    if issues:
-        raise ConfigError(issues)
     report = CheckReport(loaded)
     for device in config.devices:
         if (
@@ -64,29 +76,62 @@ def check_config(path: Path, *, mosquitto_conf: Path = MOSQUITTO_CONF) -> CheckR
     if config.mqtt.host in _LOCAL and config.mqtt.port in (None, 1883, 8883):
         # the broker of this machine's mosquitto package: we can read its settings
         report.warnings += mosquitto_warnings(mosquitto_conf)
+    kafka = config.bridge.kafka
     report.summary = [
         f"{path}: valid",
         f"  devices: {len(config.devices)}, actuators: {len(config.actuators)}, rules: {len(loaded.rules)}",
-        f"  state directory: {state_dir}",
+        f"  state directory: {config.gateway.resolved_state_dir()}",
         f"  kafka uplink: {kafka.bootstrap + ' (' + kafka.mode + ')' if kafka else 'none (spool only)'}",
     ]
     return report
 
 
-def _files(loaded: LoadedConfig) -> list[tuple[str, Path | None]]:
-    config = loaded.config
-    out: list[tuple[str, Path | None]] = []
-    tls = config.mqtt.tls
-    if tls is not None:
-        out += [("mqtt.tls.ca_file", tls.ca_file), ("mqtt.tls.cert_file", tls.cert_file),
-                ("mqtt.tls.key_file", tls.key_file)]  # fmt: skip
-    kafka = config.bridge.kafka
-    if kafka is not None and kafka.security.tls is not None:
-        ktls = kafka.security.tls
-        out += [("bridge.kafka.security.tls.ca_file", ktls.ca_file),
-                ("bridge.kafka.security.tls.cert_file", ktls.cert_file),
-                ("bridge.kafka.security.tls.key_file", ktls.key_file)]  # fmt: skip
-    return out
+def _leaf(doc: YamlDocument, path: KeyPath, kind: Any) -> Any:
+    """The value at ``path`` as ``kind``; None when it is absent or invalid (then the
+    validation of its section reports it)."""
+    try:
+        value = doc.sub(path)
+    except (KeyError, IndexError, TypeError):
+        return None
+    if value is None:
+        return None
+    try:
+        return TypeAdapter(kind).validate_python(value)
+    except ValidationError:
+        return None
+
+
+def _secret_issues(doc: YamlDocument) -> list[ConfigIssue]:
+    issues = []
+    for path in _SECRETS:
+        ref = _leaf(doc, path, SecretRef)
+        if ref is None:
+            continue
+        try:
+            resolve_secret(ref, what="secret")
+        except ConfigError as exc:
+            issues += [doc.issue(path, i.message.removeprefix("secret: ")) for i in exc.issues]
+    return issues
+
+
+def _state_dir_issues(doc: YamlDocument) -> list[ConfigIssue]:
+    path = ("gateway", "state_dir")
+    written = _leaf(doc, path, Path)
+    if written is None and isinstance(doc.data.get("gateway"), dict) and doc.data["gateway"].get("state_dir"):
+        return []  # invalid: its own error says why
+    state_dir = GatewaySection(state_dir=written).resolved_state_dir()
+    if _writable(state_dir):
+        return []
+    return [doc.issue(path, f"state directory {state_dir} is not writable")]
+
+
+def _file_issues(doc: YamlDocument) -> list[ConfigIssue]:
+    issues = []
+    for path in _FILES:
+        file = _leaf(doc, path, Path)
+        if file is not None and not file.exists():
+            issues.append(doc.issue(path, f"{file} does not exist"))
+    return issues
 
 
 def _writable(directory: Path) -> bool:

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -36,8 +37,13 @@ from devices.config import ActuatorConfig, DeviceConfig, MqttConnection
 from gateway.errors import ConfigError, ConfigIssue
 from rules.schema import Location
 
+if TYPE_CHECKING:
+    from gateway.rulesload import Declared
+    from gateway.yamlio import KeyPath, YamlDocument
+
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "ConfigReview",
     "GatewayConfig",
     "GatewaySection",
     "HttpSection",
@@ -45,6 +51,7 @@ __all__ = [
     "LogSection",
     "config_json_schema",
     "load_config",
+    "review_config",
 ]
 
 DEFAULT_CONFIG_PATH = Path("/etc/edgegw/edgegw.yaml")
@@ -115,9 +122,13 @@ class GatewayConfig(_Model):
             seen: set[str] = set()
             for item in items:
                 if item.id in seen:
-                    raise ValueError(f"duplicate {kind} id {item.id!r}")
+                    raise ValueError(_duplicate(kind, item.id))
                 seen.add(item.id)
         return self
+
+
+def _duplicate(kind: str, item_id: str) -> str:
+    return f"duplicate {kind} id {item_id!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +141,26 @@ class LoadedConfig:
     rule_files: tuple[Path, ...]
 
 
-def declared_sensors(config: GatewayConfig) -> dict[str, frozenset[str] | None]:
+@dataclass(slots=True)
+class ConfigReview:
+    """Every problem of a config file and its rules files, found in one pass, and what
+    validated: ``config`` when the file did, ``loaded`` when its rules did too."""
+
+    doc: YamlDocument
+    config: GatewayConfig | None
+    loaded: LoadedConfig | None
+    issues: list[ConfigIssue]
+
+
+# Stands in for a location that is itself invalid (its own error is reported), so that
+# sunrise/sunset guards are not reported again for want of a latitude and longitude.
+_SOMEWHERE = Location(latitude=0.0, longitude=0.0)
+
+
+def declared_sensors(devices: Iterable[DeviceConfig]) -> dict[str, frozenset[str] | None]:
     """Device ids and, where the profile names them, their metrics (None: any metric)."""
     out: dict[str, frozenset[str] | None] = {}
-    for device in config.devices:
+    for device in devices:
         metrics: set[str] | None = None
         if device.profile == "json" and device.fields:
             metrics = {spec.metric for spec in device.fields.values()}
@@ -145,38 +172,145 @@ def declared_sensors(config: GatewayConfig) -> dict[str, frozenset[str] | None]:
 
 def load_config(path: str | Path) -> LoadedConfig:
     """Load, validate and check a config file: every problem in one :class:`ConfigError`."""
-    from gateway.rulesload import Declared, load_rules, load_rules_files  # noqa: PLC0415
+    from gateway.yamlio import sorted_issues  # noqa: PLC0415
+
+    review = review_config(path)
+    if review.loaded is None:
+        raise ConfigError(sorted_issues(review.issues))
+    return review.loaded
+
+
+def review_config(path: str | Path) -> ConfigReview:
+    """Validate a config file and its rules in one pass.
+
+    Only a file that cannot be read or parsed raises (:class:`ConfigError`): then nothing
+    else can be checked. Otherwise the sections, the inline and included rules are all
+    validated, and rules are checked against the devices and actuators that did validate;
+    a device or actuator that failed (its own error is reported) still counts as declared,
+    so the rules that name it are not reported again.
+    """
+    from gateway.rulesload import load_rules, load_rules_files  # noqa: PLC0415
     from gateway.yamlio import load_yaml, validate  # noqa: PLC0415
     from rules.compiler import RuleSet  # noqa: PLC0415
 
     path = Path(path)
     doc = load_yaml(path)
-    config = validate(doc, GatewayConfig)
-    declared = Declared(
-        devices=declared_sensors(config),
-        actuators=frozenset(a.id for a in config.actuators),
-        location=config.location,
-    )
-    inline = load_rules([(doc, ("rules",))], declared=declared) if config.rules else None
-    files = tuple((path.parent / p) if not p.is_absolute() else p for p in config.include)
-    included = load_rules_files(list(files), declared) if files else None
     issues: list[ConfigIssue] = []
+    config: GatewayConfig | None = None
+    try:
+        config = validate(doc, GatewayConfig)
+    except ConfigError as exc:
+        issues += exc.issues
+    if not isinstance(doc.data, dict):
+        return ConfigReview(doc, None, None, issues)
+    duplicates = _duplicate_ids(doc)
+    if duplicates:  # the model can only say "somewhere": say where, at each repeat
+        known = {d.message for d in duplicates}
+        issues = [i for i in issues if i.path or i.message not in known] + duplicates
+    inline = isinstance(doc.data.get("rules"), list)
+    if inline:  # validated below as rules, with the rule schema's messages
+        issues = [i for i in issues if not i.path.startswith("rules[")]
+    declared = _declared(doc, config)
     rules: list[Any] = []
-    for part in (inline, included):
-        if part is not None:
-            issues += part.issues
-            rules += part.rules
     seen: set[str] = set()
-    for rule in rules:
-        if rule.id in seen:
-            issues.append(
-                ConfigIssue(f"duplicate rule id {rule.id!r} (inline and in an included file)", file=str(path))
-            )
-        seen.add(rule.id)
-    if issues:
-        raise ConfigError(issues)
+    if inline:
+        part = load_rules([(doc, ("rules",))], declared=declared, seen=seen)
+        issues += part.issues
+        rules += part.rules
+    files = _rule_files(doc, config, path, issues)
+    if files:
+        part = load_rules_files(files, declared, seen=seen)
+        issues += part.issues
+        rules += part.rules
+    if issues or config is None:
+        return ConfigReview(doc, config, None, issues)
     ruleset = RuleSet(tuple(rules), config.location)
-    return LoadedConfig(path=path, config=config, rules=ruleset, rule_files=files)
+    loaded = LoadedConfig(path=path, config=config, rules=ruleset, rule_files=tuple(files))
+    return ConfigReview(doc, config, loaded, issues)
+
+
+def _declared(doc: YamlDocument, config: GatewayConfig | None) -> Declared:
+    """What rules may name: from the config, or from the parts of it that validated."""
+    from gateway.rulesload import Declared  # noqa: PLC0415
+
+    if config is not None:
+        ids = frozenset(a.id for a in config.actuators)
+        return Declared(declared_sensors(config.devices), ids, config.location)
+    devices = _items(doc, "devices", DeviceConfig)
+    sensors: dict[str, frozenset[str] | None] | None = None
+    if devices is not None:
+        sensors = {raw_id: None for raw_id, model in devices if model is None and raw_id}
+        sensors.update(declared_sensors(m for _, m in devices if isinstance(m, DeviceConfig)))
+    actuators = _items(doc, "actuators", ActuatorConfig)
+    actuator_ids = None if actuators is None else frozenset(raw_id for raw_id, _ in actuators if raw_id)
+    location = Location()
+    if "location" in doc.data:
+        location = _valid(doc, ("location",), Location) or _SOMEWHERE
+    return Declared(sensors, actuator_ids, location)
+
+
+def _duplicate_ids(doc: YamlDocument) -> list[ConfigIssue]:
+    issues = []
+    for kind, key in (("device", "devices"), ("actuator", "actuators")):
+        raw = doc.data.get(key)
+        seen: set[str] = set()
+        for index, item in enumerate(raw if isinstance(raw, list) else []):
+            item_id = item.get("id") if isinstance(item, dict) else None
+            if isinstance(item_id, str) and item_id in seen:
+                issues.append(doc.issue((key, index, "id"), _duplicate(kind, item_id)))
+            elif isinstance(item_id, str):
+                seen.add(item_id)
+    return issues
+
+
+def _items(doc: YamlDocument, key: str, model: type[BaseModel]) -> list[tuple[str, Any]] | None:
+    """Each item of a list section: its id as written and its model (None: invalid).
+    None when the section is not a list."""
+    raw = doc.data.get(key, [])
+    if not isinstance(raw, list):
+        return None
+    out: list[tuple[str, Any]] = []
+    for index, item in enumerate(raw):
+        raw_id = item.get("id") if isinstance(item, dict) else None
+        out.append((raw_id if isinstance(raw_id, str) else "", _valid(doc, (key, index), model)))
+    return out
+
+
+def _valid(doc: YamlDocument, path: KeyPath, model: Any) -> Any:
+    """The data at ``path`` validated by ``model``, or None if it is not there or invalid
+    (the validation of the whole file reports why)."""
+    from gateway.yamlio import validate  # noqa: PLC0415
+
+    try:
+        doc.sub(path)
+    except (KeyError, IndexError, TypeError):
+        return None
+    try:
+        return validate(doc, model, path=path)
+    except ConfigError:
+        return None
+
+
+def _rule_files(
+    doc: YamlDocument, config: GatewayConfig | None, path: Path, issues: list[ConfigIssue]
+) -> list[Path]:
+    """The ``include:`` files that exist; an issue at the entry of each that does not."""
+    raw = doc.data.get("include", [])
+    if config is not None:
+        entries = list(enumerate(config.include))
+    elif isinstance(raw, list):
+        entries = [(i, Path(p)) for i, p in enumerate(raw) if isinstance(p, str) and p]
+    else:
+        entries = []
+    files = []
+    for index, entry in entries:
+        file = entry if entry.is_absolute() else path.parent / entry
+        if not file.is_file():
+            reason = "is not a file" if file.exists() else "does not exist"
+            issues.append(doc.issue(("include", index), f"rules file {file} {reason}"))
+            continue
+        files.append(file)
+    return files
 
 
 def config_json_schema() -> dict[str, Any]:

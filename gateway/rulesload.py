@@ -31,10 +31,13 @@ class LoadedRules:
 
 @dataclass(frozen=True, slots=True)
 class Declared:
-    """What a config declares: device ids (with their metrics, if listed) and actuators."""
+    """What a config declares: device ids (with their metrics, if listed) and actuators.
 
-    devices: dict[str, frozenset[str] | None]
-    actuators: frozenset[str]
+    ``None``: not known (the section itself is invalid), so rules are not checked against it.
+    """
+
+    devices: dict[str, frozenset[str] | None] | None
+    actuators: frozenset[str] | None
     location: Location | None = None
 
 
@@ -43,18 +46,20 @@ def load_rules(
     *,
     declared: Declared | None = None,
     location: Location | None = None,
+    seen: set[str] | None = None,
 ) -> LoadedRules:
     """Validate the ``rules:`` lists found at ``path`` in each ``YamlDocument``.
 
     Every rule is validated on its own so that one bad rule hides no other problem;
-    ids are checked across all documents (an issue at each repeat).
+    ids are checked across all documents, and against ``seen`` (the ids of rules loaded
+    before, which this call adds to): an issue at each repeat.
     """
     from gateway.yamlio import validate  # noqa: PLC0415
     from rules.checks import check_rules, duplicate_ids  # noqa: PLC0415
     from rules.schema import Rule  # noqa: PLC0415
 
     out = LoadedRules()
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
     for doc, path in docs:
         raw_rules = doc.sub(path)
         for index in range(len(raw_rules)):
@@ -81,7 +86,9 @@ def load_rules_file(path: str | Path, declared: Declared | None = None) -> Loade
     return load_rules_files([path], declared)
 
 
-def load_rules_files(paths: Sequence[str | Path], declared: Declared | None = None) -> LoadedRules:
+def load_rules_files(
+    paths: Sequence[str | Path], declared: Declared | None = None, *, seen: set[str] | None = None
+) -> LoadedRules:
     from gateway.yamlio import load_yaml, validate  # noqa: PLC0415
     from rules.schema import Location  # noqa: PLC0415
 
@@ -99,7 +106,7 @@ def load_rules_files(paths: Sequence[str | Path], declared: Declared | None = No
             location = shell.location
         docs.append((doc, ("rules",)))
     out = LoadedRules(location=location or Location())
-    loaded = load_rules(docs, declared=declared, location=location) if docs else LoadedRules()
+    loaded = load_rules(docs, declared=declared, location=location, seen=seen) if docs else LoadedRules()
     if declared is not None and declared.location is not None:
         out.location = declared.location
     out.rules = loaded.rules

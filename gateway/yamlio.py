@@ -14,7 +14,6 @@ Lines and columns are 1-based, as compilers print them.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +24,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from common.configtypes import SecretRef
 from gateway.errors import ConfigError, ConfigIssue
+from gateway.messages import SECRET_FORMS, did_you_mean, plain_message, union_message
 
 __all__ = [
     "KeyPath",
@@ -35,6 +36,7 @@ __all__ = [
     "load_model",
     "load_yaml",
     "parse_yaml",
+    "sorted_issues",
     "validate",
 ]
 
@@ -94,6 +96,15 @@ class YamlDocument:
                 replace(issue, file=self.file, line=line, column=column, path=format_path(path))
             )
         return placed
+
+
+def sorted_issues(issues: Iterable[ConfigIssue]) -> list[ConfigIssue]:
+    """By file (in the order first met), then line and column, as compilers list them."""
+    issues = list(issues)
+    order: dict[str | None, int] = {}
+    for issue in issues:
+        order.setdefault(issue.file, len(order))
+    return sorted(issues, key=lambda i: (order[i.file], i.line or 0, i.column or 0))
 
 
 def format_path(path: Sequence[str | int]) -> str:
@@ -238,39 +249,84 @@ def _fields_of(model: Any) -> list[str]:
     return []
 
 
+@dataclass(frozen=True, slots=True)
+class _Located:
+    """One pydantic error with its path in the document (union members' tags dropped)."""
+
+    error: Any  # pydantic_core.ErrorDetails
+    path: KeyPath
+    at_key: bool = False  # a mapping key itself is wrong (pydantic's ``[key]``)
+    union_at: int | None = None  # len(path) where a union member's tag was dropped
+
+
+def _located(error: Any, doc: YamlDocument, prefix: KeyPath) -> _Located:
+    """Walk the error's ``loc`` through the data: parts that are neither keys nor items
+    there are pydantic's names of union members (``str``, ``list[any]``, a model)."""
+    node: Any = doc.sub(prefix)
+    out: list[str | int] = list(prefix)
+    at_key = False
+    union_at: int | None = None
+    loc = error["loc"]
+    for index, part in enumerate(loc):
+        if part == "[key]":
+            at_key = True
+        elif _has(node, part):
+            node = node[part]
+            out.append(part)
+        elif isinstance(part, int) or (index == len(loc) - 1 and error["type"] == "missing"):
+            node = None  # a missing key or list item
+            out.append(part)
+        elif union_at is None:
+            union_at = len(out)
+    return _Located(error, tuple(out), at_key, union_at)
+
+
+def _has(node: Any, part: str | int) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+
+
 def issues_from_validation_error(
     exc: ValidationError, doc: YamlDocument, prefix: KeyPath = (), model: Any = None
 ) -> list[ConfigIssue]:
-    """One located issue per pydantic error, with plain messages."""
+    """One located issue per pydantic error, with the plain messages of :mod:`gateway.messages`.
+
+    The errors of the members of a union (``str | list``) become one "expected text or a
+    list" issue, unless a member went deeper (the value had its shape): then those."""
+    located = [_located(error, doc, prefix) for error in exc.errors(include_url=False)]
     issues: list[ConfigIssue] = []
-    for error in exc.errors(include_url=False):
-        loc: KeyPath = (*prefix, *(p for p in error["loc"] if isinstance(p, str | int)))
-        kind = error["type"]
-        if kind == "extra_forbidden":
-            message = f"unknown key {loc[-1]!r}"
-            hint = _close_key(str(loc[-1]), _model_at(model, loc[len(prefix) : -1]))
-            if hint:
-                message += f" (did you mean {hint!r}?)"
-            issues.append(doc.issue(loc, message, at_key=True))
+    sites: set[KeyPath] = set()
+    for item in located:
+        if item.union_at is None:
+            issues.append(_issue(item, doc, prefix, model))
             continue
-        if kind == "missing":
-            message = f"missing required key {loc[-1]!r}"
+        site = item.path[: item.union_at]
+        if site in sites:
+            continue
+        sites.add(site)
+        members = [x for x in located if x.union_at is not None and x.path[: x.union_at] == site]
+        deep = [x for x in members if len(x.path) > len(site)]
+        if deep:
+            issues += [_issue(x, doc, prefix, model) for x in deep]
         else:
-            message = str(error["msg"])
-            for lead in ("Value error, ", "Assertion failed, "):
-                message = message.removeprefix(lead)
-            if kind == "too_short" and error.get("ctx", {}).get("min_length") == 1:
-                message = "must not be empty"
-            if kind.startswith(("string_pattern", "literal_error", "enum")):
-                message = f"{message} (got {error.get('input')!r})"
-        issues.append(doc.issue(loc, message))
+            issues.append(doc.issue(site, union_message([x.error for x in members])))
     return issues
 
 
-def _close_key(word: str, model: Any) -> str | None:
-    """The key of ``model`` closest to an unknown one, for "did you mean"."""
-    matches = difflib.get_close_matches(word, sorted(_fields_of(model)), n=1, cutoff=0.6)
-    return matches[0] if matches else None
+def _issue(item: _Located, doc: YamlDocument, prefix: KeyPath, model: Any) -> ConfigIssue:
+    path = item.path
+    if item.error["type"] != "extra_forbidden":
+        key = path[-1] if path else None
+        return doc.issue(path, plain_message(item.error, key=key), at_key=item.at_key)
+    parent = _model_at(model, path[len(prefix) : -1])
+    message = f"unknown key {path[-1]!r}"
+    hint = did_you_mean(str(path[-1]), _fields_of(parent))
+    if hint:
+        message += f" (did you mean {hint!r}?)"
+    if parent is SecretRef:
+        message += f": a secret is read from one of {SECRET_FORMS}"
+    return doc.issue(path, message, at_key=True)
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:

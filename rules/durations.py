@@ -17,11 +17,21 @@ _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|d|h|m|s)")
 DURATION_PATTERN = r"^(\d+(\.\d+)?d)?(\d+(\.\d+)?h)?(\d+(\.\d+)?m)?(\d+(\.\d+)?s)?(\d+(\.\d+)?ms)?$"
 _FULL = re.compile(DURATION_PATTERN)
+_NUMBER = re.compile(r"^\d+(\.\d+)?$")
+
+
+def _no_unit(number: str) -> str:
+    return (
+        f"bad duration {number}: it needs a unit, write {number}s, {number}m or {number}h "
+        "(a bare number could mean seconds or minutes)"
+    )
 
 
 def parse_duration(text: str) -> float:
     """Seconds in ``text`` (``1h30m`` -> 5400.0); ``ValueError`` with a plain message."""
     cleaned = text.strip()
+    if _NUMBER.match(cleaned):
+        raise ValueError(_no_unit(cleaned))
     if not cleaned or not _FULL.match(cleaned):
         raise ValueError(
             f"bad duration {text!r}: write a number and a unit, such as 30s, 2m, 1h or 1h30m"
@@ -47,6 +57,8 @@ def format_duration(seconds: float) -> str:
 
 
 def _validate(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        raise ValueError(_no_unit(str(value)))
     if isinstance(value, bool) or not isinstance(value, str):
         raise ValueError(
             f"bad duration {value!r}: write a number and a unit, such as 30s, 2m, 1h or 1h30m"

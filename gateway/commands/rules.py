@@ -68,15 +68,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     explain.set_defaults(func=_explain_command)
 
 
-def sorted_issues(issues: Sequence[ConfigIssue]) -> list[ConfigIssue]:
-    """By file (in the order first met), then line and column."""
-    order: dict[str | None, int] = {}
-    for issue in issues:
-        order.setdefault(issue.file, len(order))
-    return sorted(issues, key=lambda i: (order[i.file], i.line or 0, i.column or 0))
-
-
 def _print_issues(issues: Sequence[ConfigIssue]) -> None:
+    from gateway.yamlio import sorted_issues  # noqa: PLC0415
+
     for issue in sorted_issues(issues):
         print(f"error: {issue}", file=sys.stderr)
 

@@ -53,7 +53,8 @@ BAD_ERRORS = [
     "{f}:15:11: rules[2].then: must not be empty",
     "{f}:19:40: rules[3].when.all[0].for: `for` applies to the whole condition: put it at the top of `when`",
     "{f}:20:21: rules[3].during.after: sunrise/sunset need location.latitude and location.longitude",
-    "{f}:21:15: rules[3].cooldown: bad duration 10: write a number and a unit, such as 30s, 2m, 1h or 1h30m",
+    "{f}:21:15: rules[3].cooldown: bad duration 10: it needs a unit, write 10s, 10m or 10h "
+    "(a bare number could mean seconds or minutes)",
     "{f}:22:12: rules[3].then[0]: a timed `set` needs both `for` and `revert`",
 ]
 
@@ -88,7 +89,7 @@ def test_check_reports_every_error_with_file_line_column(
     ("text", "error"),
     [
         pytest.param("rules: [\n", "2:1: invalid YAML:", id="bad YAML"),
-        pytest.param("- a\n- b\n", "1:1: Input should be a valid dictionary", id="not a mapping"),
+        pytest.param("- a\n- b\n", "1:1: expected a mapping (key: value), got a list", id="not a mapping"),
         pytest.param(
             "rulez: []\n", "1:1: rulez: unknown key 'rulez' (did you mean 'rules'?)", id="unknown top key"
         ),
@@ -116,8 +117,8 @@ def test_check_reports_every_error_with_file_line_column(
         ),
         pytest.param(
             "rules:\n  - id: a\n    when: {sensor: a/b, above: 1}\n    then: [{emit: {severity: loud}}]\n",
-            "4:30: rules[0].then[0].emit.severity: Input should be 'debug', 'info', 'warning', 'error' or "
-            "'critical' (got 'loud')",
+            "4:30: rules[0].then[0].emit.severity: unknown value 'loud': expected one of debug, info, "
+            "warning, error, critical",
             id="bad severity",
         ),
         pytest.param(
@@ -287,7 +288,7 @@ def test_emits_are_ignored_when_the_expect_names_none(tmp_path: Path) -> None:
         ),
         pytest.param(
             INLINE.replace('"2026-01-05T08:00:00Z"', '"2026-01-05T08:00:00"'),
-            "1:8: start: Input should have timezone info",
+            "1:8: start: needs a time zone: end it with Z (UTC) or an offset such as +01:00",
             id="naive start",
         ),
         pytest.param(

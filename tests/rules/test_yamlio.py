@@ -58,7 +58,7 @@ def test_validation_errors_are_located_with_key_paths() -> None:
     with pytest.raises(ConfigError) as info:
         validate(doc, Outer)
     assert [str(i) for i in info.value.issues] == [
-        "f.yaml:3:8: items[0].n: Input should be a valid integer, unable to parse string as an integer",
+        "f.yaml:3:8: items[0].n: expected a whole number, got the text 'one'",
         "f.yaml:4:12: items[1].m: unknown key 'm'",
         "f.yaml:5:5: items[2].n: missing required key 'n'",
         "f.yaml:6:1: extra: unknown key 'extra'",
