@@ -1,5 +1,5 @@
 # Convenience targets; each one is a thin wrapper over a script that sets itself up.
-.PHONY: demo test lint chaos bench schemas
+.PHONY: demo test lint chaos bench schemas arm64
 
 demo:           ## set up and run the demo (Ctrl-C stops it)
 	./scripts/demo
@@ -15,3 +15,6 @@ chaos:          ## the long fault-injection runs against `edgegw run` (docs/chao
 
 bench:          ## benchmarks; each prints its figures
 	./scripts/bench
+
+arm64:          ## the Raspberry Pi (64-bit) by emulation: pure suites + short e2e under qemu (as in CI); docs/raspberry-pi.md
+	./scripts/arm64 ci
