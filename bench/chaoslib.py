@@ -51,25 +51,40 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from simulators.pty_device import PtyDevice
-from simulators.testbed import KafkaCluster, KafkaEndpoint, KafkaNode, Mosquitto, free_port
+from simulators.testbed import (
+    KafkaCluster,
+    KafkaEndpoint,
+    KafkaNode,
+    Mosquitto,
+    PowerCutFS,
+    PowerCutStats,
+    free_port,
+)
 
 __all__ = [
     "ChaosResult",
+    "CutRecord",
     "GatewayProc",
     "KafkaWatch",
     "MqttWatch",
+    "PowerCutOutcome",
+    "PowerCutRun",
     "Publisher",
     "RuleRun",
     "Run",
     "StreamPublisher",
     "TopicRecord",
+    "cut_points",
+    "power_cut",
     "read_committed",
     "scenario_broker_restart",
     "scenario_disk_full",
     "scenario_kafka_outage",
     "scenario_leader_failover",
+    "scenario_power_cuts",
     "scenario_serial_unplug",
     "scenario_sigkill",
+    "scrape_metrics",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1225,3 +1240,262 @@ def read_committed(bootstrap: str, topic: str, *, timeout: float = 60.0) -> list
     finally:
         with contextlib.suppress(KafkaException, RuntimeError):
             consumer.close()
+
+
+# ---------------------------------------------------------------------- power cuts (issue 17)
+UNCLEAN_START = "unclean start"
+"""How the gateway's log line after an unclean stop begins (gateway/runtime.py)."""
+REBASED = "spool: it came back older than Kafka's checkpoint"
+
+
+@dataclass
+class PowerCutRun(RuleRun):
+    """A :class:`RuleRun` whose whole state directory is ``state_dir`` (e.g. on a PowerCutFS mount).
+
+    The spool, the run marker and the gateway id all live there: the config names no
+    ``gateway.id``, so ``edgegw run`` derives one at its first start and keeps it in the
+    state directory, as on a Pi. With ``with_rules=False`` the config has no rules and no
+    actuators: every spool row is then a reading (2 per message: ``seq`` and ``t``).
+    """
+
+    state_dir: Path | None = None
+    with_rules: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.state_dir is not None:
+            self.state = self.state_dir
+            self.write_config()
+
+    def write_config(self) -> None:
+        super().write_config()
+        config = json.loads(self.config_path.read_text())
+        config["gateway"].pop("id", None)
+        if not self.with_rules:
+            config.pop("rules", None)
+            config.pop("actuators", None)
+        self.config_path.write_text(json.dumps(config, indent=1) + "\n")
+
+
+def power_cut(gateway: GatewayProc, fs: PowerCutFS) -> PowerCutStats:
+    """Cut the power under a running gateway: SIGKILL, then drop the unsynced writes, then power back.
+
+    The order: at a real cut the CPU and the SD card stop at the same instant. Killing first
+    (and reaping) stops the gateway where it stands; the cut that follows drops exactly what
+    it had not synced at that instant. Cutting first would let the gateway run on for a
+    moment against a dead disk (EIO everywhere, its error paths, what it still sends to the
+    broker and to Kafka meanwhile), which no real cut allows. Returns what the cut dropped.
+    """
+    gateway.kill()
+    dropped = fs.cut()
+    fs.restore()
+    return dropped
+
+
+def scrape_metrics(port: int, *, timeout: float = 10.0) -> dict[str, float]:
+    """``/metrics`` as ``{"name{labels}": value}`` (comments skipped)."""
+    import urllib.request  # noqa: PLC0415
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        with contextlib.suppress(ValueError):
+            out[name] = float(value)
+    return out
+
+
+def _log_entries(path: Path, start: int, end: int | None) -> list[dict[str, Any]]:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(start)
+            data = handle.read() if end is None else handle.read(max(0, end - start))
+    except OSError:
+        return []
+    out: list[dict[str, Any]] = []
+    for line in data.splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict):
+                out.append(entry)
+    return out
+
+
+@dataclass
+class CutRecord:
+    """One power cut of :func:`scenario_power_cuts` and the start that followed it."""
+
+    index: int
+    sent_at_cut: int
+    """Messages published when the power went (the first ``sent_at_cut`` seqs)."""
+    backlog: int
+    """Messages published into the broker while the gateway was off."""
+    cut_at: float
+    dropped: PowerCutStats
+    commands_in_life: int = 0
+    commands_last_half_s: int = 0
+    ready_s: float = 0.0
+    """Spawn to READY of the restart after this cut."""
+    unclean: dict[str, Any] | None = None
+    """The ``unclean start`` log entry of that restart (None: none was logged)."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """``edgegw_unclean_start`` and ``edgegw_rows_lost_at_unclean_start`` after that restart."""
+    rebased: dict[str, Any] | None = None
+    """The ``came back older than Kafka's checkpoint`` log entry of that life, if any."""
+    probe_missing: list[int] = field(default_factory=list)
+    """Of the messages that life took first (the backlog and ``probe`` more), those not in
+    Kafka before the next cut (or the end)."""
+    log_span: tuple[int, int | None] = (0, None)
+
+    @property
+    def lost_reported(self) -> int | None:
+        if self.unclean is None:
+            return None
+        return int(self.unclean.get("lost_at_least", 0))
+
+
+@dataclass
+class PowerCutOutcome:
+    cuts: list[CutRecord]
+    acked: dict[int, float]
+    """Messages the broker PUBACKed to the publisher: seq -> when (monotonic, to ~50 ms)."""
+    sent: int
+    final_exit: int
+    seconds: float
+    starts: int
+    ready_times: list[float]
+    log_path: Path
+
+    def life_of(self, seq: int) -> int:
+        """Which gateway life took message ``seq`` (0 = before the first cut): the one
+        running when it was published, or the next one for a message published while the
+        gateway was off. (A message in flight at a cut is taken again by the next life.)"""
+        life = 0
+        for cut in self.cuts:
+            if seq >= cut.sent_at_cut:
+                life = cut.index
+        return life
+
+
+def cut_points(rng: random.Random, cuts: int, messages: int, *, life_max: int,
+               backlog_max: int) -> list[tuple[int, int]]:  # fmt: skip
+    """``(cut once this many messages were sent, then let the publisher go this many further)``."""
+    points: list[tuple[int, int]] = []
+    held = 0
+    for _ in range(cuts):
+        at = held + rng.randint(life_max // 5, life_max)
+        backlog = rng.randint(0, backlog_max)
+        points.append((at, backlog))
+        held = at + backlog
+    if held >= messages - 200:
+        raise ChaosError(f"the cuts do not all fall inside the stream ({held} of {messages} messages)")
+    return points
+
+
+def _not_in_kafka(watch: KafkaWatch, run: RuleRun, seqs: range) -> list[int]:
+    with watch._lock:
+        return [s for s in seqs if (run.device(s), "seq", s) not in watch.first_seen]
+
+
+def _wait_in_kafka(watch: KafkaWatch, run: RuleRun, seqs: range, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (left := _not_in_kafka(watch, run, seqs)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+POWER_CUT_METRICS = ("edgegw_unclean_start", "edgegw_rows_lost_at_unclean_start")
+
+
+def scenario_power_cuts(run: PowerCutRun, fs: PowerCutFS, *, messages: int, rate: float, cuts: int,
+                        seed: int, life_max: int, backlog_max: int, probe: int = 0,
+                        probe_timeout: float = 60.0, settle_timeout: float = 180.0,
+                        quiet: float = 30.0) -> PowerCutOutcome:  # fmt: skip
+    """``cuts`` power cuts (:func:`power_cut`) at seeded random points of a QoS 1 stream of
+    ``messages`` :class:`RuleRun` messages at ``rate``/s, the gateway restarted after each.
+
+    Each cut comes a random number of messages (``life_max / 5`` to ``life_max``) after the
+    publisher resumed for that life, and, when the run has rules, only once commands of that
+    life reached the actuators' topic (rules firing). While the gateway is off the publisher
+    sends a random backlog (0 to ``backlog_max``) into the broker. With ``probe``, before
+    each further cut the scenario waits (up to ``probe_timeout``) until Kafka holds what that
+    life took first: the backlog and ``probe`` messages after it; what did not come is noted
+    in :attr:`CutRecord.probe_missing`. After the stream: settle, SIGTERM. Asserts nothing.
+    """
+    began = time.monotonic()
+    points = cut_points(random.Random(seed), cuts, messages, life_max=life_max, backlog_max=backlog_max)
+    pub = StreamPublisher(run.broker, run.message, messages, rate, limit=points[0][0])
+    watch = KafkaWatch(run.kafka.bootstrap, run.topics["readings"])
+    actuators = MqttWatch(run.broker, f"{run.mqtt_prefix}/act/#")
+    gateway = GatewayProc(run)
+    records: list[CutRecord] = []
+    spans: list[int] = []
+
+    def firing(since: float) -> bool:
+        return not run.with_rules or actuators.count_between(since, time.monotonic()) > 0
+
+    def taken_first(rec: CutRecord) -> range:
+        return range(rec.sent_at_cut, min(messages, rec.sent_at_cut + rec.backlog + probe))
+
+    try:
+        actuators.start()
+        watch.start()
+        life_began = time.monotonic()
+        gateway.start()
+        spans.append(gateway._offset)
+        pub.start()
+        for i, (at, backlog) in enumerate(points):
+            if records and probe:  # what the last life took first must be in Kafka before this cut
+                last = records[-1]
+                pub.allow(taken_first(last).stop)
+                last.probe_missing = _wait_in_kafka(watch, run, taken_first(last), probe_timeout)
+            pub.allow(at + backlog)  # the stream goes on through the cut
+            while pub.sent < at or not firing(life_began):
+                if not gateway.alive:
+                    raise ChaosError(f"the gateway died on its own before cut {i + 1}:\n{gateway.tail()}")
+                if not pub.is_alive():
+                    raise ChaosError("the publisher stopped")
+                time.sleep(0.002)
+            cut_at, sent = time.monotonic(), pub.sent
+            dropped = power_cut(gateway, fs)
+            rec = CutRecord(i + 1, sent, max(0, at + backlog - sent), cut_at, dropped,
+                            commands_in_life=actuators.count_between(life_began, cut_at),
+                            commands_last_half_s=actuators.count_between(max(life_began, cut_at - 0.5),
+                                                                         cut_at))  # fmt: skip
+            records.append(rec)
+            deadline = time.monotonic() + 30  # the backlog goes into the broker while the gateway is off
+            while pub.sent < min(at + backlog, messages) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            life_began = time.monotonic()
+            rec.ready_s = gateway.start()
+            spans.append(gateway._offset)
+            rec.unclean = next((e for e in gateway.logs()
+                                if str(e.get("event", "")).startswith(UNCLEAN_START)), None)  # fmt: skip
+            with contextlib.suppress(OSError):
+                got = scrape_metrics(run.http_port)
+                rec.metrics = {k: v for k, v in got.items() if k in POWER_CUT_METRICS}
+        pub.allow(messages)
+        pub.join(300)
+        if pub.is_alive():
+            raise ChaosError("the publisher did not finish")
+        acked = dict(pub.acked_at)
+        settle(watch, {(run.device(s), "seq", s): 0.0 for s in acked}, timeout=settle_timeout, quiet=quiet)
+        if records and probe:
+            records[-1].probe_missing = _not_in_kafka(watch, run, taken_first(records[-1]))
+        code = gateway.terminate()
+    finally:
+        pub.halt.set()
+        gateway.kill()
+        watch.stop()
+        actuators.stop()
+    spans.append(-1)
+    for n, rec in enumerate(records):
+        start, end = spans[n + 1], spans[n + 2]
+        rec.log_span = (start, None if end < 0 else end)
+        rec.rebased = next((e for e in _log_entries(gateway.log_path, start, rec.log_span[1])
+                            if str(e.get("event", "")).startswith(REBASED)), None)  # fmt: skip
+    return PowerCutOutcome(records, acked, pub.sent, code, time.monotonic() - began, gateway.starts,
+                           list(gateway.ready_times), gateway.log_path)  # fmt: skip
