@@ -1245,6 +1245,9 @@ def read_committed(bootstrap: str, topic: str, *, timeout: float = 60.0) -> list
 # ---------------------------------------------------------------------- power cuts (issue 17)
 UNCLEAN_START = "unclean start"
 """How the gateway's log line after an unclean stop begins (gateway/runtime.py)."""
+LOSS_REPORTS = ("acknowledged rows lost at the last stop", "nothing acknowledged was lost at the last stop")
+"""The log lines that give the loss of an unclean stop, once it is known (after Kafka's
+checkpoint was read, when there is an uplink): ``lost_at_least`` in the first."""
 REBASED = "spool: it came back older than Kafka's checkpoint"
 
 
@@ -1341,6 +1344,8 @@ class CutRecord:
     """Spawn to READY of the restart after this cut."""
     unclean: dict[str, Any] | None = None
     """The ``unclean start`` log entry of that restart (None: none was logged)."""
+    loss: dict[str, Any] | None = None
+    """The loss report that followed it (see LOSS_REPORTS; None: none within the wait)."""
     metrics: dict[str, float] = field(default_factory=dict)
     """``edgegw_unclean_start`` and ``edgegw_rows_lost_at_unclean_start`` after that restart."""
     rebased: dict[str, Any] | None = None
@@ -1352,9 +1357,9 @@ class CutRecord:
 
     @property
     def lost_reported(self) -> int | None:
-        if self.unclean is None:
+        if self.unclean is None or self.loss is None:
             return None
-        return int(self.unclean.get("lost_at_least", 0))
+        return int(self.loss.get("lost_at_least", 0))
 
 
 @dataclass
@@ -1474,6 +1479,11 @@ def scenario_power_cuts(run: PowerCutRun, fs: PowerCutFS, *, messages: int, rate
             spans.append(gateway._offset)
             rec.unclean = next((e for e in gateway.logs()
                                 if str(e.get("event", "")).startswith(UNCLEAN_START)), None)  # fmt: skip
+            deadline = time.monotonic() + 15  # the loss is told once Kafka's checkpoint was read
+            while rec.unclean is not None and rec.loss is None and time.monotonic() < deadline:
+                rec.loss = next((e for e in gateway.logs()
+                                 if str(e.get("event", "")).startswith(LOSS_REPORTS)), None)  # fmt: skip
+                time.sleep(0.05)
             with contextlib.suppress(OSError):
                 got = scrape_metrics(run.http_port)
                 rec.metrics = {k: v for k, v in got.items() if k in POWER_CUT_METRICS}

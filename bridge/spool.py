@@ -148,17 +148,20 @@ class Spool:
     # ------------------------------------------------------------------ writing
     def submit(self, items: Sequence[SpoolItem], on_durable: OnDurable | None = None, *,
                on_void: OnDurable | None = None, marks: Sequence[tuple[int, int]] = (),
-               state: Mapping[str, Any] | None = None, dead: Sequence[DeadInput] = ()) -> None:  # fmt: skip
-        """Queue ``items`` for the next group commit; never blocks. See the module docstring."""
+               state: Mapping[str, Any] | None = None, dead: Sequence[DeadInput] = ()) -> Submit:  # fmt: skip
+        """Queue ``items`` for the next group commit; never blocks. See the module docstring.
+        Returns the queued batch: its ``last_seq`` is set once it is committed."""
         if self._failed is not None:
             raise self._failed
         if self._closed:
             raise SpoolError("spool is closed")
         with self._lock:
             self._pending += len(items)
-        self._queue.put(Submit(items, on_durable, on_void=on_void, marks=marks, state=state, dead=dead))
+        op = Submit(items, on_durable, on_void=on_void, marks=marks, state=state, dead=dead)
+        self._queue.put(op)
         if self.failed is not None:  # the writer failed while we queued: nobody else will void it
             self._void_queue([])
+        return op
 
     @property
     def pending(self) -> int:
@@ -230,6 +233,12 @@ class Spool:
     def committed_seq(self) -> int:
         """The next row sequence as of the last commit: every row below it is committed."""
         return self._store.committed_seq
+
+    @property
+    def checkpoint_floor(self) -> int | None:
+        """The highest sequence the first Kafka checkpoint read after open knew (None until
+        the forwarder read one; it stays None without a Kafka uplink)."""
+        return self._store.checkpoint_floor
 
     @property
     def opened_seq(self) -> int:

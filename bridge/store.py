@@ -104,6 +104,8 @@ class Store:
             """The next sequence as of the last commit (rows below it are in the file)."""
             """The first sequence of this run (rows at or above it were spooled since open)."""
             self.rebased = False
+            self.checkpoint_floor: int | None = None
+            """The highest sequence the first Kafka checkpoint after open knew (None: not read yet)."""
             """Set once the first Kafka checkpoint after open was compared with opened_seq."""
             self.usage: dict[int, Usage] = {}
             self.dead_letters = 0

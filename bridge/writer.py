@@ -50,7 +50,7 @@ class DeadLetter:
 class Submit:
     """One batch for the next group commit; see :meth:`bridge.spool.Spool.submit`."""
 
-    __slots__ = ("at", "dead", "items", "marks", "on_durable", "on_void", "state")
+    __slots__ = ("at", "dead", "items", "last_seq", "marks", "on_durable", "on_void", "state")
 
     def __init__(self, items: Sequence[SpoolItem], on_durable: OnDurable | None, *,
                  on_void: OnDurable | None = None, marks: Sequence[tuple[int, int]] = (),
@@ -62,6 +62,8 @@ class Submit:
         self.state = state
         self.dead = dead
         self.at = time.monotonic()
+        self.last_seq = 0
+        """The highest row sequence the writer gave this batch (set before on_durable runs)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +202,7 @@ class GroupWriter:
                 continue
             g.rows.append([lanes.get(kind, 2), store.next_seq, kind, key, ts, now, data])
             store.next_seq += 1
+        op.last_seq = store.next_seq - 1
         if op.marks:
             g.origins += [(mid, digest, now) for mid, digest in op.marks]
         if op.state:
@@ -384,9 +387,12 @@ class GroupWriter:
         store = self.store
         if store.rebased or store.opened_seq > op.floor:
             # only the first checkpoint after open tells: later ones cover rows of this run
+            if not store.rebased:
+                store.checkpoint_floor = op.floor
             store.rebased = True
             op.done.set()
             return
+        store.checkpoint_floor = op.floor
         delta = op.floor + 1 - store.opened_seq
         store.begin()
         try:

@@ -20,6 +20,7 @@ serial source counts the readings as lost (a serial line has no redelivery).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import IntEnum
 from typing import Protocol
 
@@ -60,7 +61,7 @@ class SourceBatch:
     - ``poison``: messages whose decoding raised unexpectedly.
     """
 
-    __slots__ = ("messages", "origins", "poison", "readings", "received", "state")
+    __slots__ = ("messages", "on_acked", "origins", "poison", "readings", "received", "spool_seq", "state")
 
     def __init__(self, readings: list[Reading], *, origins: list[Origin | None] | None = None,
                  messages: list[Origin] | None = None, poison: list[Poison] | None = None,
@@ -72,6 +73,10 @@ class SourceBatch:
         self.received = received
         """Monotonic time the batch's first message was read."""
         self.state = BatchState.PENDING
+        self.spool_seq = 0
+        """The highest spool sequence of the batch's rows (set by the pipeline when durable)."""
+        self.on_acked: Callable[[SourceBatch], None] | None = None
+        """Called once the source acknowledged the batch to its peer (the PUBACKs went out)."""
 
     def describe(self, index: int) -> tuple[str, bytes]:
         """Topic (or sensor) and raw payload of the message behind ``readings[index]``,
@@ -89,6 +94,8 @@ class SourceBatch:
         """The source acknowledged it to its peer (DURABLE -> ACKED)."""
         if self.state is BatchState.DURABLE:
             self.state = BatchState.ACKED
+            if self.on_acked is not None:
+                self.on_acked(self)
 
     def void(self) -> None:
         """Nobody will make it durable (PENDING or DURABLE -> VOID); ignored once ACKED."""

@@ -126,6 +126,9 @@ class Pipeline:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._in_flight = 0
         self._pending_high = max(PENDING_HIGH_MIN, 4 * commit_rows)
+        self.acked_seq = 0
+        """The highest spool sequence of a batch its source acknowledged (PUBACKs sent): the
+        run marker keeps it, so that what a power cut took can be told at the next start."""
         self.hold: Callable[[bool], None] | None = None
         """Pauses (True) and resumes (False) MQTT reading: back-pressure from the spool."""
         self._held = False
@@ -274,16 +277,17 @@ class Pipeline:
         taken = taken or []
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
+        handle: list[Any] = []
         if batch is not None:
             def settle_ok() -> None:
-                self._from_writer(self._durable, spool, batch, taken)
+                self._from_writer(self._durable, spool, batch, taken, handle)
 
             def settle_void() -> None:
                 self._from_writer(self._voided_by_spool, spool, batch)
         try:
-            spool.submit(items, settle_ok, on_void=settle_void,
-                         marks=[(o.mid, o.digest) for o in taken] if taken else (),
-                         state=changes, dead=dead or ())  # fmt: skip
+            handle.append(spool.submit(items, settle_ok, on_void=settle_void,
+                                       marks=[(o.mid, o.digest) for o in taken] if taken else (),
+                                       state=changes, dead=dead or ()))  # fmt: skip
         except GatewayError as exc:  # the spool failed for good; the local path goes on
             self.counters.spool_errors += 1
             self.counters.component_errors["spool"] = str(exc)
@@ -302,13 +306,22 @@ class Pipeline:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the process is ending
             loop.call_soon_threadsafe(fn, *args)
 
-    def _durable(self, spool: Spool, batch: SourceBatch, taken: list[Origin]) -> None:
+    def _durable(self, spool: Spool, batch: SourceBatch, taken: list[Origin], handle: list[Any]) -> None:
         if spool is self.spool:
             self._in_flight -= 1
             if taken:
                 self.ledger.durable(taken)
         # committed, even by a spool that failed since (then the ledger is rebuilt from it)
-        batch.durable()
+        batch.spool_seq = handle[0].last_seq if handle else 0
+        if batch.messages:
+            batch.on_acked = self._acked
+            batch.durable()
+        else:  # nothing to acknowledge to anyone (serial, QoS 0): taken once durable
+            batch.durable()
+            self._acked(batch)
+
+    def _acked(self, batch: SourceBatch) -> None:
+        self.acked_seq = max(self.acked_seq, batch.spool_seq)
 
     def _voided_by_spool(self, spool: Spool, batch: SourceBatch) -> None:
         if spool is self.spool:

@@ -1,15 +1,17 @@
 """Did the last run end cleanly, and what may it have lost? ``<state_dir>/running``.
 
-While ``edgegw run`` runs, this small file says so, with the spool's sequence high-water
-mark, rewritten about once a second; a clean stop removes it. At the next start:
+While ``edgegw run`` runs, this small file says so, with a mark: the spool sequence
+below which every batch was acknowledged to its source (the PUBACKs went out), rewritten
+about once a second; a clean stop removes it. At the next start:
 
 - no file: the last run stopped cleanly;
 - a file: it did not (a crash, SIGKILL, or a power cut). The spool then opens with some
-  next sequence; if that is *below* the high-water mark in the file, the spool lost
-  committed rows (under ``synchronous: normal`` a power cut drops the commits since the
-  last WAL sync): at least ``mark - next_seq`` of them, acknowledged to the broker and now
-  gone. Under ``synchronous: full`` a commit is on disk before its PUBACK leaves, and
-  nothing acknowledged can be lost this way.
+  next sequence; if that is *below* the mark, the spool lost acknowledged rows (under
+  ``synchronous: normal`` a power cut drops the commits since the last WAL sync). Those
+  that Kafka has (its checkpoint) are not lost; the others are: at least
+  ``mark - max(next_seq, checkpoint + 1)`` (the mark is up to a second old, so this is a
+  lower bound). Under ``synchronous: full`` a commit is on disk before its PUBACK leaves,
+  and nothing acknowledged can be lost this way.
 
 Every write is atomic and durable (write a temporary file, fsync it, rename, fsync the
 directory), so a power cut leaves the old mark or the new one, never a torn file; an
@@ -60,14 +62,15 @@ class LastRun:
 
     clean: bool
     seq_mark: int | None = None
-    """The spool's next sequence the last time the previous run noted it, if known."""
+    """Every row below this sequence was acknowledged, the last time the previous run noted it."""
     at: float | None = None
 
-    def lost_at_least(self, next_seq: int) -> int:
-        """Rows committed by the previous run that the spool no longer holds."""
+    def lost_at_least(self, floor: int) -> int:
+        """Acknowledged rows gone, given ``floor``: the first sequence that is neither in the
+        spool nor in Kafka (the spool's next sequence, or the checkpoint's plus one)."""
         if self.clean or self.seq_mark is None:
             return 0
-        return max(0, self.seq_mark - next_seq)
+        return max(0, self.seq_mark - floor)
 
 
 class RunMarker:
@@ -98,7 +101,7 @@ class RunMarker:
             return LastRun(clean=False)
 
     def note(self, seq: int) -> None:
-        """Record the spool's next sequence (only when it moved)."""
+        """Record the mark (only when it moved)."""
         if seq == self._last_seq:
             return
         try:

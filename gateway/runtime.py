@@ -50,7 +50,7 @@ from gateway.assembly import build_devices, open_spool, resume_point, start_forw
 from gateway.config import LoadedConfig, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.pipeline import Counters, Pipeline
-from gateway.runmarker import RunMarker
+from gateway.runmarker import LastRun, RunMarker
 from gateway.sdnotify import Notifier, watchdog_loop
 from gateway.supervisor import note_restart, supervise
 from gateway.timesync import ClockSync, SystemClockProbe
@@ -148,6 +148,8 @@ class Runtime:
         self._late_until = 0.0
         self.marker = RunMarker(self.state_dir)
         self._noting: asyncio.Future[None] | None = None
+        self._last_run: LastRun | None = None
+        """An unclean last stop whose loss is not reported yet (waiting for Kafka's checkpoint)."""
         self._next_note = 0.0
 
     # ------------------------------------------------------------------ time
@@ -252,32 +254,54 @@ class Runtime:
         self.spool = open_spool(self.config, self.state_dir)
 
     def _check_last_run(self) -> None:
-        """Say so when the last run did not stop cleanly, and what the spool lost with it."""
+        """Say so when the last run did not stop cleanly, and what a power cut took with it.
+
+        The run marker holds the highest spool sequence whose PUBACKs had gone out. The rows
+        between the sequence the spool reopened at and that mark were acknowledged and are
+        gone from the spool; those Kafka has are not lost. So with an uplink the figure is
+        known once the forwarder read Kafka's checkpoint (:meth:`_settle_last_run`)."""
         spool = self.spool
         assert spool is not None
-        last = self.marker.begin(spool.committed_seq)
+        last = self.marker.begin(spool.opened_seq)
         if last.clean:
             return
-        lost = last.lost_at_least(spool.opened_seq)
         self.state.unclean_start = True
-        self.state.lost_at_unclean_start = lost
+        self._last_run = last
         mode = self.config.bridge.spool.synchronous
-        promise = ("nothing acknowledged was lost" if mode == "full"
-                   else "a power cut may have lost the last commits; none known lost")  # fmt: skip
+        _log.warning("unclean start: the last run did not stop cleanly (a crash, a kill or a power cut)",
+                     synchronous=mode, acknowledged_below=last.seq_mark, spool_reopened_at=spool.opened_seq,
+                     promise=("nothing acknowledged can be lost" if mode == "full" else
+                              "a power cut loses the commits since the last WAL sync"))  # fmt: skip
+        if last.lost_at_least(spool.opened_seq) == 0 or self.config.bridge.kafka is None:
+            self._report_loss(last.lost_at_least(spool.opened_seq), checked_with_kafka=False)
+        # else: _settle_last_run, once the forwarder has read the checkpoint
+
+    def _settle_last_run(self) -> None:
+        """The loss report of an unclean start, once Kafka's checkpoint is known."""
+        spool, last = self.spool, self._last_run
+        if last is None or spool is None or spool.checkpoint_floor is None:
+            return
+        self._report_loss(last.lost_at_least(max(spool.opened_seq, spool.checkpoint_floor + 1)),
+                          checked_with_kafka=True)  # fmt: skip
+
+    def _report_loss(self, lost: int, *, checked_with_kafka: bool) -> None:
+        self._last_run = None
+        self.state.lost_at_unclean_start = lost
         if lost:
-            _log.error("unclean start: the spool lost acknowledged rows at the last stop (a power cut "
-                       "with synchronous=normal?); they are not in the spool and will not reach Kafka",
-                       lost_at_least=lost, synchronous=mode)  # fmt: skip
+            _log.error("acknowledged rows lost at the last stop: gone from the spool and not in Kafka "
+                       "(a power cut with synchronous=normal?)", lost_at_least=lost,
+                       checked_with_kafka=checked_with_kafka)  # fmt: skip
         else:
-            _log.warning("unclean start: the last run did not stop cleanly (a crash, a kill or a power cut)",
-                         synchronous=mode, promise=promise)  # fmt: skip
+            _log.info("nothing acknowledged was lost at the last stop", checked_with_kafka=checked_with_kafka)
 
     def _note_run(self) -> None:
-        """Keep the run marker's sequence mark fresh (off the loop: it fsyncs)."""
+        """Keep the run marker's mark fresh: the highest spool sequence whose PUBACKs went
+        out (off the loop: it fsyncs)."""
         spool = self.spool
         if spool is None or (self._noting is not None and not self._noting.done()):
             return
-        self._noting = asyncio.ensure_future(asyncio.to_thread(self.marker.note, spool.committed_seq))
+        mark = max(self.pipeline.acked_seq + 1, spool.opened_seq)
+        self._noting = asyncio.ensure_future(asyncio.to_thread(self.marker.note, mark))
 
     def _attach_pipeline(self) -> None:
         """Start the pipeline on the open spool, from what it committed: the rule state and
@@ -358,6 +382,8 @@ class Runtime:
             if now.mono >= self._next_note:
                 self._next_note = now.mono + 1.0
                 self._note_run()
+                if self._last_run is not None:
+                    self._settle_last_run()
             if now.mono - self._last_snapshot >= SNAPSHOT_EVERY_S:
                 self._last_snapshot = now.mono
                 self.pipeline.save_summary()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,11 +29,12 @@ class FakeSpool:
         self.failed: SpoolError | None = None
 
     def submit(self, items: list[Any], on_durable: Any = None, *, on_void: Any = None,
-               marks: Any = (), state: Any = None, dead: Any = ()) -> None:  # fmt: skip
+               marks: Any = (), state: Any = None, dead: Any = ()) -> Any:  # fmt: skip
         if self.failed is not None:
             raise self.failed
         self.submits.append({"items": list(items), "ok": on_durable, "void": on_void, "marks": list(marks),
                              "state": state, "dead": list(dead)})  # fmt: skip
+        return SimpleNamespace(last_seq=len(self.submits))
 
     def durable(self, i: int) -> None:
         if self.submits[i]["ok"] is not None:
@@ -158,3 +160,23 @@ async def test_last_values_and_counts_stay_bounded_with_wildcard_devices(
         p.on_batch(SourceBatch([reading(1.0, device=f"zigbee-{i}")]))
     assert len(p.counters.last_values) == SENSORS_MAX
     assert len(p.counters.readings) <= SENSORS_MAX
+
+
+async def test_the_acknowledged_mark_moves_only_when_the_source_acknowledged(
+    pipeline: tuple[Pipeline, FakeSpool, list[str]],
+) -> None:
+    """What the run marker keeps (issue 17): a committed batch whose PUBACKs did not go out
+    yet is not counted as acknowledged (after a cut the broker sends it again)."""
+    p, spool, _ = pipeline
+    batch = mqtt_batch([20.0], mid=30)
+    p.on_batch(batch)
+    spool.durable(0)
+    await asyncio.sleep(0)
+    assert p.acked_seq == 0  # durable, PUBACK not sent
+    batch.acked()  # the MQTT source sent the PUBACKs
+    assert p.acked_seq == 1
+    serial = SourceBatch([reading(21.0)])  # nothing to acknowledge: taken once durable
+    p.on_batch(serial)
+    spool.durable(1)
+    await asyncio.sleep(0)
+    assert p.acked_seq == 2
