@@ -332,8 +332,10 @@ def _cut_during_migration(gateway: GatewayProc, fs: PowerCutFS, version: int) ->
     assert not opened_before_cut, "\n".join(notes)  # the cut came inside Spool.open
     if version == 1:  # the big transaction had not committed: the restart migrated again, from the start
         assert migrated[:1] == [(1, 2)], "\n".join(notes)
-    else:  # the cut came while the migration's COMMIT copied the WAL into the file
-        assert "/state/spool.db" in dropped.files_affected, "\n".join(notes)
+    # version 2: the cut comes right after the migration logged, inside Spool.open; whether it
+    # lands while the COMMIT copies the old WAL into the file (spool.db among the files
+    # affected) depends on timing, so it is noted, not asserted: what must hold either way is
+    # that edgegw starts and every acknowledged reading reaches Kafka once (the caller checks)
     return notes
 
 
