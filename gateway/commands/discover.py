@@ -152,6 +152,8 @@ def _listen(found: Announcements, topics: list[str], *, host: str, port: int, se
             raise GatewayError(f"no answer from the broker at {host}:{port}")
         if refused:
             raise GatewayError(f"the broker at {host}:{port} refused us: {refused[0]}")
+        if not tty and not args.quiet:  # a log, not a terminal: one line, not a redrawn one
+            print(f"listening on {host}:{port} for {seconds:g}s", file=sys.stderr, flush=True)
         _wait(found, lock, f"{host}:{port}", seconds, progress=tty)
     finally:
         client.loop_stop()
