@@ -1,0 +1,397 @@
+"""Discovery: the retained announcements of Zigbee2MQTT and Tasmota, as config data.
+
+Pure: :class:`Announcements` collects ``(topic, payload)`` pairs (no MQTT, no files), and
+:meth:`Announcements.result` turns them into device and actuator mappings in the shape of
+:class:`~devices.config.DeviceConfig` and :class:`~devices.config.ActuatorConfig`, each
+with the comments a person should read (where it came from, what was guessed).
+
+- Zigbee2MQTT: ``<base>/bridge/devices``, a JSON list of devices with ``friendly_name``,
+  ``ieee_address`` and ``definition.exposes``. Features with the "published" access bit
+  (1) become metrics of a device on ``<base>/<friendly_name>``; each ``light``,
+  ``switch``, ``climate``, ``cover``, ``lock`` or ``fan`` expose with a settable feature
+  (access bit 2) becomes an actuator, with read-back when its state is published.
+- Tasmota: ``<prefix>/<mac>/config`` (``dn``/``fn`` names, ``t`` topic, ``ft`` full topic,
+  ``tp`` prefixes, ``rl`` relays and lights) and ``<prefix>/<mac>/sensors`` (``sn``, a
+  SENSOR sample). The sample's values become metrics of a device on ``tele/<t>/SENSOR``;
+  each relay or light becomes an actuator with read-back on ``stat/<t>/RESULT``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from devices.profiles import TASMOTA_UNITS, Z2M_UNITS
+
+__all__ = ["Announcements", "Discovered", "Entry", "UniqueIds", "make_id"]
+
+Z2M_ACTUATOR_TYPES = ("light", "switch", "climate", "cover", "lock", "fan")
+_PUBLISHED, _SETTABLE = 1, 2
+_TASMOTA_SKIP = frozenset({"Time", "TempUnit", "PressureUnit", "SpeedUnit", "TotalStartTime"})
+_TASMOTA_RELAY, _TASMOTA_LIGHT, _TASMOTA_SHUTTER = 1, 2, 3
+_NOT_ID = re.compile(r"[^a-z0-9_]+")
+
+
+@dataclass
+class Entry:
+    """One device or actuator: its config mapping and the comments written above it."""
+
+    data: dict[str, Any]
+    comments: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Discovered:
+    devices: list[Entry] = field(default_factory=list)
+    actuators: list[Entry] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What was seen but left out, and why (printed, and written at the top of the file)."""
+
+
+def make_id(name: str, fallback: str = "device") -> str:
+    """A name as a device id: ``"Living Room/Küche lamp"`` -> ``living-room-kuche-lamp``."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = _NOT_ID.sub("-", ascii_name.lower()).strip("-_")
+    return slug or fallback
+
+
+def _plain_id(name: str) -> str:
+    """The id a person would expect: lower case, spaces as ``-`` (no comment needed)."""
+    return name.strip().lower().replace(" ", "-")
+
+
+class UniqueIds:
+    """Hands out unique ids (``-2``, ``-3``... on a repeat)."""
+
+    def __init__(self, taken: Iterable[str] = ()) -> None:
+        self._taken = set(taken)
+
+    def take(self, wanted: str) -> str:
+        candidate, n = wanted, 1
+        while candidate in self._taken:
+            n += 1
+            candidate = f"{wanted}-{n}"
+        self._taken.add(candidate)
+        return candidate
+
+
+def _json(payload: bytes | str) -> Any:
+    try:
+        return json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+class Announcements:
+    """Retained announcements as they arrive: ``add(topic, payload)``, then ``result()``."""
+
+    def __init__(self, *, tasmota_prefix: str = "tasmota/discovery") -> None:
+        self.tasmota_prefix = tasmota_prefix.rstrip("/")
+        self.zigbee2mqtt: dict[str, bytes] = {}
+        """Zigbee2MQTT base topic -> the payload of its ``bridge/devices``."""
+        self.tasmota_config: dict[str, bytes] = {}
+        self.tasmota_sensors: dict[str, bytes] = {}
+
+    def add(self, topic: str, payload: bytes) -> bool:
+        """Keep one message; False when it is not an announcement this module reads."""
+        if topic.endswith("/bridge/devices"):
+            self.zigbee2mqtt[topic.removesuffix("/bridge/devices")] = payload
+            return True
+        head = self.tasmota_prefix + "/"
+        if topic.startswith(head):
+            mac, _, kind = topic[len(head):].partition("/")
+            if kind == "config":
+                self.tasmota_config[mac] = payload
+                return True
+            if kind == "sensors":
+                self.tasmota_sensors[mac] = payload
+                return True
+        return False
+
+    def counts(self) -> tuple[int, int]:
+        """(Zigbee2MQTT devices, Tasmota devices) seen so far, for the progress line."""
+        z2m = 0
+        for payload in self.zigbee2mqtt.values():
+            listed = _json(payload)
+            if isinstance(listed, list):
+                z2m += sum(1 for d in listed if isinstance(d, dict) and d.get("type") != "Coordinator")
+        return z2m, len(self.tasmota_config)
+
+    def result(self) -> Discovered:
+        """Devices and actuators, with unique ids."""
+        out = Discovered()
+        device_ids, actuator_ids = UniqueIds(), UniqueIds()
+        for base in sorted(self.zigbee2mqtt):
+            listed = _json(self.zigbee2mqtt[base])
+            if not isinstance(listed, list):
+                out.notes.append(f"{base}/bridge/devices: not a JSON list, skipped")
+                continue
+            for device in listed:
+                if isinstance(device, dict):
+                    _zigbee_device(base, device, out, (device_ids, actuator_ids))
+        for mac in sorted(self.tasmota_config):
+            config = _json(self.tasmota_config[mac])
+            if not isinstance(config, dict):
+                out.notes.append(f"{self.tasmota_prefix}/{mac}/config: not a JSON object, skipped")
+                continue
+            sensors = _json(self.tasmota_sensors.get(mac, b"null"))
+            sample = sensors.get("sn") if isinstance(sensors, dict) else None
+            _tasmota_device(mac, config, sample if isinstance(sample, dict) else {}, out,
+                            (device_ids, actuator_ids))  # fmt: skip
+        return out
+
+
+# ---------------------------------------------------------------------- Zigbee2MQTT
+def _flatten(exposes: object) -> list[dict[str, Any]]:
+    """Every leaf feature of ``exposes`` (specific types and composites opened up)."""
+    out: list[dict[str, Any]] = []
+    if not isinstance(exposes, list):
+        return out
+    for expose in exposes:
+        if not isinstance(expose, dict):
+            continue
+        features = expose.get("features")
+        if isinstance(features, list) and expose.get("type") != "composite":
+            out += _flatten(features)
+        else:
+            out.append(expose)
+    return out
+
+
+def _z2m_field(feature: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """A feature as a ``fields`` entry, or None and why it was left out."""
+    kind = feature.get("type")
+    prop = feature.get("property")
+    if not isinstance(prop, str) or not prop:
+        return None, None
+    if kind in {"composite", "list"}:
+        return None, f"{prop} ({kind}: a nested value, not one reading)"
+    spec: dict[str, Any] = {"metric": prop}
+    if kind == "numeric":
+        spec["type"] = "number"
+        unit = feature.get("unit")
+        if isinstance(unit, str) and unit:
+            spec["unit"] = unit
+        elif prop in Z2M_UNITS:
+            spec["unit"] = Z2M_UNITS[prop]
+    elif kind == "binary":
+        spec["type"] = "bool" if isinstance(feature.get("value_on"), bool) else "string"
+    elif kind in ("enum", "text"):
+        spec["type"] = "string"
+    else:
+        return None, f"{prop} (type {kind!r} unknown)"
+    return spec, None
+
+
+def _describe_settable(feature: dict[str, Any]) -> str:
+    prop = str(feature.get("property"))
+    kind = feature.get("type")
+    if kind == "binary":
+        values = [feature.get(k) for k in ("value_on", "value_off", "value_toggle") if k in feature]
+        return f"{prop}: {'/'.join(json.dumps(v) if not isinstance(v, str) else v for v in values)}"
+    if kind == "enum" and isinstance(feature.get("values"), list):
+        return f"{prop}: {'/'.join(str(v) for v in feature['values'])}"
+    if kind == "numeric":
+        lo, hi, unit = feature.get("value_min"), feature.get("value_max"), feature.get("unit")
+        span = f" {lo}..{hi}" if lo is not None and hi is not None else ""
+        return f"{prop}:{span}{f' {unit}' if unit else ''}"
+    return prop
+
+
+def _zigbee_skip(name: str, device: dict[str, Any]) -> str | None:
+    """Why a listed Zigbee2MQTT device gets no config, or None."""
+    if device.get("disabled") is True:
+        return "disabled"
+    if not isinstance(device.get("definition"), dict):
+        return "no definition (unsupported or not interviewed yet)"
+    if any(c in name for c in "+#") or any(lvl != lvl.strip() or not lvl for lvl in name.split("/")):
+        return "the name cannot be an MQTT topic (a wildcard, an empty level or a space at its ends)"
+    return None
+
+
+def _zigbee_fields(exposes: object) -> tuple[dict[str, dict[str, Any]], list[str], list[str]]:
+    """The published features as ``fields``; the units guessed; what was left out."""
+    fields: dict[str, dict[str, Any]] = {}
+    guessed: list[str] = []
+    left_out: list[str] = []
+    for feature in _flatten(exposes):
+        access = feature.get("access", _PUBLISHED)
+        if not isinstance(access, int) or not access & _PUBLISHED or feature.get("category") == "config":
+            continue
+        spec, why = _z2m_field(feature)
+        if spec is None:
+            if why:
+                left_out.append(why)
+            continue
+        if "unit" in spec and not feature.get("unit"):
+            guessed.append(f"{spec['metric']} {spec['unit']}")
+        fields.setdefault(feature["property"], spec)
+    return fields, guessed, left_out
+
+
+def _settable(expose: dict[str, Any]) -> list[dict[str, Any]]:
+    features = _flatten(expose.get("features"))
+    return [f for f in features if isinstance(f.get("access"), int) and f["access"] & _SETTABLE
+            and f.get("property")]  # fmt: skip
+
+
+Ids = tuple[UniqueIds, UniqueIds]
+"""The device ids and the actuator ids handed out so far."""
+
+
+def _zigbee_device(base: str, device: dict[str, Any], out: Discovered, ids: Ids) -> None:
+    name = device.get("friendly_name")
+    if device.get("type") == "Coordinator" or not isinstance(name, str) or not name:
+        return
+    skip = _zigbee_skip(name, device)
+    if skip is not None:
+        out.notes.append(f"Zigbee2MQTT {name!r}: {skip}, skipped")
+        return
+    definition: dict[str, Any] = device["definition"]
+    ieee = str(device.get("ieee_address", ""))
+    model = " ".join(str(definition.get(k)) for k in ("vendor", "model") if definition.get(k))
+    origin = f"Zigbee2MQTT {name!r}" + (f", {model}" if model else "") + (f" ({ieee})" if ieee else "")
+    dev_id = ids[0].take(make_id(name, fallback=f"zigbee-{ieee[-6:]}" if ieee else "zigbee"))
+    fields, guessed, left_out = _zigbee_fields(definition.get("exposes"))
+    if fields:
+        comments = [origin]
+        if dev_id != _plain_id(name):
+            comments.append(f"id made from the friendly name {name!r}")
+        if guessed:
+            comments.append("units guessed (not announced): " + ", ".join(guessed))
+        if left_out:
+            comments.append("left out: " + ", ".join(left_out))
+        data = {"id": dev_id, "topic": f"{base}/{name}", "profile": "zigbee2mqtt", "fields": fields}
+        out.devices.append(Entry(data, comments))
+    _zigbee_actuators(base, name, dev_id, origin, definition.get("exposes"), out, ids[1])
+
+
+def _zigbee_actuators(  # noqa: PLR0917 - one call site, all of them needed
+    base: str, name: str, dev_id: str, origin: str, exposes: object, out: Discovered, ids: UniqueIds
+) -> None:
+    for expose in exposes if isinstance(exposes, list) else []:
+        if not isinstance(expose, dict) or expose.get("type") not in Z2M_ACTUATOR_TYPES:
+            continue
+        settable = _settable(expose)
+        if not settable:
+            continue
+        kind = str(expose["type"])
+        endpoint = expose.get("endpoint")
+        suffix = "thermostat" if kind == "climate" else kind
+        if isinstance(endpoint, str) and endpoint:
+            suffix += "-" + make_id(endpoint, fallback="ep")
+        act: dict[str, Any] = {"id": ids.take(f"{dev_id}/{suffix}"), "profile": "zigbee2mqtt", "name": name}
+        if base != "zigbee2mqtt":
+            act["base_topic"] = base
+        comments = [f"{origin}: {kind}", "set " + "; ".join(_describe_settable(f) for f in settable)]
+        if any(f["access"] & _PUBLISHED for f in settable):
+            act["confirm"] = {"timeout": "5s"}
+        else:
+            comments.append("no read-back: the device does not publish what can be set")
+        out.actuators.append(Entry(act, comments))
+
+
+# ---------------------------------------------------------------------- Tasmota
+def _tasmota_topic(config: dict[str, Any], prefix_index: int) -> str | None:
+    """The device's full topic for ``tp[prefix_index]`` (cmnd, stat, tele), or None."""
+    topic, full, prefixes = config.get("t"), config.get("ft", "%prefix%/%topic%/"), config.get("tp")
+    if not isinstance(topic, str) or not topic or not isinstance(full, str):
+        return None
+    default = ("cmnd", "stat", "tele")
+    if not isinstance(prefixes, list) or len(prefixes) < 3 or not all(isinstance(p, str) for p in prefixes):
+        prefixes = list(default)
+    mac = str(config.get("mac", ""))
+    result = (full.replace("%prefix%", prefixes[prefix_index]).replace("%topic%", topic)
+              .replace("%hostname%", str(config.get("hn", ""))).replace("%id%", mac[-6:]))  # fmt: skip
+    if "%" in result or "+" in result or "#" in result:
+        return None
+    return result.rstrip("/")
+
+
+def _tasmota_fields(sample: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], list[str], list[str]]:
+    fields: dict[str, dict[str, Any]] = {}
+    guessed: list[str] = []
+    left_out: list[str] = []
+    temp_unit = "°F" if sample.get("TempUnit") == "F" else "°C"
+
+    def one(path: str, metric: str, key: str, value: object) -> None:
+        if isinstance(value, bool):
+            fields[path] = {"metric": metric, "type": "bool"}
+        elif isinstance(value, int | float):
+            spec: dict[str, Any] = {"metric": metric, "type": "number"}
+            unit = temp_unit if key in ("Temperature", "DewPoint") else TASMOTA_UNITS.get(key)
+            if unit:
+                spec["unit"] = unit
+                guessed.append(f"{metric} {unit}")
+            fields[path] = spec
+        elif isinstance(value, str):
+            fields[path] = {"metric": metric, "type": "string"}
+        else:
+            left_out.append(f"{path} ({type(value).__name__})")
+
+    for key, raw in sample.items():
+        if key in _TASMOTA_SKIP:
+            continue
+        if isinstance(raw, dict):
+            for name, inner in raw.items():
+                if name not in _TASMOTA_SKIP:
+                    one(f"{key}.{name}", f"{key}_{name}".lower(), name, inner)
+        else:
+            one(key, key.lower(), key, raw)
+    return fields, guessed, left_out
+
+
+_TASMOTA_KINDS = {_TASMOTA_RELAY: "relay", _TASMOTA_LIGHT: "light", _TASMOTA_SHUTTER: "shutter"}
+
+
+def _tasmota_device(
+    mac: str, config: dict[str, Any], sample: dict[str, Any], out: Discovered, ids: Ids
+) -> None:
+    names = config.get("fn")
+    first = names[0] if isinstance(names, list) and names and isinstance(names[0], str) else None
+    label = next((n for n in (config.get("dn"), first, config.get("t")) if isinstance(n, str) and n), mac)
+    model = f", {config['md']}" if isinstance(config.get("md"), str) else ""
+    origin = f"Tasmota {label!r}{model} ({mac})"
+    tele, cmnd = _tasmota_topic(config, 2), _tasmota_topic(config, 0)
+    topic = config.get("t")
+    if tele is None or cmnd is None or not isinstance(topic, str):
+        out.notes.append(f"{origin}: its full topic {config.get('ft')!r} cannot be resolved, skipped")
+        return
+    dev_id = ids[0].take(make_id(label, fallback=f"tasmota-{mac[-6:].lower()}"))
+    fields, guessed, left_out = _tasmota_fields(sample)
+    if fields:
+        comments = [origin]
+        if dev_id != _plain_id(label):
+            comments.append(f"id made from the device name {label!r}")
+        if guessed:
+            comments.append("units guessed from the names (not announced): " + ", ".join(guessed))
+        if left_out:
+            comments.append("left out: " + ", ".join(left_out))
+        data = {"id": dev_id, "topic": f"{tele}/SENSOR", "profile": "tasmota", "fields": fields}
+        out.devices.append(Entry(data, comments))
+    relays = config.get("rl")
+    kinds = [r for r in relays if isinstance(r, int)] if isinstance(relays, list) else []
+    used = [(i + 1, _TASMOTA_KINDS[r]) for i, r in enumerate(kinds) if r in _TASMOTA_KINDS]
+    if not used:
+        return
+    if cmnd != f"cmnd/{topic}":
+        out.notes.append(f"{origin}: takes commands on {cmnd}/..., but edgegw's tasmota actuators send to "
+                         "cmnd/<topic>/...; no actuator written")  # fmt: skip
+        return
+    several = sum(1 for _, kind in used if kind != "shutter") > 1
+    for n, kind in used:
+        act: dict[str, Any] = {"profile": "tasmota", "name": topic}
+        if kind == "shutter":
+            act["id"] = ids[1].take(f"{dev_id}/shutter{n}")
+            comments = [f"{origin}: shutter {n}", f"set {{ShutterPosition{n}: 0..100}} (percent open)",
+                        "no read-back: Tasmota reports shutters as Shutter<n>.Position"]  # fmt: skip
+        else:
+            act["id"] = ids[1].take(f"{dev_id}/{kind}{n if several else ''}")
+            what = f"set {{{f'POWER{n}' if several else 'state'}: ON/OFF/TOGGLE}}"
+            comments = [f"{origin}: {kind} {n}", what + ("; Dimmer: 0..100" if kind == "light" else "")]
+            act["confirm"] = {"timeout": "5s"}
+        out.actuators.append(Entry({"id": act.pop("id"), **act}, comments))
