@@ -1,4 +1,4 @@
-"""Discovery: the retained announcements of Zigbee2MQTT and Tasmota, as config data.
+"""Discovery: the retained announcements of Zigbee2MQTT, Tasmota and Home Assistant, as config data.
 
 Pure: :class:`Announcements` collects ``(topic, payload)`` pairs (no MQTT, no files), and
 :meth:`Announcements.result` turns them into device and actuator mappings in the shape of
@@ -14,6 +14,7 @@ with the comments a person should read (where it came from, what was guessed).
   ``tp`` prefixes, ``rl`` relays and lights) and ``<prefix>/<mac>/sensors`` (``sn``, a
   SENSOR sample). The sample's values become metrics of a device on ``tele/<t>/SENSOR``;
   each relay or light becomes an actuator with read-back on ``stat/<t>/RESULT``.
+- Home Assistant discovery configs, for the other devices: see :mod:`devices.discovery_ha`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 from devices.profiles import TASMOTA_UNITS, Z2M_UNITS
 
-__all__ = ["Announcements", "Discovered", "Entry", "UniqueIds", "make_id"]
+__all__ = ["Announcements", "Discovered", "Entry", "UniqueIds", "json_payload", "make_id", "tasmota_topic"]
 
 Z2M_ACTUATOR_TYPES = ("light", "switch", "climate", "cover", "lock", "fan")
 _PUBLISHED, _SETTABLE = 1, 2
@@ -79,7 +80,7 @@ class UniqueIds:
         return candidate
 
 
-def _json(payload: bytes | str) -> Any:
+def json_payload(payload: bytes | str) -> Any:
     try:
         return json.loads(payload)
     except (ValueError, UnicodeDecodeError):
@@ -89,8 +90,13 @@ def _json(payload: bytes | str) -> Any:
 class Announcements:
     """Retained announcements as they arrive: ``add(topic, payload)``, then ``result()``."""
 
-    def __init__(self, *, tasmota_prefix: str = "tasmota/discovery") -> None:
+    def __init__(
+        self, *, tasmota_prefix: str = "tasmota/discovery", homeassistant_prefix: str = "homeassistant"
+    ) -> None:
         self.tasmota_prefix = tasmota_prefix.rstrip("/")
+        self.homeassistant_prefix = homeassistant_prefix.rstrip("/")
+        self.homeassistant: dict[str, bytes] = {}
+        """``<component>/[<node_id>/]<object_id>`` -> a Home Assistant discovery config."""
         self.zigbee2mqtt: dict[str, bytes] = {}
         """Zigbee2MQTT base topic -> the payload of its ``bridge/devices``."""
         self.tasmota_config: dict[str, bytes] = {}
@@ -110,23 +116,27 @@ class Announcements:
             if kind == "sensors":
                 self.tasmota_sensors[mac] = payload
                 return True
+        rest = topic.removeprefix(self.homeassistant_prefix + "/").removesuffix("/config")
+        if len(topic) - len(rest) == len(self.homeassistant_prefix) + 8 and rest.count("/") in (1, 2):
+            self.homeassistant[rest] = payload
+            return True
         return False
 
-    def counts(self) -> tuple[int, int]:
-        """(Zigbee2MQTT devices, Tasmota devices) seen so far, for the progress line."""
+    def counts(self) -> tuple[int, int, int]:
+        """(Zigbee2MQTT devices, Tasmota devices, HA configs) seen so far, for the progress line."""
         z2m = 0
         for payload in self.zigbee2mqtt.values():
-            listed = _json(payload)
+            listed = json_payload(payload)
             if isinstance(listed, list):
                 z2m += sum(1 for d in listed if isinstance(d, dict) and d.get("type") != "Coordinator")
-        return z2m, len(self.tasmota_config)
+        return z2m, len(self.tasmota_config), len(self.homeassistant)
 
     def result(self) -> Discovered:
         """Devices and actuators, with unique ids."""
         out = Discovered()
         device_ids, actuator_ids = UniqueIds(), UniqueIds()
         for base in sorted(self.zigbee2mqtt):
-            listed = _json(self.zigbee2mqtt[base])
+            listed = json_payload(self.zigbee2mqtt[base])
             if not isinstance(listed, list):
                 out.notes.append(f"{base}/bridge/devices: not a JSON list, skipped")
                 continue
@@ -134,14 +144,17 @@ class Announcements:
                 if isinstance(device, dict):
                     _zigbee_device(base, device, out, (device_ids, actuator_ids))
         for mac in sorted(self.tasmota_config):
-            config = _json(self.tasmota_config[mac])
+            config = json_payload(self.tasmota_config[mac])
             if not isinstance(config, dict):
                 out.notes.append(f"{self.tasmota_prefix}/{mac}/config: not a JSON object, skipped")
                 continue
-            sensors = _json(self.tasmota_sensors.get(mac, b"null"))
+            sensors = json_payload(self.tasmota_sensors.get(mac, b"null"))
             sample = sensors.get("sn") if isinstance(sensors, dict) else None
             _tasmota_device(mac, config, sample if isinstance(sample, dict) else {}, out,
                             (device_ids, actuator_ids))  # fmt: skip
+        from devices.discovery_ha import homeassistant  # noqa: PLC0415 - it imports this module
+
+        homeassistant(self, out, (device_ids, actuator_ids))
         return out
 
 
@@ -296,7 +309,7 @@ def _zigbee_actuators(  # noqa: PLR0917 - one call site, all of them needed
 
 
 # ---------------------------------------------------------------------- Tasmota
-def _tasmota_topic(config: dict[str, Any], prefix_index: int) -> str | None:
+def tasmota_topic(config: dict[str, Any], prefix_index: int) -> str | None:
     """The device's full topic for ``tp[prefix_index]`` (cmnd, stat, tele), or None."""
     topic, full, prefixes = config.get("t"), config.get("ft", "%prefix%/%topic%/"), config.get("tp")
     if not isinstance(topic, str) or not topic or not isinstance(full, str):
@@ -356,7 +369,7 @@ def _tasmota_device(
     label = next((n for n in (config.get("dn"), first, config.get("t")) if isinstance(n, str) and n), mac)
     model = f", {config['md']}" if isinstance(config.get("md"), str) else ""
     origin = f"Tasmota {label!r}{model} ({mac})"
-    tele, cmnd = _tasmota_topic(config, 2), _tasmota_topic(config, 0)
+    tele, cmnd = tasmota_topic(config, 2), tasmota_topic(config, 0)
     topic = config.get("t")
     if tele is None or cmnd is None or not isinstance(topic, str):
         out.notes.append(f"{origin}: its full topic {config.get('ft')!r} cannot be resolved, skipped")

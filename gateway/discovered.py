@@ -87,15 +87,18 @@ def _ids(items: list[Any]) -> set[str]:
     return {str(i["id"]) for i in items if isinstance(i, dict) and "id" in i}
 
 
-def _target(actuator: dict[str, Any]) -> tuple[object, object, object]:
-    return actuator.get("profile"), actuator.get("name"), actuator.get("base_topic", "zigbee2mqtt")
+def _target(actuator: dict[str, Any]) -> tuple[object, object, object, object]:
+    """What an actuator commands: the device name (and base topic), or the topic (json)."""
+    return (actuator.get("profile", "json"), actuator.get("name"), actuator.get("base_topic", "zigbee2mqtt"),
+            actuator.get("topic"))  # fmt: skip
 
 
 def merge_config(text: str, found: Discovered, *, file: str = "<config>") -> Merged:
     """``text`` with what is new in ``found`` added, the rest as it was.
 
     A device counts as there when a device reads its topic; an actuator when one with the
-    same profile and name (and base topic) is declared. New ids avoid the ones taken.
+    same profile and name (and base topic), or the same topic (json), is declared. New ids
+    avoid the ones taken.
     """
     yaml = _yaml()
     try:

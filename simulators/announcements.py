@@ -1,4 +1,4 @@
-"""Retained announcements of a simulated Zigbee2MQTT bridge and Tasmota devices.
+"""Retained announcements of a simulated Zigbee2MQTT bridge, Tasmota devices and HA configs.
 
 In the shape the real ones publish them (Zigbee2MQTT 1.3x ``bridge/devices``; Tasmota 12
 ``tasmota/discovery/<mac>/config`` and ``.../sensors``), trimmed to the keys that matter,
@@ -12,7 +12,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["TASMOTA_DEVICES", "ZIGBEE_DEVICES", "tasmota_announcements", "zigbee2mqtt_announcements"]
+__all__ = [
+    "HOMEASSISTANT_CONFIGS",
+    "TASMOTA_DEVICES",
+    "ZIGBEE_DEVICES",
+    "homeassistant_announcements",
+    "tasmota_announcements",
+    "zigbee2mqtt_announcements",
+]
 
 R, RW, RWG, WO = 1, 7, 7, 2  # access bits: 1 published, 2 settable, 4 gettable
 
@@ -126,3 +133,24 @@ def tasmota_announcements(
         out.append((f"{prefix}/{mac}/config", json.dumps(config).encode()))
         out.append((f"{prefix}/{mac}/sensors", json.dumps(sensors).encode()))
     return out
+
+
+HOMEASSISTANT_CONFIGS: dict[str, dict[str, Any]] = {
+    # <component>/[<node_id>/]<object_id>: config, of a device that is neither Zigbee2MQTT
+    # nor Tasmota (an ESPHome-style weather station and a relay board; abbreviated keys, as
+    # ESPHome writes them)
+    "sensor/weather_station/temperature": {
+        "name": "Temperature", "uniq_id": "ws1-temperature", "stat_t": "home/weather/state",
+        "val_tpl": "{{ value_json.temperature }}", "unit_of_meas": "°C", "dev_cla": "temperature",
+        "stat_cla": "measurement",
+        "dev": {"ids": ["ws1"], "name": "Weather Station", "mf": "ACME", "mdl": "WS-1"}},
+    "switch/pump_relay/relay": {
+        "name": "Relay", "uniq_id": "pr1-relay", "~": "home/pump", "cmd_t": "~/set", "stat_t": "~/state",
+        "pl_on": "ON", "pl_off": "OFF",
+        "dev": {"ids": ["pr1"], "name": "Pump Relay", "mf": "ACME", "mdl": "PR-1"}},
+}  # fmt: skip
+
+
+def homeassistant_announcements(prefix: str = "homeassistant") -> list[tuple[str, bytes]]:
+    """``<prefix>/<component>/[<node_id>/]<object_id>/config`` of :data:`HOMEASSISTANT_CONFIGS`."""
+    return [(f"{prefix}/{key}/config", json.dumps(c).encode()) for key, c in HOMEASSISTANT_CONFIGS.items()]

@@ -1,8 +1,10 @@
 """``edgegw discover --broker HOST:PORT [--write FILE | --merge FILE]``.
 
 Listens a bounded time (``--listen``, 5s; Ctrl-C stops early) to the retained
-announcements of Zigbee2MQTT (``<base>/bridge/devices``) and Tasmota
-(``tasmota/discovery/<mac>/config`` and ``.../sensors``), and prints a config with the
+announcements of Zigbee2MQTT (``<base>/bridge/devices``), Tasmota
+(``tasmota/discovery/<mac>/config`` and ``.../sensors``) and the Home Assistant discovery
+configs of other devices (``homeassistant/+/+/config``, ``homeassistant/+/+/+/config``),
+and prints a config with the
 devices and actuators found (see :mod:`devices.discovery`). ``--write FILE`` writes it
 (an existing file only with ``--force``); ``--merge FILE`` adds what is new to a config.
 
@@ -31,10 +33,11 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "discover",
-        help="write a config for the Zigbee2MQTT and Tasmota devices on a broker",
-        description="Listen to the retained announcements of Zigbee2MQTT and Tasmota on an MQTT "
-        "broker and print (or write) a config with one device per sensor and one actuator per "
-        "thing that can be switched or set. Comments mark what was guessed.",
+        help="write a config for the Zigbee2MQTT, Tasmota and Home Assistant devices on a broker",
+        description="Listen to the retained announcements of Zigbee2MQTT and Tasmota (and the Home "
+        "Assistant discovery configs of other devices) on an MQTT broker and print (or write) a "
+        "config with one device per sensor and one actuator per thing that can be switched or set."
+        " Comments mark what was guessed.",
     )
     parser.add_argument("--broker", metavar="HOST:PORT", default="127.0.0.1:1883",
                         help="MQTT broker (127.0.0.1:1883)")  # fmt: skip
@@ -50,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         "i.e. +/bridge/devices)")  # fmt: skip
     parser.add_argument("--tasmota-prefix", default="tasmota/discovery", metavar="TOPIC",
                         help="Tasmota discovery prefix (tasmota/discovery)")  # fmt: skip
+    parser.add_argument("--homeassistant-prefix", default="homeassistant", metavar="TOPIC",
+                        help="Home Assistant discovery prefix (homeassistant); its sensor, binary_sensor, "
+                        "switch and light configs are read for the other devices")  # fmt: skip
     parser.add_argument("--username")
     parser.add_argument("--password-file", metavar="PATH", help="read the MQTT password from a file")
     parser.add_argument("--password-env", metavar="VAR", help="read the MQTT password from $VAR")
@@ -82,13 +88,15 @@ def _discover(args: argparse.Namespace) -> int:
     topics = [f"{b.rstrip('/')}/bridge/devices" for b in bases]
     prefix = args.tasmota_prefix.rstrip("/")
     topics += [f"{prefix}/+/config", f"{prefix}/+/sensors"]
-    found = Announcements(tasmota_prefix=prefix)
+    ha = args.homeassistant_prefix.rstrip("/")
+    topics += [f"{ha}/+/+/config", f"{ha}/+/+/+/config"]
+    found = Announcements(tasmota_prefix=prefix, homeassistant_prefix=ha)
     _listen(found, topics, host=host, port=port, seconds=listen, args=args)
     result = found.result()
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     if not result.devices and not result.actuators:
-        print(f"error: no Zigbee2MQTT or Tasmota announcements on {host}:{port} "
+        print(f"error: no Zigbee2MQTT, Tasmota or Home Assistant announcements on {host}:{port} "
               f"(listened to {', '.join(topics)})", file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
     summary = f"found {len(result.devices)} devices and {len(result.actuators)} actuators"
@@ -167,9 +175,9 @@ def _wait(found: Announcements, lock: threading.Lock, broker: str, seconds: floa
         while (left := end - time.monotonic()) > 0:
             if progress:
                 with lock:
-                    z2m, tasmota = found.counts()
-                line = (f"listening on {broker}: {z2m} Zigbee2MQTT and {tasmota} Tasmota devices so far, "
-                        f"{left:.0f}s left (Ctrl-C to stop now)")  # fmt: skip
+                    z2m, tasmota, ha = found.counts()
+                line = (f"listening on {broker}: {z2m} Zigbee2MQTT and {tasmota} Tasmota devices, {ha} Home "
+                        f"Assistant configs so far, {left:.0f}s left (Ctrl-C to stop now)")  # fmt: skip
                 print(f"\r{line}\033[K", end="", file=sys.stderr, flush=True)
             time.sleep(min(0.25, left))
     except KeyboardInterrupt:

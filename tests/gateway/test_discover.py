@@ -8,11 +8,15 @@ retained announcements on a broker of this test alone (so the usual topics,
   overwrites without ``--force``; ``--merge`` into the same file finds nothing new;
 - ``edgegw run`` with that config (plus a gateway section and two rules) turns what the
   simulated devices send into readings, and the rules' commands reach the topics the
-  devices listen on.
+  devices listen on;
+- with the Home Assistant configs of a device that is neither (a sensor, a switch) and one
+  that Zigbee2MQTT publishes for its own device, the config still passes check, with the
+  sensor and the switch in it and the Zigbee2MQTT one left to its own announcement.
 """
 
 from __future__ import annotations
 
+import json
 import textwrap
 import time
 import uuid
@@ -23,20 +27,24 @@ import pytest
 
 from gateway.cli import main
 from gateway.config import review_config
-from simulators.announcements import tasmota_announcements, zigbee2mqtt_announcements
+from simulators.announcements import (
+    homeassistant_announcements,
+    tasmota_announcements,
+    zigbee2mqtt_announcements,
+)
 from simulators.testbed import Mosquitto
 from tests.gateway.conftest import Gateway, TopicWatch, publish
 
 pytestmark = pytest.mark.mqtt
 
 
-def _announce(broker: Mosquitto) -> None:
+def _announce(broker: Mosquitto, extra: list[tuple[str, bytes]] | None = None) -> None:
     """Publish the announcements retained, as the bridge and the devices do."""
     client = broker.client(f"announce-{uuid.uuid4().hex[:8]}")
     client.connect(broker.host, broker.port, keepalive=30)
     client.loop_start()
     try:
-        for topic, payload in zigbee2mqtt_announcements() + tasmota_announcements():
+        for topic, payload in zigbee2mqtt_announcements() + tasmota_announcements() + (extra or []):
             client.publish(topic, payload, qos=1, retain=True).wait_for_publish(timeout=15)
     finally:
         client.disconnect()
@@ -81,11 +89,41 @@ def test_discover_writes_a_config_that_passes_check(
     assert path.read_text(encoding="utf-8") == written
 
 
+# What Zigbee2MQTT itself publishes for Home Assistant: left to its own announcement
+Z2M_HA_CONFIG = ("homeassistant/sensor/0x00158d0000000001/temperature/config", json.dumps({
+    "name": "Temperature", "state_topic": "zigbee2mqtt/Living Room Climate",
+    "value_template": "{{ value_json.temperature }}", "unit_of_measurement": "°C"}).encode())  # fmt: skip
+
+
+def test_home_assistant_configs_of_other_devices_pass_check(
+    broker: Mosquitto, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _announce(broker, [*homeassistant_announcements(), Z2M_HA_CONFIG])
+    path = tmp_path / "home.yaml"
+    assert _discover(broker, "--write", str(path)) == 0
+    err = capsys.readouterr().err
+    assert "found 11 devices and 6 actuators; wrote" in err
+    assert "note: 1 Home Assistant configs of the Zigbee2MQTT and Tasmota devices above" in err
+    review = review_config(path)
+    assert review.issues == []
+    assert review.loaded is not None
+    config = review.loaded.config
+    weather = next(d for d in config.devices if d.id == "weather-station")
+    assert (weather.topic, weather.profile) == ("home/weather/state", "json")
+    assert weather.fields["temperature"].unit == "°C"
+    pump = next(a for a in config.actuators if a.id == "pump-relay/switch")
+    assert (pump.profile, pump.topic, pump.confirm) == ("json", "home/pump/set", None)
+    assert main(["check", "--config", str(path)]) == 0
+    assert f"{path}: valid" in capsys.readouterr().out
+    assert _discover(broker, "--merge", str(path)) == 0
+    assert "nothing new" in capsys.readouterr().err
+
+
 def test_discover_prints_the_config_and_fails_on_an_empty_broker(
     broker: Mosquitto, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert _discover(broker) == 1
-    assert "no Zigbee2MQTT or Tasmota announcements" in capsys.readouterr().err
+    assert "no Zigbee2MQTT, Tasmota or Home Assistant announcements" in capsys.readouterr().err
     _announce(broker)
     assert _discover(broker) == 0
     out = capsys.readouterr().out
