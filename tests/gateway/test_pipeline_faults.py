@@ -139,32 +139,29 @@ class HealthWatch(threading.Thread):
 
 
 # ---------------------------------------------------------------------- the faults
+def _raise_once(obj: Any, method: str, exc: Exception) -> None:
+    """The next call of ``obj.method`` raises ``exc``; the one after is the real one again."""
+    real = getattr(obj, method)
+
+    def once(*_args: Any) -> Any:
+        setattr(obj, method, real)
+        raise exc
+
+    setattr(obj, method, once)
+
+
 def failing_write(gw: InProcessGateway) -> None:
     """The next write fails with an I/O error (a bad sector, a pulled SD card)."""
     spool = gw.rt.spool
     assert spool is not None
-    store = spool._store
-    real = store.insert
-
-    def failing(rows: Any) -> None:
-        store.insert = real  # type: ignore[method-assign]
-        raise sqlite3.OperationalError("disk I/O error")
-
-    store.insert = failing  # type: ignore[method-assign]
+    _raise_once(spool._store, "insert", sqlite3.OperationalError("disk I/O error"))
 
 
 def writer_exception(gw: InProcessGateway) -> None:
     """A bug: the writer thread raises something nobody planned for."""
     spool = gw.rt.spool
     assert spool is not None
-    writer = spool._writer
-    real = writer.group
-
-    def boom(ops: Any) -> int:
-        writer.group = real  # type: ignore[method-assign]
-        raise KeyError("injected bug in the spool writer")
-
-    writer.group = boom  # type: ignore[method-assign]
+    _raise_once(spool._writer, "group", KeyError("injected bug in the spool writer"))
 
 
 def file_deleted(gw: InProcessGateway) -> None:
