@@ -99,3 +99,13 @@ ensure_fuse() {
     return 1
   }
 }
+
+# ensure_chromium: Debian's chromium for the web page tests (driven headless by playwright,
+# which must never download a browser of its own: EDGEGW_CHROMIUM names the executable).
+ensure_chromium() {
+  if command -v chromium >/dev/null; then return 0; fi
+  apt_install chromium fonts-dejavu-core || {
+    warn "chromium is needed for the web page tests; they are skipped"
+    return 1
+  }
+}

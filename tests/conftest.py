@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,3 +135,45 @@ def kafka_cluster(tmp_path: Path, pytestconfig: pytest.Config) -> Iterator[Kafka
 def kafka_topic(kafka: KafkaEndpoint, topic_prefix: str) -> str:
     """A fresh topic (1 partition) on the session Kafka, named for this test."""
     return kafka.create_topic(topic_prefix)
+
+
+ARTIFACTS = Path(os.environ.get("EDGEGW_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
+
+
+@pytest.fixture
+def artifacts_dir(request: pytest.FixtureRequest) -> Path:
+    """A folder kept after the run (``test-artifacts/<test>``) for screenshots and the like."""
+    folder = ARTIFACTS / re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def chromium_executable() -> str | None:
+    """Debian's chromium (or ``EDGEGW_CHROMIUM``); playwright never downloads its own here."""
+    return os.environ.get("EDGEGW_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def browser_page() -> Iterator[Any]:
+    """A page in a real headless chromium, driven by playwright's sync API (use from sync tests).
+
+    Skips (or, with ``EDGEGW_REQUIRE_BROWSER=1`` as in CI, fails) where chromium or
+    playwright is missing; ``./scripts/test`` installs both.
+    """
+    executable = chromium_executable()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        executable = None
+    if executable is None:
+        message = "headless chromium and playwright are needed (./scripts/test installs them)"
+        if os.environ.get("EDGEGW_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"browser required (EDGEGW_REQUIRE_BROWSER=1) but: {message}")
+        pytest.skip(message)
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            yield page
+        finally:
+            browser.close()
