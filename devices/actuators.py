@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ __all__ = [
     "Outgoing",
     "Pending",
     "Publisher",
+    "command_problem",
     "encode_command",
     "state_topic",
 ]
@@ -94,6 +95,27 @@ def _tasmota_value(value: object) -> str:
     return str(value)
 
 
+def _plain_text(cfg: ActuatorConfig, value: object) -> str:
+    if isinstance(value, bool):
+        return cfg.payload_on if value else cfg.payload_off
+    return _tasmota_value(value)
+
+
+def _plain_value(cfg: ActuatorConfig, payload: Mapping[str, Any]) -> object:
+    """The one value of a command to a ``plain`` actuator (``{state: ON}``, ``{value: 21}``)."""
+    if len(payload) != 1:
+        raise ActuatorError(
+            f"{cfg.id}: a plain actuator takes one value (e.g. {{state: ON}}), got {dict(payload)!r}"
+        )
+    (value,) = payload.values()
+    text_ok = not isinstance(value, str) or value.isprintable()
+    if not isinstance(value, str | int | float | bool) or not text_ok:
+        raise ActuatorError(
+            f"{cfg.id}: a plain actuator takes a number, a boolean or a line of text, got {value!r}"
+        )
+    return value
+
+
 def encode_command(cfg: ActuatorConfig, payload: Mapping[str, Any]) -> list[tuple[str, bytes]]:
     """The messages (topic, payload) for one command; for serial the topic is ``""``."""
     try:
@@ -111,6 +133,9 @@ def encode_command(cfg: ActuatorConfig, payload: Mapping[str, Any]) -> list[tupl
                 (f"cmnd/{cfg.name}/{_tasmota_key(k)}", _tasmota_value(v).encode())
                 for k, v in payload.items()
             ]
+        if cfg.profile == "plain":
+            assert cfg.topic is not None  # the config model checks it
+            return [(cfg.topic, _plain_text(cfg, _plain_value(cfg, payload)).encode())]
         body = json.dumps(dict(payload), separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
         raise ActuatorError(f"{cfg.id}: cannot encode command {dict(payload)!r}: {exc}") from exc
@@ -118,6 +143,24 @@ def encode_command(cfg: ActuatorConfig, payload: Mapping[str, Any]) -> list[tupl
         return [(f"{cfg.base_topic}/{cfg.name}/set", body)]
     assert cfg.topic is not None  # the config model checks it
     return [(cfg.topic, body)]
+
+
+def command_problem(configs: Iterable[ActuatorConfig]) -> Callable[[str, Mapping[str, Any]], str | None]:
+    """For config checks: ``(actuator id, payload) ->`` why that actuator cannot send the
+    payload (what :func:`encode_command` would raise), or None (also for undeclared ids)."""
+    by_id = {cfg.id: cfg for cfg in configs}
+
+    def check(actuator: str, payload: Mapping[str, Any]) -> str | None:
+        cfg = by_id.get(actuator)
+        if cfg is None:
+            return None
+        try:
+            encode_command(cfg, payload)
+        except ActuatorError as exc:
+            return str(exc).removeprefix(f"{cfg.id}: ")
+        return None
+
+    return check
 
 
 def state_topic(cfg: ActuatorConfig) -> str | None:
@@ -133,7 +176,13 @@ def state_topic(cfg: ActuatorConfig) -> str | None:
     return None
 
 
+_PLAIN_STATE = "value"
+"""The key a plain actuator's read-back compares: its state topic's whole payload."""
+
+
 def _expected(cfg: ActuatorConfig, payload: Mapping[str, Any]) -> dict[str, Any]:
+    if cfg.profile == "plain":
+        return {_PLAIN_STATE: _plain_text(cfg, _plain_value(cfg, payload))}
     out: dict[str, Any] = {}
     for key, value in payload.items():
         if isinstance(value, dict | list):
@@ -145,7 +194,31 @@ def _expected(cfg: ActuatorConfig, payload: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
+def _state(cfg: ActuatorConfig, payload: bytes) -> Mapping[str, Any] | None:
+    """A state message as a mapping: JSON objects as they are; a plain actuator's text whole."""
+    if cfg.profile == "plain":
+        try:
+            text = payload.decode().strip()
+        except UnicodeDecodeError:
+            return None
+        try:
+            number = float(text)
+        except ValueError:
+            return {_PLAIN_STATE: text}
+        return {_PLAIN_STATE: number if math.isfinite(number) else text}
+    try:
+        state = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
 def _same(want: object, got: object) -> bool:
+    if isinstance(want, str) and isinstance(got, int | float) and not isinstance(got, bool):
+        try:
+            want = float(want)  # a plain actuator sent "21", its state reads 21.0
+        except ValueError:
+            return False
     if isinstance(want, str) and isinstance(got, str):
         return want.lower() == got.lower()
     if isinstance(want, bool) or isinstance(got, bool):
@@ -205,8 +278,8 @@ class Actuators:
         cfg = self.configs.get(command.actuator)
         if cfg is None:
             raise ActuatorError(f"actuator {command.actuator!r} is not declared in the config")
-        messages = encode_command(cfg, command.payload)
         try:
+            messages = encode_command(cfg, command.payload)
             if cfg.transport == "serial":
                 writer = self._writers.get(cfg.id)
                 if writer is None:
@@ -246,16 +319,13 @@ class Actuators:
         configs = self._by_state_topic.get(topic)
         if not configs:
             return []
-        try:
-            state = json.loads(payload)
-        except (ValueError, RecursionError):
-            return []
-        if not isinstance(state, dict):
-            return []
         done: list[str] = []
         for cfg in configs:
             pending = self.pending.get(cfg.id)
-            if pending is not None and now <= pending.deadline and matches(pending.expected, state):
+            if pending is None or now > pending.deadline:
+                continue
+            state = _state(cfg, payload)
+            if state is not None and matches(pending.expected, state):
                 del self.pending[cfg.id]
                 self.confirmed[cfg.id] += 1
                 done.append(cfg.id)

@@ -273,12 +273,16 @@ class ActuatorConfig(_Model):
 
     id: str
     transport: Literal["mqtt", "serial"] = "mqtt"
-    profile: Literal["zigbee2mqtt", "tasmota", "json", "line"] = "json"
+    profile: Literal["zigbee2mqtt", "tasmota", "json", "plain", "line"] = "json"
     name: str | None = None
     """zigbee2mqtt: the friendly name; tasmota: the device topic."""
     base_topic: str = "zigbee2mqtt"
     topic: str | None = None
-    """json: the command topic."""
+    """json and plain: the command topic."""
+    payload_on: str = "ON"
+    """plain: the text sent for ``true`` (a command's one value as a boolean)."""
+    payload_off: str = "OFF"
+    """plain: the text sent for ``false``."""
     serial: SerialPortConfig | None = None
     qos: Literal[0, 1] = 1
     confirm: ConfirmConfig | None = None
@@ -305,12 +309,12 @@ class ActuatorConfig(_Model):
             if self.confirm is not None:
                 raise ValueError("read-back (confirm) needs an MQTT state topic")
             return self
-        if self.profile == "json" and self.confirm is not None and not self.confirm.state_topic:
-            raise ValueError("confirm on a json actuator needs confirm.state_topic")
+        if self.profile in ("json", "plain") and self.confirm is not None and not self.confirm.state_topic:
+            raise ValueError(f"confirm on a {self.profile} actuator needs confirm.state_topic")
         if self.profile in ("zigbee2mqtt", "tasmota") and not self.name:
             raise ValueError(f"profile {self.profile} needs name (the device's name or topic)")
-        if self.profile == "json" and not self.topic:
-            raise ValueError("profile json needs topic")
+        if self.profile in ("json", "plain") and not self.topic:
+            raise ValueError(f"profile {self.profile} needs topic")
         if self.profile == "line":
             raise ValueError("profile line is for serial actuators")
         return self

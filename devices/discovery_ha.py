@@ -8,9 +8,10 @@ is left out). Pure, like :mod:`devices.discovery`, which calls :func:`homeassist
   config whose ``value_template`` is ``{{ value_json.FIELD }}`` (an ``| float`` or ``| int``
   after it is allowed), ``plain`` when there is no template or it is ``{{ value }}``; the unit
   from ``unit_of_measurement``. Any other template: left out, with a note.
-- ``switch`` / ``light``: one ``json`` actuator on ``command_topic``; read-back on
-  ``state_topic`` when the state is JSON (a ``schema: json`` light, or a
-  ``{{ value_json.FIELD }}`` state template; edgegw's read-back compares JSON).
+- ``switch`` / ``light``: one ``plain`` actuator on ``command_topic`` sending
+  ``payload_on``/``payload_off`` (a ``schema: json`` light: a ``json`` one); read-back on
+  ``state_topic`` when the state is the plain payload itself (no template or
+  ``{{ value }}``, ``state_on``/``state_off`` as sent) or, for a JSON light, its JSON state.
 - Configs whose ``origin`` or ``device.manufacturer`` is edgegw are left out (no loop).
 
 Abbreviated keys (``stat_t``, ``cmd_t``, ``dev``...) and the ``~`` base topic are expanded.
@@ -228,24 +229,30 @@ def _actuator(  # noqa: PLR0917 - one call site
         return
     name, _, origin = _names(config, object_id)
     json_schema = component == "light" and config.get("schema") == "json"
-    act: dict[str, Any] = {"id": state.ids[1].take(f"{state.device_id(name)}/{component}"), "profile": "json",
-                           "topic": topic}  # fmt: skip
+    act: dict[str, Any] = {"id": state.ids[1].take(f"{state.device_id(name)}/{component}"),
+                           "profile": "json" if json_schema else "plain", "topic": topic}  # fmt: skip
     comments = [f"{origin}: {component}, {where}"]
+    on, off = str(config.get("payload_on", "ON")), str(config.get("payload_off", "OFF"))
     if json_schema:
         brightness = ", brightness: 0..255" if config.get("brightness") else ""
         comments.append(f"set {{state: ON/OFF{brightness}}}")
     else:
-        on, off = config.get("payload_on", "ON"), config.get("payload_off", "OFF")
-        comments.append(f"the device takes the plain payloads {on!r}/{off!r}; edgegw's json actuator sends a "
-                        'JSON object (e.g. {"state": "ON"}): check that the device accepts it')  # fmt: skip
+        pairs = (("payload_on", on, "ON"), ("payload_off", off, "OFF"))
+        act.update({key: text for key, text, default in pairs if text != default})
+        comments.append(f"set {{state: true}} / {{state: false}}: sent as the plain payloads {on!r}/{off!r}")
     state_topic = config.get("state_topic")
     template = config.get("state_value_template" if component == "light" else "value_template")
     mapped = value_field(template)
     if not isinstance(state_topic, str) or not state_topic or "+" in state_topic or "#" in state_topic:
         comments.append("no read-back: no state topic announced")
-    elif json_schema or (mapped is not None and mapped[0] is not None):
+    elif json_schema:
         act["confirm"] = {"timeout": "5s", "state_topic": state_topic}
+    elif mapped is None or mapped[0] is not None:
+        comments.append(f"no read-back: the state on {state_topic} needs the template {template!r} "
+                        "(a plain actuator's read-back compares the whole payload)")  # fmt: skip
+    elif (reads := (config.get("state_on", on), config.get("state_off", off))) != (on, off):
+        comments.append(f"no read-back: the state on {state_topic} reads {reads[0]!r}/{reads[1]!r}, "
+                        "not what is sent")  # fmt: skip
     else:
-        comments.append(f"no read-back: the state on {state_topic} is plain text "
-                        "(edgegw's read-back reads JSON)")  # fmt: skip
+        act["confirm"] = {"timeout": "5s", "state_topic": state_topic}
     state.out.actuators.append(Entry(act, comments))

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bridge.config import BridgeConfig
+from devices.actuators import command_problem
 from devices.config import ActuatorConfig, DeviceConfig, MqttConnection
 from gateway.errors import ConfigError, ConfigIssue
 from rules.schema import Location
@@ -235,7 +236,8 @@ def _declared(doc: YamlDocument, config: GatewayConfig | None) -> Declared:
 
     if config is not None:
         ids = frozenset(a.id for a in config.actuators)
-        return Declared(declared_sensors(config.devices), ids, config.location)
+        checks = command_problem(config.actuators)
+        return Declared(declared_sensors(config.devices), ids, config.location, checks)
     devices = _items(doc, "devices", DeviceConfig)
     sensors: dict[str, frozenset[str] | None] | None = None
     if devices is not None:
@@ -243,10 +245,11 @@ def _declared(doc: YamlDocument, config: GatewayConfig | None) -> Declared:
         sensors.update(declared_sensors(m for _, m in devices if isinstance(m, DeviceConfig)))
     actuators = _items(doc, "actuators", ActuatorConfig)
     actuator_ids = None if actuators is None else frozenset(raw_id for raw_id, _ in actuators if raw_id)
+    valid = [m for _, m in actuators or [] if isinstance(m, ActuatorConfig)]
     location = Location()
     if "location" in doc.data:
         location = _valid(doc, ("location",), Location) or _SOMEWHERE
-    return Declared(sensors, actuator_ids, location)
+    return Declared(sensors, actuator_ids, location, command_problem(valid))
 
 
 def _duplicate_ids(doc: YamlDocument) -> list[ConfigIssue]:

@@ -17,6 +17,7 @@ from gateway.errors import ConfigError, ConfigIssue
 
 if TYPE_CHECKING:
     from gateway.yamlio import KeyPath, YamlDocument
+    from rules.checks import CommandCheck
     from rules.schema import Location, Rule
 
 __all__ = ["Declared", "LoadedRules", "load_declared", "load_rules", "load_rules_file", "load_rules_files"]
@@ -39,6 +40,8 @@ class Declared:
     devices: dict[str, frozenset[str] | None] | None
     actuators: frozenset[str] | None
     location: Location | None = None
+    command_check: CommandCheck | None = None
+    """What a declared actuator cannot send (a payload its profile cannot encode)."""
 
 
 def load_rules(
@@ -75,6 +78,7 @@ def load_rules(
                 sensors=declared.devices if declared else None,
                 location=(declared.location if declared else None) or location,
                 prefix="",
+                command_check=declared.command_check if declared else None,
             ),
             prefix=path,
         )

@@ -9,15 +9,17 @@ which read the file, places them (see ``gateway.yamlio.YamlDocument.place``).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from gateway.errors import ConfigIssue
 from rules.schema import Location, Rule
 
-__all__ = ["SensorCatalog", "check_rules", "duplicate_ids", "rule_as_data"]
+__all__ = ["CommandCheck", "SensorCatalog", "check_rules", "duplicate_ids", "rule_as_data"]
 
 SensorCatalog = Mapping[str, Collection[str] | None]
+CommandCheck = Callable[[str, Mapping[str, Any]], str | None]
+"""``(actuator id, payload) -> what is wrong with sending it there, or None``."""
 """Declared devices: device id -> its metrics, or ``None`` when any metric is allowed."""
 
 
@@ -70,9 +72,11 @@ def check_rules(
     sensors: SensorCatalog | None = None,
     location: Location | None = None,
     prefix: str = "rules",
+    command_check: CommandCheck | None = None,
 ) -> list[ConfigIssue]:
     """Issues in rules given as data: nested ``for``, sun guards without a location, and,
-    when ``actuators``/``sensors`` are given, names the config does not declare."""
+    when ``actuators``/``sensors`` are given, names the config does not declare;
+    ``command_check(actuator, payload)`` says what an actuator cannot send (or None)."""
     issues: list[ConfigIssue] = []
     for index, rule in enumerate(rules):
         if isinstance(rule, Rule):
@@ -93,6 +97,21 @@ def check_rules(
             ]
         if sensors is not None:
             issues += _check_sensors(rule, path, sensors)
+        if command_check is not None:
+            issues += _check_payloads(rule, path, command_check)
+    return issues
+
+
+def _check_payloads(rule: Mapping[str, Any], path: str, command_check: CommandCheck) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    for action, where in _actions(rule, path):
+        target = action.get("set")
+        for key in ("to", "revert"):
+            payload = action.get(key)
+            if isinstance(target, str) and isinstance(payload, Mapping):
+                problem = command_check(target, payload)
+                if problem is not None:
+                    issues.append(ConfigIssue(problem, path=f"{where}.{key}"))
     return issues
 
 

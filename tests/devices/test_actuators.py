@@ -55,6 +55,14 @@ def act(**kw: Any) -> ActuatorConfig:
             {"open": False},
             [("home/valve/cmd", b'{"open":false}')],
         ),
+        (act(id="fan", profile="plain", topic="home/fan/set"), {"state": "ON"}, [("home/fan/set", b"ON")]),
+        (act(id="fan", profile="plain", topic="home/fan/set"), {"state": False}, [("home/fan/set", b"OFF")]),
+        (
+            act(id="valve", profile="plain", topic="v/set", payload_on="open", payload_off="close"),
+            {"open": True},
+            [("v/set", b"open")],
+        ),
+        (act(id="tv", profile="plain", topic="tv/volume"), {"value": 21.0}, [("tv/volume", b"21")]),
         (
             act(id="relay", transport="serial", profile="line", serial={"port": "/dev/x"}),
             {"relay": 1, "on": True},
@@ -76,6 +84,52 @@ def test_unencodable_and_newlines_refused() -> None:
         encode_command(act(id="v", profile="json", topic="t"), {"x": float("nan")})
     with pytest.raises(ActuatorError, match="newline"):
         encode_command(act(id="r", transport="serial", profile="line", serial={"port": "/x"}), {"a": "1\n2"})
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"state": "ON", "brightness": 3}, "takes one value"),
+        ({}, "takes one value"),
+        ({"state": {"on": True}}, "a number, a boolean or a line of text"),
+        ({"state": "ON\nOFF"}, "a number, a boolean or a line of text"),
+    ],
+)
+def test_a_plain_actuator_takes_one_value_and_counts_the_rest_as_failed(
+    payload: dict[str, Any], message: str
+) -> None:
+    pub = FakePublisher()
+    acts = Actuators([act(id="fan", profile="plain", topic="home/fan/set")], publisher=pub)
+    with pytest.raises(ActuatorError, match=message):
+        acts.apply(Command("fan", payload, "r1", 0.0), 0.0)
+    assert (pub.sent, acts.failed["fan"]) == ([], 1)
+
+
+def test_a_plain_actuator_needs_its_topic_and_a_read_back_topic() -> None:
+    with pytest.raises(ValueError, match="profile plain needs topic"):
+        act(id="fan", profile="plain")
+    with pytest.raises(ValueError, match=r"confirm on a plain actuator needs confirm\.state_topic"):
+        act(id="fan", profile="plain", topic="f/set", confirm={"timeout": "2s"})
+
+
+def test_plain_read_back_compares_the_whole_state_payload() -> None:
+    def read_back(state_topic: str) -> dict[str, str]:
+        return {"timeout": "5s", "state_topic": state_topic}
+
+    acts = Actuators(
+        [
+            act(id="fan", profile="plain", topic="fan/set", confirm=read_back("fan/state")),
+            act(id="tv", profile="plain", topic="tv/set", confirm=read_back("tv/volume")),
+        ],
+        publisher=FakePublisher(),
+    )
+    acts.apply(Command("fan", {"state": True}, "r", 0.0), now=100.0)
+    acts.apply(Command("tv", {"volume": 21}, "r", 0.0), now=100.0)
+    assert acts.on_state("fan/state", b"OFF", 101.0) == []
+    assert acts.on_state("fan/state", b'{"state": "ON"}', 101.0) == []  # not the plain payload
+    assert acts.on_state("fan/state", b"on\n", 101.0) == ["fan"]  # case and whitespace do not matter
+    assert acts.on_state("tv/volume", b"21.0", 101.0) == ["tv"]
+    assert (acts.confirmed["fan"], acts.confirmed["tv"], acts.check(200.0)) == (1, 1, [])
 
 
 def test_only_declared_actuators() -> None:

@@ -275,3 +275,32 @@ def test_every_secret_is_read_and_located(
         f"error: {path}:{locate(text, at)}: {key}: environment variable EDGEGW_TEST_UNSET is not set"
         in errors
     )
+
+
+PLAIN = """\
+devices:
+  - {id: hall, topic: home/hall, profile: json}
+actuators:
+  - {id: hall/fan, profile: plain, topic: home/hall-fan/set}
+  - {id: hall/lamp, profile: json, topic: home/hall-lamp/set}
+rules:
+  - id: hot-hall
+    when: {sensor: hall/temperature, above: 26}
+    then:
+      - {set: hall/fan, to: {state: "ON", speed: 3}}
+      - {set: hall/lamp, to: {state: "ON", brightness: 3}}
+"""
+
+
+def test_a_payload_the_actuator_cannot_send_is_a_config_error_at_its_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "edgegw.yaml"
+    config.write_text(f"gateway: {{state_dir: {tmp_path / 'state'}}}\n" + PLAIN)
+    assert main(["check", "--config", str(config)]) == 2
+    text = config.read_text()
+    where = locate(text, '{state: "ON", speed')
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {config}:{where}: rules[0].then[0].to: a plain actuator takes one value "
+        "(e.g. {state: ON}), got {'state': 'ON', 'speed': 3}",
+    ]  # the json lamp takes both values: no error there

@@ -112,7 +112,9 @@ def test_home_assistant_configs_of_other_devices_pass_check(
     assert (weather.topic, weather.profile) == ("home/weather/state", "json")
     assert weather.fields["temperature"].unit == "°C"
     pump = next(a for a in config.actuators if a.id == "pump-relay/switch")
-    assert (pump.profile, pump.topic, pump.confirm) == ("json", "home/pump/set", None)
+    assert (pump.profile, pump.topic, pump.payload_on) == ("plain", "home/pump/set", "ON")
+    assert pump.confirm is not None
+    assert pump.confirm.state_topic == "home/pump/state"
     assert main(["check", "--config", str(path)]) == 0
     assert f"{path}: valid" in capsys.readouterr().out
     assert _discover(broker, "--merge", str(path)) == 0
@@ -148,6 +150,8 @@ rules:
     then:
       - set: desk-bulb/light
         to: {{state: "ON", brightness: 200}}
+      - set: pump-relay/switch
+        to: {{state: true}}
 """
 
 
@@ -158,13 +162,13 @@ def test_run_with_the_discovered_config_reads_the_devices_and_commands_them(
     gateways: Callable[[Path, int], Gateway],
     watch: Callable[[list[str]], TopicWatch],
 ) -> None:
-    _announce(broker)
+    _announce(broker, homeassistant_announcements())
     path = tmp_path / "home.yaml"
     assert _discover(broker, "--write", str(path)) == 0
     extra = RUN_SECTIONS.format(uid=uuid.uuid4().hex[:8], state=tmp_path / "state", http_port=http_port)
     path.write_text(path.read_text(encoding="utf-8") + textwrap.dedent(extra), encoding="utf-8")
     assert main(["check", "--config", str(path)]) == 0
-    commands = watch(["zigbee2mqtt/+/set", "zigbee2mqtt/+/+/set", "cmnd/#"])
+    commands = watch(["zigbee2mqtt/+/set", "zigbee2mqtt/+/+/set", "cmnd/#", "home/pump/set"])
     gateway = gateways(path, http_port).start()
     publish(broker, [
         ("zigbee2mqtt/Living Room Climate", {"temperature": 27.5, "humidity": 40, "linkquality": 90}),
@@ -174,6 +178,7 @@ def test_run_with_the_discovered_config_reads_the_devices_and_commands_them(
     assert commands.wait_for("zigbee2mqtt/Kitchen/Coffee Plug/set")[0].json() == {"state": "ON"}
     assert commands.wait_for("cmnd/tasmota_B0C1D2/POWER")[0].payload == b"OFF"
     assert commands.wait_for("zigbee2mqtt/Desk Bulb/set")[0].json() == {"state": "ON", "brightness": 200}
+    assert commands.wait_for("home/pump/set")[0].payload == b"ON"  # a Home Assistant switch: plain text
     deadline = time.monotonic() + 15
     while gateway.readings_seen() < 5:  # temperature, humidity, linkquality; two from the garage
         assert time.monotonic() < deadline, gateway.metrics()
