@@ -22,7 +22,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from devices.discovery import Announcements, Discovered, Entry, Ids, json_payload, make_id, tasmota_topic
+from devices.discovery import Announcements, Discovered, Entry, Ids, json_payload, make_id
+from devices.discovery_tasmota import tasmota_topic
 
 __all__ = ["homeassistant", "value_field"]
 

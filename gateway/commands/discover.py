@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway.commands.options import add_mqtt_login, host_port, password_from
 from gateway.errors import ConfigError, ConfigIssue, GatewayError
 
 if TYPE_CHECKING:
@@ -56,10 +57,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--homeassistant-prefix", default="homeassistant", metavar="TOPIC",
                         help="Home Assistant discovery prefix (homeassistant); its sensor, binary_sensor, "
                         "switch and light configs are read for the other devices")  # fmt: skip
-    parser.add_argument("--username")
-    parser.add_argument("--password-file", metavar="PATH", help="read the MQTT password from a file")
-    parser.add_argument("--password-env", metavar="VAR", help="read the MQTT password from $VAR")
-    parser.add_argument("--ca-file", metavar="PEM", help="use TLS, trusting this CA")
+    add_mqtt_login(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.set_defaults(func=_discover)
 
@@ -67,10 +65,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _discover(args: argparse.Namespace) -> int:
     from devices.config import parse_duration  # noqa: PLC0415
     from devices.discovery import Announcements  # noqa: PLC0415
-    from gateway.commands.simulate import _broker  # noqa: PLC0415
     from gateway.discovered import merge_config, render_config  # noqa: PLC0415
 
-    host, port = _broker(args.broker)
+    host, port = host_port(args.broker)
     try:
         listen = parse_duration(args.listen)
     except ValueError as exc:
@@ -125,14 +122,12 @@ def _listen(found: Announcements, topics: list[str], *, host: str, port: int, se
     import paho.mqtt.client as mqtt  # noqa: PLC0415
     from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
 
-    from gateway.commands.simulate import _password  # noqa: PLC0415
-
     lock = threading.Lock()
     connected = threading.Event()
     refused: list[str] = []
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edgegw-discover-{uuid.uuid4().hex[:6]}")
     if args.username:
-        client.username_pw_set(args.username, _password(args))
+        client.username_pw_set(args.username, password_from(args))
     if args.ca_file:
         client.tls_set(ca_certs=args.ca_file)
 

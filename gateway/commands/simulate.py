@@ -16,9 +16,9 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
+from gateway.commands.options import add_mqtt_login, host_port, password_from
 from gateway.errors import ConfigError, ConfigIssue
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -41,33 +41,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--qos", type=int, choices=(0, 1), default=1)
     parser.add_argument("--protocol", choices=("3.1.1", "5"), default="3.1.1")
     parser.add_argument("--seed", type=int, help="override the fleet's seed")
-    parser.add_argument("--username")
-    parser.add_argument("--password-file", metavar="PATH", help="read the MQTT password from a file")
-    parser.add_argument("--password-env", metavar="VAR", help="read the MQTT password from $VAR")
-    parser.add_argument("--ca-file", metavar="PEM", help="use TLS, trusting this CA")
+    add_mqtt_login(parser)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.add_argument("--print-config", action="store_true",
                         help="print the edgegw `devices:` section for this fleet and exit")
     parser.set_defaults(func=_simulate)
-
-
-def _broker(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(ConfigIssue(f"--broker wants HOST:PORT, got {text!r}"))
-    return host.strip("[]"), int(port)
-
-
-def _password(args: argparse.Namespace) -> str | None:
-    from gateway.secrets import SecretRef, resolve_secret  # noqa: PLC0415
-
-    if args.password_file:
-        ref = SecretRef(file=Path(args.password_file))
-        return resolve_secret(ref, what="--password-file").get_secret_value()
-    if args.password_env:
-        return resolve_secret(SecretRef(env=args.password_env), what="--password-env").get_secret_value()
-    return None
 
 
 def _load(path: str, seed: int | None) -> Any:
@@ -106,9 +85,9 @@ def _simulate(args: argparse.Namespace) -> int:
     if n_mqtt:
         if not args.broker:
             raise ConfigError(ConfigIssue("this fleet has MQTT devices: give --broker HOST:PORT"))
-        host, port = _broker(args.broker)
+        host, port = host_port(args.broker)
         target = BrokerTarget(host, port, protocol=args.protocol, username=args.username,
-                              password=_password(args), ca_file=args.ca_file, qos=args.qos)
+                              password=password_from(args), ca_file=args.ca_file, qos=args.qos)
     rate = args.rate or spec.rate
     tty = sys.stderr.isatty()
 
