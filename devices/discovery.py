@@ -31,7 +31,10 @@ from typing import Any
 
 from devices.profiles import Z2M_UNITS
 
-__all__ = ["Announcements", "Discovered", "Entry", "UniqueIds", "json_payload", "make_id", "plain_id"]
+__all__ = [
+    "Announcements", "Discovered", "Entry", "UniqueIds",
+    "device_comments", "json_payload", "make_id", "plain_id",
+]  # fmt: skip
 
 Z2M_ACTUATOR_TYPES = ("light", "switch", "climate", "cover", "lock", "fan")
 _PUBLISHED, _SETTABLE = 1, 2
@@ -79,6 +82,20 @@ class UniqueIds:
             candidate = f"{wanted}-{n}"
         self._taken.add(candidate)
         return candidate
+
+
+def device_comments(  # noqa: PLR0917 - two call sites, every part differs
+    origin: str, dev_id: str, named: str, plain: str, guessed: tuple[str, list[str]], left_out: list[str]
+) -> list[str]:
+    """The comments above a discovered device: where it came from, what was made up or left out."""
+    comments = [origin]
+    if dev_id != plain:
+        comments.append(f"id made from {named}")
+    if guessed[1]:
+        comments.append(f"{guessed[0]}: " + ", ".join(guessed[1]))
+    if left_out:
+        comments.append("left out: " + ", ".join(left_out))
+    return comments
 
 
 def json_payload(payload: bytes | str) -> Any:
@@ -275,13 +292,8 @@ def _zigbee_device(base: str, device: dict[str, Any], out: Discovered, ids: Ids)
     dev_id = ids[0].take(make_id(name, fallback=f"zigbee-{ieee[-6:]}" if ieee else "zigbee"))
     fields, guessed, left_out = _zigbee_fields(definition.get("exposes"))
     if fields:
-        comments = [origin]
-        if dev_id != plain_id(name):
-            comments.append(f"id made from the friendly name {name!r}")
-        if guessed:
-            comments.append("units guessed (not announced): " + ", ".join(guessed))
-        if left_out:
-            comments.append("left out: " + ", ".join(left_out))
+        comments = device_comments(origin, dev_id, f"the friendly name {name!r}", plain_id(name),
+                                   ("units guessed (not announced)", guessed), left_out)  # fmt: skip
         data = {"id": dev_id, "topic": f"{base}/{name}", "profile": "zigbee2mqtt", "fields": fields}
         out.devices.append(Entry(data, comments))
     _zigbee_actuators(base, name, dev_id, origin, definition.get("exposes"), out, ids[1])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from devices.discovery import Discovered, Entry, Ids, make_id, plain_id
+from devices.discovery import Discovered, Entry, Ids, device_comments, make_id, plain_id
 from devices.profiles import TASMOTA_UNITS
 
 __all__ = ["tasmota_device", "tasmota_topic"]
@@ -88,13 +88,9 @@ def tasmota_device(
     dev_id = ids[0].take(make_id(label, fallback=f"tasmota-{mac[-6:].lower()}"))
     fields, guessed, left_out = _tasmota_fields(sample)
     if fields:
-        comments = [origin]
-        if dev_id != plain_id(label):
-            comments.append(f"id made from the device name {label!r}")
-        if guessed:
-            comments.append("units guessed from the names (not announced): " + ", ".join(guessed))
-        if left_out:
-            comments.append("left out: " + ", ".join(left_out))
+        guesses = ("units guessed from the names (not announced)", guessed)
+        named = f"the device name {label!r}"
+        comments = device_comments(origin, dev_id, named, plain_id(label), guesses, left_out)
         data = {"id": dev_id, "topic": f"{tele}/SENSOR", "profile": "tasmota", "fields": fields}
         out.devices.append(Entry(data, comments))
     relays = config.get("rl")
