@@ -304,15 +304,14 @@ class ChaosError(RuntimeError):
 
 
 # ---------------------------------------------------------------------- the publisher
-class Publisher(threading.Thread):
-    """QoS 1 publisher of ``count`` messages at ``rate``/s; notes when each one was PUBACKed."""
+class _AckedPublisher(threading.Thread):
+    """A QoS 1 publisher thread that notes when the broker PUBACKed each message (``acked_at``:
+    seq -> monotonic time, to about 50 ms). Subclasses pace the messages in :meth:`publish_all`."""
 
-    def __init__(self, run: Run, count: int, rate: float) -> None:
-        super().__init__(daemon=True, name="chaos-publisher")
-        self.run_ = run
-        self.count = count
-        self.rate = rate
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"chaos-pub-{uuid.uuid4().hex[:8]}")
+    def __init__(self, broker: Mosquitto, name: str) -> None:
+        super().__init__(daemon=True, name=name)
+        self.broker = broker
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{name}-{uuid.uuid4().hex[:8]}")
         self.client.max_queued_messages_set(20_000)
         self.client.max_inflight_messages_set(1000)
         self.client.reconnect_delay_set(1, 2)
@@ -325,11 +324,9 @@ class Publisher(threading.Thread):
         self.inflight_at_disconnect: set[int] = set()
         self.halt = threading.Event()
         self.done = threading.Event()
-        self.pace: threading.Event | None = None
-        """When set by the caller before start: publish only what :meth:`release` allowed."""
-        self.released = 0
         self._pending: deque[tuple[int, mqtt.MQTTMessageInfo]] = deque()
         self._lock = threading.Lock()
+        self._last_sweep = 0.0
 
     def _on_disconnect(self, *_args: object) -> None:
         self.connected.clear()
@@ -337,68 +334,56 @@ class Publisher(threading.Thread):
         with self._lock:
             self.inflight_at_disconnect.update(seq for seq, _ in self._pending)
 
+    def publish_all(self) -> None:
+        raise NotImplementedError
+
     def run(self) -> None:
         client = self.client
-        client.connect(self.run_.broker.host, self.run_.broker.port, keepalive=10)
+        client.connect(self.broker.host, self.broker.port, keepalive=10)
         sock = client.socket()
         if isinstance(sock, socket.socket):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.loop_start()
         self.connected.wait(15)
-        devices = self.run_.devices
-        prefix = self.run_.mqtt_prefix
-        began = time.monotonic()
-        last_sweep = began
+        self._last_sweep = time.monotonic()
         try:
-            for seq in range(self.count):
-                if self.halt.is_set():
-                    break
-                while self.pace is not None and seq >= self.released and not self.halt.is_set():
-                    self.pace.wait(0.05)
-                    self.sweep()
-                due = began + seq / self.rate
-                wait = due - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                topic = f"{prefix}/{_device(seq, devices)}"
-                pause = 0.001
-                while True:
-                    info = client.publish(topic, payload(seq, devices), qos=1)
-                    if info.rc != MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-                        break
-                    time.sleep(pause)
-                    pause = min(pause * 2, 0.05)
-                    self.sweep()
-                with self._lock:
-                    self._pending.append((seq, info))
-                self.sent = seq + 1
-                if time.monotonic() - last_sweep > 0.05:
-                    last_sweep = time.monotonic()
-                    self.sweep()
+            self.publish_all()
             deadline = time.monotonic() + 120
             while self._pending and time.monotonic() < deadline and not self.halt.is_set():
-                self.sweep()
+                self.sweep(full=True)
                 time.sleep(0.05)
         finally:
-            self.sweep()
+            self.sweep(full=True)
             client.disconnect()
             client.loop_stop()
             self.done.set()
 
-    def release(self, n: int) -> None:
-        self.released += n
-        if self.pace is not None:
-            self.pace.set()
-            self.pace.clear()
+    def publish(self, seq: int, topic: str, body: bytes) -> None:
+        """Publish message ``seq``, backing off while paho's queue is full."""
+        pause = 0.001
+        while True:
+            info = self.client.publish(topic, body, qos=1)
+            if info.rc != MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+            self.sweep()
+        with self._lock:
+            self._pending.append((seq, info))
+        self.sent = seq + 1
+        if time.monotonic() - self._last_sweep > 0.05:
+            self._last_sweep = time.monotonic()
+            self.sweep()
 
-    def sweep(self) -> None:
-        """Stamp the messages PUBACKed since the last sweep (to about 50 ms)."""
+    def sweep(self, *, full: bool = False) -> None:
+        """Stamp the messages PUBACKed since the last sweep (to about 50 ms): those at the head
+        of the line, and behind an unacked one too when ``full``, disconnected or far behind."""
         now = time.monotonic()
         with self._lock:
             pending = self._pending
             while pending and _acked(pending[0][1]):
                 self.acked_at[pending.popleft()[0]] = now
-            if len(pending) > 2000 or not self.connected.is_set():
+            if full or len(pending) > 2000 or not self.connected.is_set():
                 keep: deque[tuple[int, mqtt.MQTTMessageInfo]] = deque()
                 for seq, info in pending:
                     if _acked(info):
@@ -410,6 +395,40 @@ class Publisher(threading.Thread):
     @property
     def acked(self) -> int:
         return len(self.acked_at)
+
+
+class Publisher(_AckedPublisher):
+    """QoS 1 publisher of ``count`` messages at ``rate``/s; notes when each one was PUBACKed."""
+
+    def __init__(self, run: Run, count: int, rate: float) -> None:
+        super().__init__(run.broker, "chaos-pub")
+        self.run_ = run
+        self.count = count
+        self.rate = rate
+        self.pace: threading.Event | None = None
+        """When set by the caller before start: publish only what :meth:`release` allowed."""
+        self.released = 0
+
+    def publish_all(self) -> None:
+        devices = self.run_.devices
+        prefix = self.run_.mqtt_prefix
+        began = time.monotonic()
+        for seq in range(self.count):
+            if self.halt.is_set():
+                break
+            while self.pace is not None and seq >= self.released and not self.halt.is_set():
+                self.pace.wait(0.05)
+                self.sweep()
+            wait = began + seq / self.rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self.publish(seq, f"{prefix}/{_device(seq, devices)}", payload(seq, devices))
+
+    def release(self, n: int) -> None:
+        self.released += n
+        if self.pace is not None:
+            self.pace.set()
+            self.pace.clear()
 
     def acked_identities(self) -> dict[Identity, float]:
         with self._lock:
@@ -1038,7 +1057,7 @@ class RuleRun(Run):
         self.config_path.write_text(json.dumps(config, indent=1) + "\n")
 
 
-class StreamPublisher(threading.Thread):
+class StreamPublisher(_AckedPublisher):
     """QoS 1 publisher of messages ``0 .. count-1`` (``message(seq) -> (topic, payload)``) at ``rate``/s.
 
     It publishes only below a limit the caller moves up with :meth:`allow` (all of them by
@@ -1048,31 +1067,12 @@ class StreamPublisher(threading.Thread):
 
     def __init__(self, broker: Mosquitto, message: Callable[[int], tuple[str, bytes]], count: int,
                  rate: float, *, limit: int | None = None) -> None:  # fmt: skip
-        super().__init__(daemon=True, name="chaos-stream-publisher")
-        self.broker = broker
+        super().__init__(broker, "chaos-spub")
         self.message = message
         self.count = count
         self.rate = rate
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"chaos-spub-{uuid.uuid4().hex[:8]}")
-        self.client.max_queued_messages_set(20_000)
-        self.client.max_inflight_messages_set(1000)
-        self.client.reconnect_delay_set(1, 2)
-        self.connected = threading.Event()
-        self.client.on_connect = lambda *_a: self.connected.set()
-        self.client.on_disconnect = self._on_disconnect
-        self.disconnects = 0
-        self.sent = 0
-        self.acked_at: dict[int, float] = {}
-        self.halt = threading.Event()
-        self.done = threading.Event()
         self._limit = count if limit is None else limit
         self._cond = threading.Condition()
-        self._pending: deque[tuple[int, mqtt.MQTTMessageInfo]] = deque()
-        self._lock = threading.Lock()
-
-    def _on_disconnect(self, *_args: object) -> None:
-        self.connected.clear()
-        self.disconnects += 1
 
     def allow(self, limit: int) -> None:
         """Let the publisher go on up to (not including) message ``limit``."""
@@ -1084,71 +1084,24 @@ class StreamPublisher(threading.Thread):
     def limit(self) -> int:
         return self._limit
 
-    def run(self) -> None:
-        client = self.client
-        client.connect(self.broker.host, self.broker.port, keepalive=10)
-        sock = client.socket()
-        if isinstance(sock, socket.socket):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.loop_start()
-        self.connected.wait(15)
+    def publish_all(self) -> None:
         base_t, base_seq = time.monotonic(), 0
-        last_sweep = base_t
-        try:
-            for seq in range(self.count):
-                if self.halt.is_set():
-                    break
-                if seq >= self._limit:
-                    with self._cond:
-                        while seq >= self._limit and not self.halt.is_set():
-                            self._cond.wait(0.05)
-                            self.sweep()
-                    base_t, base_seq = time.monotonic(), seq
-                wait = base_t + (seq - base_seq) / self.rate - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                topic, body = self.message(seq)
-                pause = 0.001
-                while True:
-                    info = client.publish(topic, body, qos=1)
-                    if info.rc != MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-                        break
-                    time.sleep(pause)
-                    pause = min(pause * 2, 0.05)
-                    self.sweep()
-                with self._lock:
-                    self._pending.append((seq, info))
-                self.sent = seq + 1
-                if time.monotonic() - last_sweep > 0.05:
-                    last_sweep = time.monotonic()
-                    self.sweep()
-            deadline = time.monotonic() + 120
-            while self._pending and time.monotonic() < deadline and not self.halt.is_set():
-                self.sweep()
-                time.sleep(0.05)
-        finally:
-            self.sweep()
-            client.disconnect()
-            client.loop_stop()
-            self.done.set()
-
-    def sweep(self) -> None:
-        """Note the messages PUBACKed since the last sweep."""
-        now = time.monotonic()
-        with self._lock:
-            keep: deque[tuple[int, mqtt.MQTTMessageInfo]] = deque()
-            for seq, info in self._pending:
-                if _acked(info):
-                    self.acked_at[seq] = now
-                else:
-                    keep.append((seq, info))
-            self._pending = keep
-
-    @property
-    def acked(self) -> int:
-        return len(self.acked_at)
+        for seq in range(self.count):
+            if self.halt.is_set():
+                break
+            if seq >= self._limit:
+                with self._cond:
+                    while seq >= self._limit and not self.halt.is_set():
+                        self._cond.wait(0.05)
+                        self.sweep()
+                base_t, base_seq = time.monotonic(), seq
+            wait = base_t + (seq - base_seq) / self.rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self.publish(seq, *self.message(seq))
 
     def acked_seqs(self) -> set[int]:
+        self.sweep(full=True)
         with self._lock:
             return set(self.acked_at)
 
