@@ -538,13 +538,24 @@ class Runtime:
             return None
         from gateway.http import HttpServer  # noqa: PLC0415
         from gateway.metrics import Observability  # noqa: PLC0415
+        from gateway.status.access import Access  # noqa: PLC0415
+        from gateway.status.page import PAGE_HEADERS, StatusPage  # noqa: PLC0415
 
         obs = Observability(self)
+        page = StatusPage(self, obs)
+        token = None
+        if section.token is not None:
+            from gateway.secrets import resolve_secret  # noqa: PLC0415
+
+            token = resolve_secret(section.token, environ=self._environ, what="http token").get_secret_value()
         server = HttpServer(
             section.host,
             section.port,
-            {"/metrics": obs.metrics, "/healthz": obs.healthz, "/rules": obs.rules},
-        )
+            {"/metrics": obs.metrics, "/healthz": obs.healthz, "/rules": obs.rules, "/": page.page,
+             "/api/status": page.api},
+            access=Access(token),
+            headers={"/": PAGE_HEADERS},
+        )  # fmt: skip
         await server.start()
         self.http_port = server.port
         return server
