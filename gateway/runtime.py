@@ -184,6 +184,7 @@ class Runtime:
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 self._start_components()
+                homeassistant = self._start_homeassistant()
                 background = [
                     group.create_task(self._ticker(), name="ticker"),
                     group.create_task(self._announce_ready(), name="ready"),
@@ -194,6 +195,8 @@ class Runtime:
                 await self._stop.wait()
                 self.notifier.stopping("stopping")
                 _log.info("stopping")
+                if homeassistant is not None:
+                    await homeassistant.close()
                 await self._shutdown()
                 for task in background:
                     task.cancel()
@@ -337,6 +340,20 @@ class Runtime:
             self._spawn("mqtt-actuators", self.command_link.run)
         for source in self.serial_sources:
             self._spawn(f"serial:{source.device.id}", source.run)
+
+    def _start_homeassistant(self) -> Any:
+        """The ``homeassistant:`` link (gateway/homeassistant/), supervised; None when it is off."""
+        if not self.config.homeassistant.enabled:
+            return None
+        from gateway.homeassistant.link import build_link  # noqa: PLC0415 - loaded only when enabled
+
+        link = build_link(self, environ=self._environ)
+        assert self._group is not None
+        task = supervise("homeassistant", link.run, keep_running=lambda: not self._stop.is_set(),
+                         wake=self._stop, restarts=self.state.restarts, errors=self.state.component_errors,
+                         restart_times=self.state.restart_times)  # fmt: skip
+        self._group.create_task(task, name="homeassistant")
+        return link
 
     def _spawn(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         assert self._group is not None
