@@ -139,3 +139,8 @@ def test_switch_and_states() -> None:
     heater = out.actuators["living/heater"]
     assert actuator_state(heater, {"mode": "heat", "target": 21}) == {"mode": "auto", "target": 21}
     assert actuator_state(heater, {"mode": "idle", "target": 21}) == {"mode": "off", "target": 21}
+
+
+def test_settings_for_an_undeclared_actuator_are_a_config_error() -> None:
+    with pytest.raises(ValueError, match="undeclared actuators: lamp/other"):
+        config(actuators={"lamp/other": {"platform": "light"}})

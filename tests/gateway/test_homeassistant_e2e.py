@@ -224,14 +224,29 @@ def test_discovery_commands_birth_and_removal(
     assert seen.last[f"{base}/availability"] == b"offline"
     rows = sqlite3.connect(tmp_path / "state" / "spool.db").execute("SELECT data FROM rows").fetchall()
     assert any(b"homeassistant" in bytes(data) for (data,) in rows), "the command was not spooled"
-    write_config(path, _config(tmp_path, broker, http_port, probe=False) | {"gateway": config["gateway"]})
+    # ... and plug-01 no longer reads its energy: that one entity goes, the device stays
+    smaller = _config(tmp_path, broker, http_port, probe=False) | {"gateway": config["gateway"]}
+    plug = next(d for d in smaller["devices"] if d["id"] == "plug-01")
+    plug["fields"] = {k: v for k, v in plug["fields"].items() if v["metric"] != "energy"}
+    write_config(path, smaller)
     gateway = gateways(path, http_port).start()
     probe_topic = f"homeassistant/device/{node('probe')}/config"
+    plug_topic = f"homeassistant/device/{node('plug-01')}/config"
     seen.wait(lambda last: last.get(probe_topic) == b"", "the probe's config cleared")
+    seen.wait(lambda last: json.loads(last[plug_topic])["components"]["energy"] == {"platform": "sensor"},
+              "plug-01's energy entity removed")  # fmt: skip
+    assert (
+        json.loads(seen.last[plug_topic])["components"]["power"] == configs[plug_topic]["components"]["power"]
+    )
     gateway.terminate()
     after = retained(["homeassistant/#"])
     after.wait(lambda last: f"homeassistant/device/{node('co2-01')}/config" in last, "retained configs")
     assert probe_topic not in after.last
+    # started again, edgegw knows it removed them already: the next config is just the live ones
+    live = watch([plug_topic])
+    gateway = gateways(path, http_port).start()
+    assert set(json.loads(live.wait_for(plug_topic)[0].payload)["components"]) == {"power"}
+    gateway.terminate()
 
 
 def test_last_will_marks_the_gateway_offline(
