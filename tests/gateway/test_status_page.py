@@ -116,8 +116,9 @@ def test_page_shows_the_fleet_and_a_rule_firing_live(
     assert probe_state.inner_text() == "idle"
     assert page.locator('tr[data-device="probe"] .badge').first.inner_text() == "unknown"
 
-    # the probe crosses 30 °C: the rule fires and the page shows it without a reload
-    publish(broker, [("test/probe/temperature", 35.5)])
+    # the probe crosses 30 °C: the rule fires and the page shows it without a reload;
+    # co2-01 sends something that is not its JSON object: a bad-input line
+    publish(broker, [("sensors/co2-01/state", "not an object"), ("test/probe/temperature", 35.5)])
     until(lambda: probe_state.inner_text() == "fired", "the page shows probe-hot fired", timeout=15)
     assert page.evaluate("() => window.__loaded_once") is True  # the same document: no reload
     page.locator('#rules tr[data-rule="probe-hot"] summary').click()
@@ -130,8 +131,12 @@ def test_page_shows_the_fleet_and_a_rule_firing_live(
     assert fired.count() == 1
     assert "probe/temperature=35.5" in fired.inner_text()
     assert page.locator('tr[data-device="probe"] [data-metric="temperature"] b').inner_text() == "35.5"
+    bad = page.locator("#bad-input li")
+    until(lambda: bad.count() > 0 and "co2-01" in bad.first.inner_text(), "the bad input on the page")
+    assert page.locator('tr[data-device="co2-01"] td[data-label="Bad input"]').inner_text() == "wrong_type 1"
     page.screenshot(path=str(artifacts_dir / "status-page.png"), full_page=True)
     page.set_viewport_size({"width": 390, "height": 844})  # a phone
+    page.evaluate("() => window.scrollTo(0, 0)")
     page.screenshot(path=str(artifacts_dir / "status-page-phone.png"))
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390 + 1, (
         "the page scrolls sideways on a phone"
