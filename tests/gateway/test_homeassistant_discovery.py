@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
@@ -144,3 +146,12 @@ def test_switch_and_states() -> None:
 def test_settings_for_an_undeclared_actuator_are_a_config_error() -> None:
     with pytest.raises(ValueError, match="undeclared actuators: lamp/other"):
         config(actuators={"lamp/other": {"platform": "light"}})
+
+
+def test_the_gateway_does_not_load_home_assistant_code_unless_enabled() -> None:
+    code = (
+        "import sys, gateway.config, gateway.runtime, gateway.metrics, gateway.http; "
+        "print(sorted(m for m in sys.modules if m.startswith('gateway.homeassistant')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "['gateway.homeassistant', 'gateway.homeassistant.config']"
