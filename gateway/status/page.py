@@ -62,8 +62,9 @@ def _devices(rt: Runtime, mono: float) -> list[DeviceView]:
     bad: dict[str, dict[str, int]] = {}
     for (device, reason), count in list(rt.counter.counts.items()):
         bad.setdefault(device, {})[reason] = count
-    for (device, reason), count in list(rt.state.poison.items()):
-        bad.setdefault(device, {})[reason] = bad.get(device, {}).get(reason, 0) + count
+    for (device, reason), count in list(rt.state.poison.items()):  # rule errors are in both: never twice
+        reasons = bad.setdefault(device, {})
+        reasons[reason] = max(reasons.get(reason, 0), count)
     out = []
     for cfg in rt.config.devices:
         try:

@@ -249,14 +249,30 @@ def test_discovery_commands_birth_and_removal(
     gateway.terminate()
 
 
-def test_last_will_marks_the_gateway_offline(
+def test_reload_announces_a_new_device_and_the_last_will_marks_the_gateway_offline(
     broker: Mosquitto, tmp_path: Path, http_port: int, gateways: Any, retained: Any
 ) -> None:
     config = _config(tmp_path, broker, http_port)
-    topic = f"edgegw/{config['gateway']['id']}/availability"
-    gateway: Gateway = gateways(write_config(tmp_path / "edgegw.yaml", config), http_port).start()
-    seen = retained([topic])
+    gw = config["gateway"]["id"]
+    topic = f"edgegw/{gw}/availability"
+    path = write_config(tmp_path / "edgegw.yaml", config)
+    gateway: Gateway = gateways(path, http_port).start()
+    seen = retained([topic, "homeassistant/device/+/config"])
     seen.wait(lambda last: last.get(topic) == b"online", "online while running")
+    probe_topic = f"homeassistant/device/edgegw_{gw}_probe/config"
+    seen.wait(lambda last: probe_topic in last, "the probe announced")
+    before = json.loads(seen.last[probe_topic])
+
+    # SIGHUP with one more device: announced; the others keep their unique ids
+    config["devices"].append({"id": "cellar", "topic": "test/cellar", "profile": "json",
+                              "fields": {"h": {"metric": "humidity", "unit": "%"}}})  # fmt: skip
+    write_config(path, config)
+    gateway.send(signal.SIGHUP)
+    cellar_topic = f"homeassistant/device/edgegw_{gw}_cellar/config"
+    seen.wait(lambda last: cellar_topic in last, "the new device announced after the reload")
+    humidity = json.loads(seen.last[cellar_topic])["components"]["humidity"]
+    assert (humidity["device_class"], humidity["unit_of_measurement"]) == ("humidity", "%")
+    assert json.loads(seen.last[probe_topic]) == before
     assert gateway.process is not None
     gateway.process.send_signal(signal.SIGKILL)
     gateway.process.wait(timeout=10)
