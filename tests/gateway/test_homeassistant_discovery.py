@@ -155,3 +155,15 @@ def test_the_gateway_does_not_load_home_assistant_code_unless_enabled() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "['gateway.homeassistant', 'gateway.homeassistant.config']"
+
+
+def test_edgegw_discover_leaves_out_what_edgegw_announced() -> None:
+    from devices.discovery import Announcements  # noqa: PLC0415
+
+    out = plan(config(), gateway_id="gw", version="1.0", topics=TOPICS, rules=RULES, seen={})
+    found = Announcements()
+    for topic, payload in out.configs.items():
+        assert found.add(topic, json.dumps(payload).encode())
+    result = found.result()
+    assert (result.devices, result.actuators) == ([], [])
+    assert len([n for n in result.notes if "published by edgegw itself" in n]) == len(out.configs)
