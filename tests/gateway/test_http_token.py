@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +138,27 @@ def test_gateway_on_all_addresses_asks_for_the_token(
     assert json.loads(body)["gateway"]["id"] == config["gateway"]["id"]
     gateway.terminate()
     assert TOKEN not in json.dumps(gateway.logs)
+
+
+@pytest.mark.mqtt
+def test_a_browser_logs_in_once_with_the_link(
+    broker: Mosquitto, tmp_path: Path, http_port: int, gateways: Any, browser_page: Any
+) -> None:
+    (tmp_path / "http.token").write_text(TOKEN)
+    config = gateway_config(tmp_path, (broker.host, broker.port), http_port=http_port)
+    config["http"] = {"host": "0.0.0.0", "port": http_port, "token": {"file": str(tmp_path / "http.token")}}
+    gateway: Gateway = gateways(write_config(tmp_path / "edgegw.yaml", config), http_port).start()
+    page = browser_page
+    denied = page.goto(f"http://127.0.0.1:{http_port}/")
+    assert denied is not None
+    assert denied.status == 401
+    page.goto(f"http://127.0.0.1:{http_port}/?token={TOKEN}")
+    assert page.url == f"http://127.0.0.1:{http_port}/"  # the token left the address bar
+    gateway_id = page.locator("#gateway-id")
+    deadline = time.monotonic() + 15
+    while gateway_id.inner_text() != config["gateway"]["id"]:  # the page's own requests pass
+        assert time.monotonic() < deadline, "the page did not load its data"
+        time.sleep(0.1)
+    assert TOKEN not in page.content()
+    assert all(TOKEN not in c["value"] for c in page.context.cookies())
+    gateway.terminate()
