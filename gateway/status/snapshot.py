@@ -9,9 +9,9 @@ when copied.
 Rule states, in the order they are decided:
 
 - ``stale``: its fail-safe ran, or a device it reads is offline;
-- ``held``: the condition is met but ``unless`` or ``during`` holds it back;
+- ``held by guard``: the condition is met but ``unless`` or ``during`` holds it back;
 - ``fired``: it fired and has not cleared;
-- ``waiting``: the condition is met and ``for`` is running;
+- ``waiting on for``: the condition is met and ``for`` is running;
 - ``cooling down``: it fired and cleared, and its cooldown has not run out;
 - ``idle``: none of these.
 
@@ -119,11 +119,11 @@ def rule_state(rule: RuleView, now: float, offline: frozenset[str] | set[str]) -
     if rule.failsafe_active or any(device in offline for device in rule.devices):
         return "stale"
     if rule.blocked:
-        return "held"
+        return "held by guard"
     if rule.fired:
         return "fired"
     if rule.met and rule.waiting_until is not None:
-        return "waiting"
+        return "waiting on for"
     if rule.cooldown_until is not None and now < rule.cooldown_until:
         return "cooling down"
     return "idle"

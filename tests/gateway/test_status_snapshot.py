@@ -43,11 +43,11 @@ def rule(**changes: Any) -> RuleView:
     ("changes", "offline", "state"),
     [
         ({}, set(), "idle"),
-        ({"met": True, "waiting_until": NOW + 60}, set(), "waiting"),
+        ({"met": True, "waiting_until": NOW + 60}, set(), "waiting on for"),
         ({"met": True, "fired": True, "last_fired": NOW - 5}, set(), "fired"),
         ({"last_fired": NOW - 5, "cooldown_until": NOW + 55}, set(), "cooling down"),
         ({"last_fired": NOW - 70, "cooldown_until": NOW - 10}, set(), "idle"),
-        ({"blocked": True}, set(), "held"),
+        ({"blocked": True}, set(), "held by guard"),
         ({"fired": True}, {"temp"}, "stale"),
         ({"failsafe_active": True}, set(), "stale"),
         ({"fired": True}, {"other"}, "fired"),
