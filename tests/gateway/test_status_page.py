@@ -73,6 +73,15 @@ def fleet_last_values(count: int, rate: float) -> dict[str, dict[str, Any]]:
     return out
 
 
+def first_above(count: int, rate: float, device: str, metric: str, threshold: float) -> float:
+    """The fleet's first value of ``device/metric`` above ``threshold``: what fires a demo rule."""
+    for message in FleetGenerator(FleetSpec.load(DEMO_FLEET), rate=rate).take(count):
+        for name, value in message.readings:
+            if message.device_id == device and name == metric and float(value) > threshold:
+                return float(value)
+    raise AssertionError(f"the fleet never sends {device}/{metric} above {threshold}")
+
+
 def test_page_shows_the_fleet_and_a_rule_firing_live(
     broker: Mosquitto, tmp_path: Path, http_port: int, gateways: Any, browser_page: Any, artifacts_dir: Path
 ) -> None:
@@ -131,6 +140,11 @@ def test_page_shows_the_fleet_and_a_rule_firing_live(
     assert fired.count() == 1
     assert "probe/temperature=35.5" in fired.inner_text()
     assert page.locator('tr[data-device="probe"] [data-metric="temperature"] b').inner_text() == "35.5"
+    # a demo rule the fleet fired, with the value of the fleet's reading that fired it
+    big_load = first_above(COUNT, RATE, "plug-03", "power", 700)
+    fleet_fired = page.locator('#events li[data-rule="big-load-on-plug"][data-kind="fired"]')
+    assert f"plug-03/power={js_text(big_load)}" in fleet_fired.inner_text()
+    assert page.locator('#rules tr[data-rule="big-load-on-plug"] .state').inner_text() == "fired"
     bad = page.locator("#bad-input li")
     until(lambda: bad.count() > 0 and "co2-01" in bad.first.inner_text(), "the bad input on the page")
     assert page.locator('tr[data-device="co2-01"] td[data-label="Bad input"]').inner_text() == "wrong_type 1"
