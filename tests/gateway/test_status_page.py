@@ -87,8 +87,8 @@ def test_page_shows_the_fleet_and_a_rule_firing_live(
 ) -> None:
     config = gateway_config(tmp_path, (broker.host, broker.port), http_port=http_port, include=[DEMO_RULES],
                             rules=[PROBE_RULE])  # fmt: skip
-    config["devices"].append(PROBE_DEVICE)
-    config["actuators"].append(PROBE_ACTUATOR)
+    config["devices"] = [*config["devices"], PROBE_DEVICE]
+    config["actuators"] = [*config["actuators"], PROBE_ACTUATOR]  # not the shared DEMO_ACTUATORS list
     gateway: Gateway = gateways(write_config(tmp_path / "edgegw.yaml", config), http_port).start()
     simulate(broker, count=COUNT, rate=RATE)
     expected = fleet_last_values(COUNT, RATE)
