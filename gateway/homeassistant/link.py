@@ -43,6 +43,8 @@ from gateway.homeassistant.discovery import CommandTarget, Plan, RuleInfo, Topic
 from gateway.model import Command
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from devices.config import MqttConnection
     from gateway.runtime import Runtime
     from rules import RuleEngine
@@ -99,7 +101,7 @@ def rule_infos(engine: RuleEngine) -> list[RuleInfo]:
 class HomeAssistantLink:
     """``run()`` (supervised by the runtime) until ``close()``."""
 
-    def __init__(self, runtime: Runtime, conn: MqttConnection, *, password: Any = None) -> None:
+    def __init__(self, runtime: Runtime, conn: MqttConnection, *, password: SecretStr | None = None) -> None:
         self.runtime = runtime
         settings = runtime.config.homeassistant
         self.topics = Topics(settings.base_topic or f"edgegw/{runtime.gateway_id}", settings.discovery_topic,
@@ -132,7 +134,7 @@ class HomeAssistantLink:
             await asyncio.sleep(0.2)  # QoS 1: give the PUBACK a moment before DISCONNECT
         self.link.stop()
         if self._saving is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(OSError):  # logged by _saved
                 await self._saving
 
     async def _ticker(self) -> None:
@@ -231,6 +233,13 @@ class HomeAssistantLink:
             self.published.configs = published
             loop = asyncio.get_running_loop()
             self._saving = loop.run_in_executor(None, self.published.save, published)
+            self._saving.add_done_callback(self._saved)
+
+    def _saved(self, future: asyncio.Future[None]) -> None:
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            _log.error("cannot keep what was announced to home assistant: removals may be missed after a "
+                       "restart", path=str(self.published.path), error=str(error))  # fmt: skip
 
     def _states(self, values: dict[str, dict[str, Any]]) -> None:
         rt, topics, mono = self.runtime, self.topics, time.monotonic()
