@@ -136,6 +136,8 @@ class Runtime:
         self.serial_sources: list[SerialSource] = []
         self.serial_writers: dict[str, SerialLineWriter] = {}
         self.http_port: int | None = None
+        self.homeassistant: Any = None
+        """The Home Assistant link (gateway/homeassistant/link.py) while the section is enabled."""
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._recover = asyncio.Event()
@@ -184,7 +186,7 @@ class Runtime:
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 self._start_components()
-                homeassistant = self._start_homeassistant()
+                homeassistant = self.homeassistant = self._start_homeassistant()
                 background = [
                     group.create_task(self._ticker(), name="ticker"),
                     group.create_task(self._announce_ready(), name="ready"),

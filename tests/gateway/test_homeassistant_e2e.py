@@ -205,10 +205,19 @@ def test_discovery_commands_birth_and_removal(
     before = len(commands.on("cmnd/office-vent/POWER"))  # the fleet's CO2 drove it already
     publish_raw(broker, f"{base}/actuators/office/ventilation/set", b"BLAH")
     gateway.wait_log("home assistant command refused")
+    mark = len(gateway.logs)
     publish_raw(broker, f"{base}/actuators/office/ventilation/set", b"OFF")
     sent = commands.wait_for("cmnd/office-vent/POWER", count=before + 1)
     assert [m.payload for m in sent[before:]] == [b"off"]  # the rules' own off value, as Tasmota takes it
-    assert gateway.wait_log("home assistant command")["actuator"] == "office/ventilation"
+    logged = gateway.wait_log("home assistant command", after=mark)
+    assert (logged["event"], logged["actuator"], logged["payload"]) == (
+        "home assistant command", "office/ventilation", {"state": "off"})  # fmt: skip
+    scraped = gateway.metrics()
+    assert scraped[("edgegw_homeassistant_commands_total", (("actuator", "office/ventilation"),))] == 1
+    assert (
+        scraped[("edgegw_homeassistant_commands_refused_total", (("actuator", "office/ventilation"),))] == 1
+    )
+    assert scraped[("edgegw_homeassistant_connected", ())] == 1
     seen.wait(lambda last: last.get(f"{base}/actuators/office/ventilation/state") == b'{"state": "OFF"}',
               "the switch's state")  # fmt: skip
 
