@@ -42,7 +42,8 @@ def _fingerprint(rt: Runtime) -> str:
 
 def _links(rt: Runtime, io: IoStats) -> dict[str, LinkView]:
     links: dict[str, LinkView] = {}
-    for name, part in (("mqtt", rt.mqtt_source), ("mqtt_actuators", rt.command_link)):
+    for name, part in (("mqtt", rt.mqtt_source), ("mqtt_actuators", rt.command_link),
+                       ("homeassistant", rt.homeassistant)):  # fmt: skip
         if part is not None:
             link = part.link
             links[name] = LinkView(bool(link.connected), "up" if link.connected else "down", link.since)

@@ -218,6 +218,10 @@ def test_discovery_commands_birth_and_removal(
         scraped[("edgegw_homeassistant_commands_refused_total", (("actuator", "office/ventilation"),))] == 1
     )
     assert scraped[("edgegw_homeassistant_connected", ())] == 1
+    status = json.loads(gateway.get("/api/status")[1])
+    assert status["gateway"]["links"]["homeassistant"]["state"] == "up"
+    vent_status = next(a for a in status["actuators"] if a["id"] == "office/ventilation")
+    assert (vent_status["last_command"], vent_status["rule"]) == ({"state": "off"}, "homeassistant")
     seen.wait(lambda last: last.get(f"{base}/actuators/office/ventilation/state") == b'{"state": "OFF"}',
               "the switch's state")  # fmt: skip
 
