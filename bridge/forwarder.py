@@ -86,6 +86,8 @@ class ForwarderStats:
     cursors: dict[int, int]
     yields: int = 0
     """Backlog rounds followed by a pause because the local path ran late."""
+    state_since: float | None = None
+    """Wall-clock time the state last changed."""
 
 
 def versions() -> dict[str, str]:
@@ -192,6 +194,16 @@ class Forwarder:
         self._disconnect(None)
         self._state = "stopped"
 
+    @property
+    def _state(self) -> str:
+        return self._current_state
+
+    @_state.setter
+    def _state(self, value: str) -> None:
+        if value != getattr(self, "_current_state", None):
+            self._current_state = value
+            self._state_since = time.time()
+
     def stats(self) -> ForwarderStats:
         s = self.spool.stats()
         return ForwarderStats(
@@ -209,6 +221,7 @@ class Forwarder:
             backlog_oldest_age=s.oldest_age,
             cursors=dict(self._cursors),
             yields=self._yields,
+            state_since=self._state_since,
         )
 
     def _run(self) -> None:

@@ -260,6 +260,9 @@ class Actuators:
         self.failed: Counter[str] = Counter()
         self.confirmed: Counter[str] = Counter()
         self.unconfirmed: Counter[str] = Counter()
+        self.outcome: dict[str, str] = {}
+        """What became of each actuator's last command: ``sent`` (no read-back), ``waiting``
+        (for its read-back), ``confirmed``, ``unconfirmed``, ``held`` or ``failed``."""
 
     @property
     def state_topics(self) -> list[str]:
@@ -291,12 +294,14 @@ class Actuators:
                     raise ActuatorError(f"{cfg.id}: no MQTT connection")
                 if self._submit is not None:
                     if not self._submit(Outgoing(cfg.id, messages, cfg.qos, command)):
+                        self.outcome[cfg.id] = "held"
                         return  # held: the publisher reports it through sent_late, or drops it
                 else:
                     for topic, body in messages:
                         self._publisher.publish(topic, body, cfg.qos)
         except ActuatorError as exc:
             self.failed[cfg.id] += 1
+            self.outcome[cfg.id] = "failed"
             _log.warning("command failed", actuator=cfg.id, error=str(exc), rule=command.rule_id)
             raise
         self._sent(cfg, command, now)
@@ -307,12 +312,14 @@ class Actuators:
 
     def _sent(self, cfg: ActuatorConfig, command: Command, now: float) -> None:
         self.sent[cfg.id] += 1
+        self.outcome[cfg.id] = "sent"
         _log.debug("command sent", actuator=cfg.id, rule=command.rule_id, payload=dict(command.payload))
         if cfg.confirm is not None and state_topic(cfg) is not None:
             expected = _expected(cfg, command.payload)
             if expected:
                 # a newer command replaces the one still waiting
                 self.pending[cfg.id] = Pending(cfg.id, expected, now, now + cfg.confirm.timeout, command)
+                self.outcome[cfg.id] = "waiting"
 
     def on_state(self, topic: str, payload: bytes, now: float) -> list[str]:
         """A state message arrived; returns the actuators it confirmed."""
@@ -328,6 +335,7 @@ class Actuators:
             if state is not None and matches(pending.expected, state):
                 del self.pending[cfg.id]
                 self.confirmed[cfg.id] += 1
+                self.outcome[cfg.id] = "confirmed"
                 done.append(cfg.id)
         return done
 
@@ -337,6 +345,7 @@ class Actuators:
         for pending in late:
             del self.pending[pending.actuator]
             self.unconfirmed[pending.actuator] += 1
+            self.outcome[pending.actuator] = "unconfirmed"
             _log.warning(
                 "command not confirmed",
                 actuator=pending.actuator,

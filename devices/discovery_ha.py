@@ -145,10 +145,10 @@ def homeassistant(found: Announcements, out: Discovered, ids: Ids) -> None:
             continue
         config = _expand(raw)
         topic = config.get("state_topic" if component in SENSORS else "command_topic")
-        if component not in SENSORS + ACTUATORS:
-            out.notes.append(f"{where}: Home Assistant {component!r} configs are not read, skipped")
-        elif _from_edgegw(config):
+        if _from_edgegw(config):  # its own device-based configs (homeassistant: in the config) too
             out.notes.append(f"{where}: published by edgegw itself, skipped")
+        elif component not in SENSORS + ACTUATORS:
+            out.notes.append(f"{where}: Home Assistant {component!r} configs are not read, skipped")
         elif not isinstance(topic, str) or not topic:
             out.notes.append(f"{where}: no {'state' if component in SENSORS else 'command'} topic, skipped")
         elif _is_covered(topic, covered):

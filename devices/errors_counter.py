@@ -8,7 +8,8 @@ per message and one log line per interval, and never touches other devices.
 
 from __future__ import annotations
 
-from collections import Counter
+import time
+from collections import Counter, deque
 
 import structlog
 
@@ -23,13 +24,15 @@ _log = structlog.get_logger("edgegw.devices")
 class BadInputCounter:
     """Counts rejected messages; ``counts[(device, reason)]`` is what ``/metrics`` exports."""
 
-    __slots__ = ("_last_log", "_suppressed", "counts", "interval")
+    __slots__ = ("_last_log", "_suppressed", "counts", "interval", "recent")
 
     def __init__(self, interval: float = 60.0) -> None:
         self.interval = interval
         self.counts: Counter[tuple[str, str]] = Counter()
         self._last_log: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
+        self.recent: deque[tuple[float, str, str, str, int]] = deque(maxlen=50)
+        """The lines logged, newest last: (wall time, device, reason, detail, suppressed before)."""
 
     def record(self, device: str, reason: str, detail: str, now: float, **context: object) -> bool:
         self.counts[device, reason] += 1
@@ -39,6 +42,7 @@ class BadInputCounter:
             return False
         self._last_log[device] = now
         suppressed = self._suppressed.pop(device, 0)
+        self.recent.append((time.time(), device, reason, detail, suppressed))
         _log.warning(
             "bad input",
             device=device,

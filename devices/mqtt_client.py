@@ -77,7 +77,9 @@ class MqttLink:
         self._log = _log.bind(link=name, broker=f"{conn.host}:{conn.effective_port}",
                               client_id=self.client_id)
         self.generation = 0
-        self.connected = False
+        self._connected = False
+        self.since = time.time()
+        """Wall-clock time the link last went up or down (the status page shows it)."""
         self._paused = False
         self._held = False
         self.busy_seconds = 0.0
@@ -93,6 +95,16 @@ class MqttLink:
         self._wake: asyncio.Event | None = None
         self._misc: asyncio.TimerHandle | None = None
         self.client = self._make_client(manual_ack)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @connected.setter
+    def connected(self, value: bool) -> None:
+        if value is not self._connected:
+            self._connected = value
+            self.since = time.time()
 
     # ------------------------------------------------------------------ set-up
     def _make_client(self, manual_ack: bool) -> PlainPahoClient:

@@ -13,7 +13,8 @@
     rules: [...]                   # inline rules (docs/rules.md)
     include: [rules/home.yaml]     # rules files, relative to this file
     bridge: {...}                  # bridge.config.BridgeConfig (spool, Kafka)
-    http: {host: 127.0.0.1, port: 9108}
+    http: {host: 127.0.0.1, port: 9108}   # another address needs token: {file|env|credential: ...}
+    homeassistant: {enabled: true}  # gateway.homeassistant.config.HomeAssistantSection
     log: {level: info}
 
 Validation happens once, here; every problem is reported with ``file:line:column`` and
@@ -23,6 +24,7 @@ environment or ``$CREDENTIALS_DIRECTORY`` by :func:`resolve_secrets`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Iterable
@@ -33,9 +35,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bridge.config import BridgeConfig
+from common.configtypes import SecretRef
 from devices.actuators import command_problem
 from devices.config import ActuatorConfig, DeviceConfig, MqttConnection
 from gateway.errors import ConfigError, ConfigIssue
+from gateway.homeassistant.config import HomeAssistantSection
 from rules.schema import Location
 
 if TYPE_CHECKING:
@@ -91,6 +95,30 @@ class HttpSection(_Model):
     host: str = "127.0.0.1"
     """Loopback by default: /metrics and /healthz are for the local Prometheus or agent."""
     port: int = Field(default=9108, ge=0, le=65535)
+    token: SecretRef | None = None
+    """Asked on every request but /healthz (docs/operations.md, "The status page");
+    required when ``host`` is not a loopback address."""
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> HttpSection:
+        if self.enabled and self.token is None and not is_loopback(self.host):
+            raise ValueError(
+                f"http.host {self.host!r} is not a loopback address: the status page and /metrics "
+                "would be open to the network; set http.token to a secret reference "
+                "({file: ...}, {env: ...} or {credential: ...}), or reach the gateway through "
+                "an SSH tunnel (docs/operations.md)"
+            )
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and ``localhost``; anything else (0.0.0.0, a name) is not."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class LogSection(_Model):
@@ -115,7 +143,16 @@ class GatewayConfig(_Model):
     """Rules files (a mapping with a ``rules:`` list), relative to the config file."""
     bridge: BridgeConfig = Field(default_factory=BridgeConfig)
     http: HttpSection = Field(default_factory=HttpSection)
+    homeassistant: HomeAssistantSection = Field(default_factory=HomeAssistantSection)
     log: LogSection = Field(default_factory=LogSection)
+
+    @model_validator(mode="after")
+    def _ha_actuators(self) -> GatewayConfig:
+        declared = {a.id for a in self.actuators}
+        unknown = sorted(set(self.homeassistant.actuators) - declared)
+        if unknown:
+            raise ValueError(f"homeassistant.actuators names undeclared actuators: {', '.join(unknown)}")
+        return self
 
     @model_validator(mode="after")
     def _unique_ids(self) -> GatewayConfig:

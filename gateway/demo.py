@@ -280,7 +280,7 @@ def _render(demo: _Demo) -> Group:
         ("edgegw demo ", "bold"),
         (f"gateway {rt.gateway_id}  ", "cyan"),
         f"MQTT {demo.broker_label}  uplink {demo.uplink_label}  ",
-        f"metrics http://127.0.0.1:{rt.http_port}/metrics  " if rt.http_port else "",
+        f"status page http://127.0.0.1:{rt.http_port}/  " if rt.http_port else "",
         (f"up {mono - demo.started:.0f}s", "dim"),
     )
     devices = Table(title="devices", expand=True, show_edge=False)

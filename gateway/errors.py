@@ -16,6 +16,7 @@ The tree::
     │   ├── SourceError        a source lost its broker or port (retryable)
     │   │   └── SourceRefusedError  bad credentials or TLS verification (not retried)
     │   └── ActuatorError      a command could not be delivered
+    │       └── CommandRefusedError  a Home Assistant command that does not fit its entity
     ├── RuleError              rule evaluation problems that are not config errors
     ├── BridgeError            store and forward
     │   ├── SpoolError         the on-disk spool (SQLite)
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 __all__ = [
     "ActuatorError",
     "BridgeError",
+    "CommandRefusedError",
     "ConfigError",
     "ConfigIssue",
     "DeviceError",
@@ -111,6 +113,10 @@ class SourceRefusedError(SourceError):
 
 class ActuatorError(DeviceError):
     """A command could not be delivered to its actuator."""
+
+
+class CommandRefusedError(ActuatorError):
+    """A command from outside the rules (Home Assistant) that its actuator does not take."""
 
 
 class RuleError(GatewayError):

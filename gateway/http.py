@@ -5,6 +5,9 @@ default). A handler returns ``(status, content type, body)``, or is a coroutine 
 returning it. Handlers run on the event loop: a plain function must be quick (it reads
 counters, nothing more); one that touches the disk (a SQLite query, a file) is a
 coroutine that does that part in a worker thread (see :class:`gateway.metrics.Observability`).
+
+``access``, when given (:class:`gateway.status.access.Access`), checks each request's
+path, query and headers first and answers 401 (or its login redirect) instead.
 """
 
 from __future__ import annotations
@@ -13,8 +16,12 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
 
 import structlog
+
+if TYPE_CHECKING:
+    from gateway.status.access import Access
 
 __all__ = ["Handler", "HttpServer", "Response"]
 
@@ -23,6 +30,8 @@ Handler = Callable[[], Response | Awaitable[Response]]
 
 _REASONS = {
     200: "OK",
+    303: "See Other",
+    401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
     400: "Bad Request",
@@ -32,10 +41,14 @@ _log = structlog.get_logger("edgegw.http")
 
 
 class HttpServer:
-    def __init__(self, host: str, port: int, routes: Mapping[str, Handler]) -> None:
+    def __init__(self, host: str, port: int, routes: Mapping[str, Handler], *, access: Access | None = None,
+                 headers: Mapping[str, Mapping[str, str]] | None = None) -> None:  # fmt: skip
         self.host = host
         self.port = port
         self.routes = dict(routes)
+        self.access = access
+        self.headers = dict(headers or {})
+        """Extra response headers per path (the page's Content-Security-Policy)."""
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -51,17 +64,19 @@ class HttpServer:
             self._server = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        extra: Mapping[str, str] = {}
         try:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
-            status, ctype, body = await self._respond(request)
+            status, ctype, body, extra = await self._respond(request)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
             status, ctype, body = 400, "text/plain", b"bad request\n"
         except ConnectionError:
             writer.close()
             return
+        more = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
         head = (
             f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\n"
-            f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n{more}"
             "Connection: close\r\nCache-Control: no-store\r\n\r\n"
         )
         with contextlib.suppress(ConnectionError):
@@ -69,19 +84,29 @@ class HttpServer:
             await writer.drain()
         writer.close()
 
-    async def _respond(self, request: bytes) -> Response:
-        line = request.split(b"\r\n", 1)[0].decode("latin-1")
-        parts = line.split()
+    async def _respond(self, request: bytes) -> tuple[int, str, bytes, Mapping[str, str]]:
+        lines = request.decode("latin-1").split("\r\n")
+        parts = lines[0].split()
         if len(parts) != 3:
-            return 400, "text/plain", b"bad request\n"
+            return 400, "text/plain", b"bad request\n", {}
         method, target, _version = parts
-        path = target.split("?", 1)[0]
+        path, _, query = target.partition("?")
+        if self.access is not None:
+            headers = {}
+            for line in lines[1:]:
+                name, sep, value = line.partition(":")
+                if sep:
+                    headers[name.strip().lower()] = value.strip()
+            refusal = self.access.check(path, query, headers)
+            if refusal is not None:
+                return refusal.status, "text/plain", refusal.body, refusal.headers
         handler = self.routes.get(path)
         if handler is None:
-            return 404, "text/plain", f"no such path: {path}; try {', '.join(sorted(self.routes))}\n".encode()
+            known = ", ".join(sorted(self.routes))
+            return 404, "text/plain", f"no such path: {path}; try {known}\n".encode(), {}
         if method not in ("GET", "HEAD"):
-            return 405, "text/plain", b"GET only\n"
+            return 405, "text/plain", b"GET only\n", {}
         response = handler()
         if inspect.isawaitable(response):
-            return await response
-        return response
+            response = await response
+        return (*response, self.headers.get(path, {}))

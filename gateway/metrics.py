@@ -203,6 +203,24 @@ def _pipeline_families(rt: Runtime) -> Iterator[Family]:
                    ["device", "reason"], p.poison)  # fmt: skip
 
 
+def _homeassistant_families(rt: Runtime) -> Iterator[Family]:
+    ha = rt.homeassistant
+    if ha is None:
+        return
+    yield _gauge("edgegw_homeassistant_connected", "1 while the Home Assistant MQTT link is up",
+                 1.0 if ha.link.connected else 0.0)  # fmt: skip
+    yield _counter("edgegw_homeassistant_commands", "Commands from Home Assistant sent to actuators",
+                   ["actuator"], dict(ha.commands))  # fmt: skip
+    yield _counter("edgegw_homeassistant_commands_refused",
+                   "Commands from Home Assistant the entity does not take", ["actuator"],
+                   dict(ha.refused))  # fmt: skip
+
+
+def _pipeline_and_homeassistant(rt: Runtime) -> Iterator[Family]:
+    yield from _pipeline_families(rt)
+    yield from _homeassistant_families(rt)
+
+
 def _spool_families(s: SpoolStats) -> Iterator[Family]:
     yield _gauge("edgegw_spool_depth", "Rows waiting in the spool", float(s.depth))
     yield _gauge("edgegw_spool_bytes", "Bytes of rows in the spool", float(s.bytes))
@@ -325,7 +343,7 @@ class RuntimeCollector:
         )
         yield _total("edgegw_mqtt_holds", "MQTT reading paused until the spool writer caught up", st.holds)
         yield _counter("edgegw_component_restarts", "Component restarts", ["component"], dict(st.restarts))
-        yield from _pipeline_families(rt)
+        yield from _pipeline_and_homeassistant(rt)
         yield _total(
             "edgegw_sdnotify_errors",
             "Notifications systemd's socket refused (never fatal)",

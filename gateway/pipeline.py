@@ -77,6 +77,8 @@ class Counters:
     last_values: dict[str, tuple[Any, float]] = field(default_factory=dict)  # sensor -> (value, ts)
     actuator_state: dict[str, dict[str, Any]] = field(default_factory=dict)
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=12))  # rule events, newest last
+    rule_events: deque[Event] = field(default_factory=lambda: deque(maxlen=50))  # the status page's
+    last_commands: dict[str, Command] = field(default_factory=dict)  # per actuator, sent or held
     restarts: Counter[str] = field(default_factory=Counter)  # per component
     restart_times: dict[str, deque[float]] = field(default_factory=dict)  # per component, monotonic
     component_errors: dict[str, str] = field(default_factory=dict)
@@ -226,6 +228,16 @@ class Pipeline:
         if actions or changes:
             self._submit(spool, list(actions), changes=changes)
 
+    def operator_command(self, command: Command) -> bool:
+        """A command from outside the rules (Home Assistant): sent like a rule's and spooled
+        (shipped as ``edgegw.command.v1``). False when the actuator refused it."""
+        spool = self.spool
+        failed = self.counters.command_errors[command.actuator]
+        self._apply([command], self.now())
+        if spool is not None:
+            self._submit(spool, [command])
+        return self.counters.command_errors[command.actuator] == failed
+
     def save_summary(self) -> None:
         """Queue the rules' traces, counters and sensors' last-seen times (periodically and
         at stop); the per-rule state is committed with every batch already."""
@@ -259,6 +271,7 @@ class Pipeline:
                 else:
                     c.commands[action.actuator] += 1
                     c.actuator_state[action.actuator] = dict(action.payload)
+                    c.last_commands[action.actuator] = action
             else:
                 kind = str(action.kind)
                 c.events[kind] += 1
@@ -266,6 +279,7 @@ class Pipeline:
                     c.fires[action.rule_id] += 1
                 stamp = time.strftime("%H:%M:%S", time.localtime(action.ts))
                 c.recent.append(f"{stamp} {kind:<8} {action.rule_id}")
+                c.rule_events.append(action)
 
     # ------------------------------------------------------------------ the spool's side
     def _submit(self, spool: Spool, items: list[Any], *, batch: SourceBatch | None = None,

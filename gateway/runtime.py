@@ -136,6 +136,8 @@ class Runtime:
         self.serial_sources: list[SerialSource] = []
         self.serial_writers: dict[str, SerialLineWriter] = {}
         self.http_port: int | None = None
+        self.homeassistant: Any = None
+        """The Home Assistant link (gateway/homeassistant/link.py) while the section is enabled."""
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._recover = asyncio.Event()
@@ -184,6 +186,7 @@ class Runtime:
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 self._start_components()
+                homeassistant = self.homeassistant = self._start_homeassistant()
                 background = [
                     group.create_task(self._ticker(), name="ticker"),
                     group.create_task(self._announce_ready(), name="ready"),
@@ -194,6 +197,8 @@ class Runtime:
                 await self._stop.wait()
                 self.notifier.stopping("stopping")
                 _log.info("stopping")
+                if homeassistant is not None:
+                    await homeassistant.close()
                 await self._shutdown()
                 for task in background:
                     task.cancel()
@@ -337,6 +342,20 @@ class Runtime:
             self._spawn("mqtt-actuators", self.command_link.run)
         for source in self.serial_sources:
             self._spawn(f"serial:{source.device.id}", source.run)
+
+    def _start_homeassistant(self) -> Any:
+        """The ``homeassistant:`` link (gateway/homeassistant/), supervised; None when it is off."""
+        if not self.config.homeassistant.enabled:
+            return None
+        from gateway.homeassistant.link import build_link  # noqa: PLC0415 - loaded only when enabled
+
+        link = build_link(self, environ=self._environ)
+        assert self._group is not None
+        task = supervise("homeassistant", link.run, keep_running=lambda: not self._stop.is_set(),
+                         wake=self._stop, restarts=self.state.restarts, errors=self.state.component_errors,
+                         restart_times=self.state.restart_times)  # fmt: skip
+        self._group.create_task(task, name="homeassistant")
+        return link
 
     def _spawn(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         assert self._group is not None
@@ -538,13 +557,24 @@ class Runtime:
             return None
         from gateway.http import HttpServer  # noqa: PLC0415
         from gateway.metrics import Observability  # noqa: PLC0415
+        from gateway.status.access import Access  # noqa: PLC0415
+        from gateway.status.page import PAGE_HEADERS, StatusPage  # noqa: PLC0415
 
         obs = Observability(self)
+        page = StatusPage(self, obs)
+        token = None
+        if section.token is not None:
+            from gateway.secrets import resolve_secret  # noqa: PLC0415
+
+            token = resolve_secret(section.token, environ=self._environ, what="http token").get_secret_value()
         server = HttpServer(
             section.host,
             section.port,
-            {"/metrics": obs.metrics, "/healthz": obs.healthz, "/rules": obs.rules},
-        )
+            {"/metrics": obs.metrics, "/healthz": obs.healthz, "/rules": obs.rules, "/": page.page,
+             "/api/status": page.api},
+            access=Access(token),
+            headers={"/": PAGE_HEADERS},
+        )  # fmt: skip
         await server.start()
         self.http_port = server.port
         return server

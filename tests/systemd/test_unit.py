@@ -72,6 +72,7 @@ def test_unit_contract() -> None:
     assert unit["SupplementaryGroups"] == ["dialout"]
     assert unit["DynamicUser"] == ["yes"]
     assert sorted(unit["LoadCredential"]) == [
+        "http-token:edgegw.http-token",
         "kafka-sasl-password:edgegw.kafka-sasl-password",
         "mqtt-password:edgegw.mqtt-password",
     ]
