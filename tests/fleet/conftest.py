@@ -10,6 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from simulators.testbed.postgres import PostgresServer, postgres_problem
+from tests.gateway.conftest import broker, gateways
+
+__all__ = ["broker", "gateways", "pg_url", "postgres"]  # the gateway tests' fixtures, for the end to end test
 
 
 @pytest.fixture(scope="session")
