@@ -168,7 +168,7 @@ class FleetConsumer:
             return 0
         for tp, (_, new) in moves.items():
             self._expected[tp] = new
-            position[tp] = new
+            position[tp] = max(position.get(tp, 0), new)  # an end-of-partition in this batch may be further
         self._count(changes, len(records))
         return len(records)
 

@@ -38,7 +38,8 @@ def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
                                    check_same_thread=False, cached_statements=64)  # fmt: skip
             conn.execute("PRAGMA busy_timeout=10000")
         else:
-            conn = sqlite3.connect(path, isolation_level=None, cached_statements=64)
+            # one writer thread at a time, but not always the one that opened it (the demo)
+            conn = sqlite3.connect(path, isolation_level=None, cached_statements=64, check_same_thread=False)
             for pragma in _PRAGMAS:
                 conn.execute(pragma)
     except sqlite3.Error as exc:
