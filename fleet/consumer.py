@@ -60,16 +60,10 @@ class Progress:
 
 
 def _incoming(msg: Any) -> Incoming:
-    ce_id = ce_type = ce_source = None
-    for name, value in msg.headers() or ():
-        if name == "ce_id":
-            ce_id = value
-        elif name == "ce_type":
-            ce_type = value
-        elif name == "ce_source":
-            ce_source = value
+    headers = dict(msg.headers() or ())
+    get = headers.get
     return Incoming(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
-                    ce_id, ce_type, ce_source)  # fmt: skip
+                    get("ce_id"), get("ce_type"), get("ce_source"))  # fmt: skip
 
 
 class FleetConsumer:

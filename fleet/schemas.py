@@ -42,13 +42,34 @@ def load_schemas(folder: Path = SCHEMA_DIR) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _plain_types(schema: Any) -> Any:
+    """The same schema with each ``oneOf`` of bare, disjoint types (``number``, ``boolean``,
+    ``string``) written as a ``type`` list: they admit exactly the same values, and the
+    compiled ``oneOf`` raises and catches an exception for every branch that does not
+    match (3 µs of a reading's 4)."""
+    if isinstance(schema, list):
+        return [_plain_types(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _plain_types(v) for k, v in schema.items()}
+    branches = out.get("oneOf")
+    if isinstance(branches, list) and "type" not in out and all(
+        isinstance(b, dict) and set(b) == {"type"} and isinstance(b["type"], str) for b in branches
+    ):
+        types = [b["type"] for b in branches]
+        if len(set(types)) == len(types) and not {"number", "integer"} <= set(types):
+            del out["oneOf"]
+            out["type"] = types
+    return out
+
+
 class Validators:
     """``check(ce_type, data) -> None | reason``: None when ``data`` is valid."""
 
     def __init__(self, schemas: Mapping[str, Mapping[str, Any]]) -> None:
         self._compiled: dict[str, Validate] = {}
         for ce_type, schema in schemas.items():
-            definition = {**schema, "$schema": _DRAFT7}
+            definition = {**_plain_types(schema), "$schema": _DRAFT7}
             definition.pop("$id", None)
             self._compiled[ce_type] = fastjsonschema.compile(definition)
 

@@ -88,6 +88,8 @@ GOOD_READING = reading("t1", 1.0, 1.0)
         (GOOD_READING._replace(value=None), "no value"),
         (record("edgegw.reading.v1", {"device_id": "t1"}), "schema edgegw.reading.v1"),
         (reading("bad id", 1.0, 1.0), "must match pattern"),
+        (reading("t1", [1.0], 1.0), "schema edgegw.reading.v1"),
+        (reading("t1", None, 1.0), "schema edgegw.reading.v1"),
     ],
 )
 def test_bad_records_are_dead_lettered_with_their_reason(rec: Incoming, reason: str) -> None:
