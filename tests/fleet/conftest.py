@@ -10,9 +10,21 @@ from collections.abc import Iterator
 import pytest
 
 from simulators.testbed.postgres import PostgresServer, postgres_problem
+from tests.fleet.helpers import MADE
 from tests.gateway.conftest import broker, gateways
 
 __all__ = ["broker", "gateways", "pg_url", "postgres"]  # the gateway tests' fixtures, for the end to end test
+
+
+@pytest.fixture(autouse=True)
+def _no_fleet_process_left() -> Iterator[None]:
+    """``fleet serve`` processes a test started are killed after it, passed or failed."""
+    before = len(MADE)
+    yield
+    for process in MADE[before:]:
+        if process.running:
+            process.kill()
+    del MADE[before:]
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from bridge.config import TopicsConfig
 from simulators.testbed import free_port
 from simulators.testbed._process import stop_process
 
-__all__ = ["FleetProcess", "independent_counts", "table_rows", "until", "write_fleet_config"]
+__all__ = ["MADE", "FleetProcess", "independent_counts", "table_rows", "until", "write_fleet_config"]
 
 
 def until(predicate: Callable[[], bool], what: str, timeout: float = 60.0, interval: float = 0.1) -> None:
@@ -52,10 +52,15 @@ def write_fleet_config(path: Path, bootstrap: str, topics: TopicsConfig, store: 
     return path
 
 
+MADE: list[FleetProcess] = []
+"""Every handle made, so that a failed test leaves no process behind (tests/fleet/conftest.py)."""
+
+
 class FleetProcess:
     """One ``edgegw fleet serve`` subprocess; stderr kept in a log file."""
 
     def __init__(self, config: Path, log: Path) -> None:
+        MADE.append(self)
         self.config = config
         self.log = log
         raw = YAML(typ="safe").load(config.read_text())
@@ -103,6 +108,10 @@ class FleetProcess:
     def kill(self) -> None:
         assert self.proc is not None
         stop_process(self.proc, kill=True)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> int:
         assert self.proc is not None

@@ -143,6 +143,7 @@ def test_two_instances_over_postgres_one_killed_mid_stream(
         timeout=120,
         interval=0.5,
     )
-    assert c.metric("edgegw_fleet_events_total") > 0  # the new instance took over partitions
+    assert c.metric("edgegw_fleet_consumer_lag{") == 0  # caught up, and the new instance owns partitions:
+    assert "edgegw_fleet_consumer_lag{" in c.get("/metrics")
     assert b.stop() == 0
     assert c.stop() == 0
