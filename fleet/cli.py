@@ -19,6 +19,7 @@ from fleet.projection import Projector
 from fleet.schemas import SCHEMA_DIR, Validators
 from fleet.store import open_store
 from fleet.web import FleetWeb
+from gateway.logs import configure_logging
 
 __all__ = ["config_from_args", "rebuild", "serve"]
 
@@ -56,6 +57,7 @@ def _stop_on_signals() -> threading.Event:
 
 def serve(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    configure_logging(level="info")
     store, consumer = _parts(config)
     web = None
     if config.listen.lower() != "none":
@@ -82,6 +84,7 @@ def _progress_line(p: Progress) -> None:
 
 def rebuild(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    configure_logging(level="warning")
     store, consumer = _parts(config)
     try:
         if not store.is_empty():
