@@ -89,7 +89,7 @@ class Api:
             (d["gateway_id"], d["device_id"]): {**d, "metrics": {}, "readings_this_hour": 0,
                                                  "readings_last_hour": 0, "spark": {}}
             for d in self.reader.rows(
-                f"SELECT gateway_id, device_id, readings, last_seen FROM devices {where} "
+                f"SELECT gateway_id, device_id, readings, last_seen, bad_input FROM devices {where} "
                 "ORDER BY gateway_id, device_id", params)
         }  # fmt: skip
         for v in self.reader.rows(f"SELECT gateway_id, device_id, metric, value, unit, ts FROM last_values {where}",

@@ -145,6 +145,8 @@ class Changes:
     """(gateway, actuator) -> (outcome, ts) from command results (cloud-to-edge commands)"""
     deployments: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     """gateway -> (version, state, ts) from deployment events"""
+    bad_input: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(gateway, device) -> bad inputs counted by the gateway, when its heartbeat reports them"""
     type_counts: dict[tuple[str, str], int] = field(default_factory=dict)
     """(gateway, ce_type) -> events projected"""
     high_water: dict[tuple[str, str, str], int] = field(default_factory=dict)
@@ -156,6 +158,6 @@ class Changes:
     def __bool__(self) -> bool:
         return bool(
             self.dead_letters or self.beats or self.transitions or self.last_values or self.devices
-            or self.rules or self.alarms or self.commands or self.outcomes or self.deployments
-            or self.type_counts or self.high_water
+            or self.bad_input or self.rules or self.alarms or self.commands or self.outcomes
+            or self.deployments or self.type_counts or self.high_water or self.seen_ids
         )  # fmt: skip

@@ -254,13 +254,19 @@ class Projector:
         spool = data["spool"]
         versions = data["versions"]
         deployment = data.get("deployment_version", (data.get("deployment") or {}).get("version"))
+        bad = data.get("bad_input")  # {device: count} or {device: {reason: count}}, when reported
+        bad_total = None
+        if isinstance(bad, dict):
+            for device, n in bad.items():
+                changes.bad_input[(gw, device)] = sum(n.values()) if isinstance(n, dict) else int(n)
+            bad_total = sum(v for (g, _), v in changes.bad_input.items() if g == gw)
         changes.beats[gw] = GatewayBeat(
             ts=ts, version=versions.get("edgegw"), versions=_dumps(versions).decode(), mode=data["mode"],
             spool_depth=spool["depth"], spool_bytes=spool["bytes"], spool_oldest_age_s=spool["oldest_age_s"],
             spool_dead_letters=spool["dead_letters"], spool_dropped=_dumps(spool["dropped"]).decode(),
             shipped=data["uplink"]["shipped"], reconnects=data["uplink"]["reconnects"],
             uptime_s=data["uptime_s"], deployment_version=None if deployment is None else str(deployment),
-            bad_input=data.get("bad_input"), topic=rec.topic, partition=rec.partition,
+            bad_input=bad_total, topic=rec.topic, partition=rec.partition,
         )  # fmt: skip
         changes.beat_counts[gw] = changes.beat_counts.get(gw, 0) + 1
         key = (gw, HEARTBEAT)

@@ -31,7 +31,7 @@ TABLES: dict[str, str] = {
     "gateway_events": "gateway_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, online INTEGER NOT NULL, "
                       "reason TEXT NOT NULL, PRIMARY KEY (gateway_id, at, online)",
     "devices": "gateway_id TEXT NOT NULL, device_id TEXT NOT NULL, readings BIGINT NOT NULL, "
-               "last_seen DOUBLE PRECISION NOT NULL, PRIMARY KEY (gateway_id, device_id)",
+               "last_seen DOUBLE PRECISION NOT NULL, bad_input BIGINT, PRIMARY KEY (gateway_id, device_id)",
     "last_values": "gateway_id TEXT NOT NULL, device_id TEXT NOT NULL, metric TEXT NOT NULL, value TEXT NOT NULL, "
                    "unit TEXT, ts DOUBLE PRECISION NOT NULL, PRIMARY KEY (gateway_id, device_id, metric)",
     "rollups": "gateway_id TEXT NOT NULL, device_id TEXT NOT NULL, metric TEXT NOT NULL, hour BIGINT NOT NULL, "
@@ -90,6 +90,8 @@ _STATEMENTS: dict[str, str] = {
                   "THEN excluded.deployment_version ELSE gateways.deployment_version END, "
                   "deployment_state = excluded.deployment_state, deployment_ts = excluded.deployment_ts "
                   "WHERE gateways.deployment_ts IS NULL OR excluded.deployment_ts >= gateways.deployment_ts",
+    "bad_input": "INSERT INTO devices (gateway_id, device_id, readings, last_seen, bad_input) VALUES (?, ?, 0, 0, ?) "
+                 "ON CONFLICT (gateway_id, device_id) DO UPDATE SET bad_input = excluded.bad_input",
     "last_value": "INSERT INTO last_values (gateway_id, device_id, metric, value, unit, ts) VALUES (?, ?, ?, ?, ?, ?) "
                   "ON CONFLICT (gateway_id, device_id, metric) DO UPDATE SET value = excluded.value, "
                   "unit = excluded.unit, ts = excluded.ts WHERE excluded.ts >= last_values.ts",
@@ -195,6 +197,8 @@ class Writer:
             many(s["state"], [(int(t.online), t.at, gw) for gw, t in final.items()])
         if c.deployments:
             many(s["deployment"], [(gw, *d) for gw, d in c.deployments.items()])
+        if c.bad_input:
+            many(s["bad_input"], [(*k, n) for k, n in c.bad_input.items()])
 
     def _rules(self, many: ExecuteMany, c: Changes) -> None:
         s = self.sql

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from fleet.model import Changes, Incoming
@@ -165,3 +166,12 @@ def test_a_redelivered_heartbeat_counts_once() -> None:
     _p, c = project(beat(100.0), beat(100.0), beat(160.0, depth=7, beat_no=2))
     assert c.beat_counts["gw1"] == 2
     assert c.beats["gw1"].spool_depth == 7
+
+
+def test_bad_input_counts_per_device_when_the_heartbeat_reports_them() -> None:
+    rec = beat(100.0)
+    data = {**orjson.loads(rec.value or b"{}"), "bad_input": {"t1": 3, "t2": {"not_json": 2, "range": 1}}}
+    validators = Validators({"edgegw.heartbeat.v1": {"type": "object"}})  # a schema that has the field
+    c = Projector(validators, offline_after=180.0).apply([rec._replace(value=orjson.dumps(data))])
+    assert c.bad_input == {("gw1", "t1"): 3, ("gw1", "t2"): 3}
+    assert c.beats["gw1"].bad_input == 6
