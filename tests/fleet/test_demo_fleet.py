@@ -32,7 +32,7 @@ def test_the_fleet_demo_shows_three_gateways_on_the_printed_address(
             "--kafka",
             kafka.bootstrap,
             "--duration",
-            "25",
+            "20",
             "--fleet-listen",
             listen,
             "--workdir",
