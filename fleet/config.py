@@ -1,7 +1,8 @@
 """The fleet view's config (``edgegw fleet serve --config fleet.yaml``): Kafka, store, web.
 
 Kafka's security settings are the gateway's (``bridge.config.KafkaSecurity``: TLS, SASL
-with the password in a file, an environment variable or a systemd credential) and the
+with the password in a file, an environment variable or a systemd credential), turned
+into librdkafka settings by the gateway's own ``bridge.kafka.client_config``, and the
 topics are the gateway's ``topics:`` section, so one block can be copied from a gateway
 config. Every field has a default except ``kafka.bootstrap``.
 """
@@ -107,12 +108,21 @@ def from_values(**overrides: Any) -> FleetConfig:
 
 
 def consumer_settings(config: FleetConfig, *, group_id: str | None = None) -> dict[str, Any]:
-    """librdkafka consumer properties: security as the gateway's, offsets kept in the store."""
+    """librdkafka consumer properties: bootstrap, security and client logging exactly as the
+    gateway's (``bridge.kafka.client_config``), offsets kept in the store, not in Kafka."""
+    from bridge.config import KafkaConfig, KafkaSecrets  # noqa: PLC0415 - see the module docstring
+    from bridge.kafka import client_config  # noqa: PLC0415
+    from gateway.secrets import resolve_secret  # noqa: PLC0415
+
     k = config.kafka
     sec = k.security
-    conf: dict[str, Any] = {
-        "bootstrap.servers": k.bootstrap,
-        "security.protocol": sec.protocol.lower(),
+    key_password = None if sec.tls is None else sec.tls.key_password
+    secrets = KafkaSecrets(
+        sasl_password=None if sec.sasl is None else resolve_secret(sec.sasl.password, what="SASL password"),
+        ssl_key_password=None if key_password is None else resolve_secret(key_password, what="TLS key"),
+    )
+    conf = client_config(KafkaConfig(bootstrap=k.bootstrap, security=sec), secrets)
+    conf.update({
         "group.id": group_id or k.group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -121,30 +131,8 @@ def consumer_settings(config: FleetConfig, *, group_id: str | None = None) -> di
         "enable.partition.eof": True,
         "session.timeout.ms": int(k.session_timeout * 1000),
         "heartbeat.interval.ms": max(1000, int(k.session_timeout * 1000) // 5),
-        "socket.connection.setup.timeout.ms": 10_000,
-        "reconnect.backoff.max.ms": 5_000,
-    }
+    })  # fmt: skip
     if k.instance_id and group_id is None:
         conf["group.instance.id"] = k.instance_id
-    if sec.sasl is not None:
-        from gateway.secrets import resolve_secret  # noqa: PLC0415
-
-        conf["sasl.mechanism"] = sec.sasl.mechanism
-        conf["sasl.username"] = sec.sasl.username
-        password = resolve_secret(sec.sasl.password, what="Kafka SASL password")
-        conf["sasl.password"] = password.get_secret_value()
-    if sec.tls is not None:
-        tls = sec.tls
-        if tls.ca_file is not None:
-            conf["ssl.ca.location"] = str(tls.ca_file)
-        if tls.cert_file is not None and tls.key_file is not None:
-            conf["ssl.certificate.location"] = str(tls.cert_file)
-            conf["ssl.key.location"] = str(tls.key_file)
-        if tls.key_password is not None:
-            from gateway.secrets import resolve_secret  # noqa: PLC0415
-
-            key_password = resolve_secret(tls.key_password, what="TLS key password")
-            conf["ssl.key.password"] = key_password.get_secret_value()
-        conf["ssl.endpoint.identification.algorithm"] = "https" if tls.verify_hostname else "none"
     conf.update(k.consumer_overrides)
     return conf
