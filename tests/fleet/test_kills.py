@@ -31,6 +31,8 @@ Counts = tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]
 def _produce(feed: FleetFeed, total: int, done: threading.Event) -> None:
     """``total`` events: readings, and a rule firing after every 1,000 readings, in chunks."""
     try:
+        for gw in feed.gateway_ids:
+            feed.heartbeat(gw)
         sent = 0
         while sent < total:
             feed.readings(999)
@@ -145,5 +147,17 @@ def test_two_instances_over_postgres_one_killed_mid_stream(
     )
     assert c.metric("edgegw_fleet_consumer_lag{") == 0  # caught up, and the new instance owns partitions:
     assert "edgegw_fleet_consumer_lag{" in c.get("/metrics")
+    # the API over the shared PostgreSQL view answers the same as the tables
+    devices = c.get("/api/devices")
+    assert {(d["gateway_id"], d["device_id"]): d["readings"] for d in devices} == expected[0]
+    assert [(g["gateway_id"], g["online"]) for g in c.get("/api/gateways")] == [
+        ("gw1", True),
+        ("gw2", True),
+        ("gw3", True),
+    ]
+    gw1 = c.get("/api/gateways/gw1")
+    assert {r["rule_id"]: r["fires"] for r in gw1["rules"]} == {
+        r: n for (g, r), n in expected[1].items() if g == "gw1"
+    }
     assert b.stop() == 0
     assert c.stop() == 0
