@@ -109,3 +109,18 @@ ensure_chromium() {
     return 1
   }
 }
+
+# ensure_postgresql: Debian's postgresql server binaries for the fleet view's tests and bench.
+# The tests start their own throwaway server (simulators/testbed/postgres.py: initdb into a
+# temp folder, pg_ctl on a free loopback port); the packaged system service is not used,
+# so it is stopped if the install started it.
+ensure_postgresql() {
+  if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null; then return 0; fi
+  apt_install postgresql || {
+    warn "PostgreSQL is needed for the fleet view's PostgreSQL tests; they are skipped"
+    return 1
+  }
+  if command -v systemctl >/dev/null && systemctl is-active --quiet postgresql 2>/dev/null; then
+    systemctl disable --now postgresql >/dev/null 2>&1 || true
+  fi
+}

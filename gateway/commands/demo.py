@@ -32,6 +32,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--workdir", type=Path, metavar="DIR", help="where state and logs go (default: a temp dir)"
     )
     parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help="three simulated gateways shipping to Kafka and the fleet view on a local port "
+        "(needs Kafka: --kafka or --local-kafka, and pip install 'edgegw[fleet]')",
+    )
+    parser.add_argument(
+        "--fleet-listen", default="127.0.0.1:8300", metavar="HOST:PORT", help="the fleet view's address"
+    )
+    parser.add_argument(
         "--no-view",
         dest="view",
         action="store_false",
@@ -44,13 +53,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _demo(args: argparse.Namespace) -> int:
     from gateway.demo import DemoOptions, run_demo  # noqa: PLC0415 - rich and the simulators load only here
 
-    return run_demo(
-        DemoOptions(
-            duration=args.duration,
-            kafka=args.kafka,
-            local_kafka=args.local_kafka,
-            rate=args.rate,
-            workdir=args.workdir,
-            view=args.view,
-        )
+    options = DemoOptions(
+        duration=args.duration,
+        kafka=args.kafka,
+        local_kafka=args.local_kafka,
+        rate=args.rate,
+        workdir=args.workdir,
+        view=args.view,
     )
+    if args.fleet:
+        from gateway.demo_fleet import run_fleet_demo  # noqa: PLC0415
+
+        return run_fleet_demo(options, listen=args.fleet_listen)
+    return run_demo(options)
