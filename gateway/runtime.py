@@ -48,6 +48,7 @@ from devices import (
 )
 from gateway.assembly import build_devices, open_spool, resume_point, start_forwarder
 from gateway.config import LoadedConfig, load_config
+from gateway.deploy.agent import CloudAgent
 from gateway.errors import ConfigError, GatewayError
 from gateway.pipeline import Counters, Pipeline
 from gateway.runmarker import LastRun, RunMarker
@@ -106,9 +107,18 @@ class Runtime:
         on_drained: Callable[[], None] | None = None,
         environ: dict[str, str] | None = None,
     ) -> None:
+        self.gateway_id = gateway_id
+        self._environ = dict(os.environ if environ is None else environ)
+        self.state_dir = loaded.config.gateway.resolved_state_dir(self._environ)
+        self.config = loaded.config
+        self.cloud: CloudAgent | None = None
+        """Deployments and commands from Kafka (``cloud:``), see gateway/deploy/agent.py."""
+        cloud = loaded.config.cloud
+        if cloud is not None and cloud.enabled and loaded.config.bridge.kafka is not None:
+            self.cloud = CloudAgent(self, cloud, loaded.path)
+            loaded = self.cloud.startup(loaded)  # the last-good document over the local file
         self.loaded = loaded
         self.config = loaded.config
-        self.gateway_id = gateway_id
         self.notifier = notifier or Notifier({})
         self._on_ready = on_ready
         self._on_drained = on_drained
@@ -118,9 +128,7 @@ class Runtime:
         self._drained_at = 0  # the count when on_drained last ran
         self._next_drained_check = 0.0
         self._draining: asyncio.Future[None] | None = None
-        self._environ = dict(os.environ if environ is None else environ)
         self.state = Counters()
-        self.state_dir = self.config.gateway.resolved_state_dir(self._environ)
         self.counter = BadInputCounter()
         self.clock = ClockSync(SystemClockProbe())
         self.health = HealthTracker.for_devices(self.config.devices)
@@ -158,6 +166,10 @@ class Runtime:
         return Now(time.monotonic(), time.time())
 
     @property
+    def environ(self) -> dict[str, str]:
+        return self._environ
+
+    @property
     def ready(self) -> bool:
         return self.state.ready_mono is not None
 
@@ -191,7 +203,11 @@ class Runtime:
                     group.create_task(self._reloader(), name="reloader"),
                     group.create_task(self._spool_watch(), name="spool-watch"),
                 ]
+                if self.cloud is not None:
+                    background.append(group.create_task(self.cloud.run(), name="cloud"))
                 await self._stop.wait()
+                if self.cloud is not None:
+                    self.cloud.stop()
                 self.notifier.stopping("stopping")
                 _log.info("stopping")
                 await self._shutdown()
@@ -315,8 +331,10 @@ class Runtime:
     def _start_forwarder(self) -> None:
         if self.spool is None:
             return
+        extra = self.cloud.heartbeat_fields if self.cloud is not None else None
         self.forwarder = start_forwarder(self.config, self.spool, gateway_id=self.gateway_id,
-                                         environ=self._environ, busy=self._loop_late)  # fmt: skip
+                                         environ=self._environ, busy=self._loop_late,
+                                         heartbeat_extra=extra)  # fmt: skip
 
     def _build_devices(self) -> None:
         parts = build_devices(self.config, gateway_id=self.gateway_id, environ=self._environ,
@@ -497,14 +515,25 @@ class Runtime:
 
     async def _do_reload(self) -> None:
         self.notifier.reloading("reloading")
+        load = self.cloud.current_loaded if self.cloud is not None else lambda: load_config(self.loaded.path)
         try:
-            loaded = await asyncio.to_thread(load_config, self.loaded.path)
+            loaded = await asyncio.to_thread(load)
         except ConfigError as exc:
             self.state.reload_errors += 1
             for issue in exc.issues:
                 _log.error("reload refused: invalid config; keeping the running one", issue=str(issue))
             self.notifier.ready("reload refused: invalid config")
             return
+        await self._apply(loaded, "reloaded")
+
+    async def apply_loaded(self, loaded: LoadedConfig, *, reason: str) -> None:
+        """Run ``loaded`` from now on, as a reload does (a deployment, a rollback): rules that
+        did not change keep their state; new devices or actuators restart the device parts."""
+        async with self._exclusive:
+            self.notifier.reloading(reason)
+            await self._apply(loaded, reason)
+
+    async def _apply(self, loaded: LoadedConfig, reason: str) -> None:
         old = self.config
         self.loaded, self.config = loaded, loaded.config
         engine = self.engine.with_rules(loaded.rules, self.now())
@@ -516,8 +545,8 @@ class Runtime:
         if devices_changed:
             await self._restart_devices()
         self.state.reloads += 1
-        _log.info("reloaded", rules=len(engine.rules), devices_changed=devices_changed)
-        self.notifier.ready("reloaded")
+        _log.info(reason, rules=len(engine.rules), devices_changed=devices_changed)
+        self.notifier.ready(reason)
 
     async def _restart_devices(self) -> None:
         """Stop the device components and start them from the new config. Readings the

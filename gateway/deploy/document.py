@@ -21,7 +21,14 @@ from gateway.deploy.policy import DEPLOYABLE, digest, header_version, refused_se
 from gateway.errors import ConfigError, ConfigIssue
 from gateway.yamlio import YamlDocument, load_yaml, parse_yaml, sorted_issues
 
-__all__ = ["DeploymentReview", "document_name", "overlay", "review_deployment"]
+__all__ = [
+    "DeploymentReview",
+    "check_document",
+    "document_name",
+    "overlay",
+    "review_deployment",
+    "with_version",
+]
 
 
 def document_name(key: str, version: int | None) -> str:
@@ -53,8 +60,9 @@ def overlay(base: YamlDocument, doc: YamlDocument, sections: tuple[str, ...]) ->
     return YamlDocument(data=data, file=doc.file, positions=positions)
 
 
-def review_deployment(base_path: Path, raw: bytes, key: str, *, max_bytes: int,
-                      base: YamlDocument | None = None) -> DeploymentReview:  # fmt: skip
+def review_deployment(
+    base_path: Path, raw: bytes, key: str, *, max_bytes: int, base: YamlDocument | None = None
+) -> DeploymentReview:
     """Validate ``raw`` (YAML or JSON) over the config file at ``base_path``."""
     if len(raw) > max_bytes:
         name = document_name(key, None)
@@ -108,3 +116,65 @@ def parse_sections(raw: bytes) -> dict[str, Any]:
     """The deployable sections of a document already validated (for ``edgegw check``)."""
     doc = parse_yaml(raw.decode("utf-8"), "<document>")
     return {k: v for k, v in doc.data.items() if k in DEPLOYABLE} if isinstance(doc.data, dict) else {}
+
+
+def check_document(raw: bytes, name: str) -> list[ConfigIssue]:
+    """What can be checked of a document without a gateway's config (``edgegw deploy``
+    without ``--config``): its shape, refused sections, devices, actuators and rules (the
+    rules against the document's own devices and actuators, when it holds them)."""
+    from pydantic import TypeAdapter  # noqa: PLC0415
+
+    from devices.config import ActuatorConfig, DeviceConfig  # noqa: PLC0415
+    from gateway.rulesload import Declared, load_rules  # noqa: PLC0415
+    from gateway.yamlio import validate  # noqa: PLC0415
+
+    try:
+        doc = parse_yaml(raw.decode("utf-8"), name)
+    except UnicodeDecodeError:
+        return [ConfigIssue("not UTF-8 text", name)]
+    except ConfigError as exc:
+        return exc.issues
+    if not isinstance(doc.data, dict):
+        return [doc.issue((), "a document is a mapping with version: and rules:")]
+    issues = [doc.issue((s,), f"refused: {reason}", at_key=True) for s, reason in refused_sections(doc.data)]
+    if "version" in doc.data and header_version(doc.data) is None:
+        issues.append(doc.issue(("version",), "version: a positive integer"))
+    devices = actuators = None
+    for key, model in (("devices", DeviceConfig), ("actuators", ActuatorConfig)):
+        if key not in doc.data:
+            continue
+        try:
+            items: list[Any] = validate(doc, TypeAdapter(list[model]), path=(key,))  # type: ignore[valid-type]
+        except ConfigError as exc:
+            issues += exc.issues
+            continue
+        if key == "devices":
+            from gateway.config import declared_sensors  # noqa: PLC0415
+
+            devices = declared_sensors(items)
+        else:
+            actuators = frozenset(a.id for a in items)
+    if isinstance(doc.data.get("rules"), list):
+        issues += load_rules([(doc, ("rules",))], declared=Declared(devices, actuators)).issues
+    elif "rules" in doc.data:
+        issues.append(doc.issue(("rules",), "rules: a list of rules"))
+    return sorted_issues(issues)
+
+
+def with_version(raw: bytes, version: int) -> bytes:
+    """The document with ``version`` set, its lines where they were (errors the gateway
+    reports point at the lines of the file as written): a JSON object is rewritten, a YAML
+    mapping gets its ``version:`` line replaced or appended."""
+    import json  # noqa: PLC0415
+    import re  # noqa: PLC0415
+
+    text = raw.decode("utf-8")
+    if text.lstrip().startswith("{"):
+        data = json.loads(text)
+        return json.dumps({"version": version, **{k: v for k, v in data.items() if k != "version"}}).encode()
+    line = re.compile(r"^version:[^\n]*$", re.MULTILINE)
+    if line.search(text):
+        return line.sub(f"version: {version}", text, count=1).encode()
+    return (
+        text if text.endswith("\n") or not text else text + "\n"
+    ).encode() + f"version: {version}\n".encode()

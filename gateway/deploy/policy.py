@@ -172,8 +172,9 @@ def parse_command(  # noqa: PLR0911 - one return per refusal reason
     return RemoteCommand(cid, act, payload, float(expires))
 
 
-def decide_command(command: RemoteCommand, *, seen: Container[str], declared: Container[str],
-                   now: float) -> CommandVerdict:  # fmt: skip
+def decide_command(
+    command: RemoteCommand, *, seen: Container[str], declared: Container[str], now: float
+) -> CommandVerdict:
     """What to do with a command at wall-clock time ``now``: a command seen before is a
     duplicate (at most once), an expired one is never executed, an undeclared actuator is
     refused exactly as for rules."""
