@@ -93,12 +93,13 @@ def review_deployment(
     if not sections:
         nothing = "nothing to deploy: give rules:, devices:, actuators: or location:"
         review.issues.append(doc.issue((), nothing))
-    if review.issues:
+    if not sections:
         return review
+    # the deployable sections are checked even when others were refused: every problem at once
     base_doc = base if base is not None else load_yaml(base_path)
     merged = overlay(base_doc, doc, sections)
     result: ConfigReview = review_document(merged, base_path)
-    issues = [_relocate(i, sections, str(base_path), name) for i in result.issues]
+    issues = review.issues + [_relocate(i, sections, str(base_path), name) for i in result.issues]
     review.issues = sorted_issues(issues)
     review.loaded = result.loaded if not issues else None
     return review
