@@ -54,11 +54,22 @@ class Cloud:
     def deploy_text(self, key: str, text: str) -> None:
         produce(self.conf, self.desired, key, text.encode())
 
-    def command(self, key: str, actuator: str, payload: dict[str, Any], *, command_id: str | None = None,
-                expires_in: float = 300.0) -> str:  # fmt: skip
+    def command(
+        self,
+        key: str,
+        actuator: str,
+        payload: dict[str, Any],
+        *,
+        command_id: str | None = None,
+        expires_in: float = 300.0,
+    ) -> str:
         command_id = command_id or f"c-{uuid.uuid4().hex[:8]}"
-        body = {"command_id": command_id, "actuator": actuator, "payload": payload,
-                "expires_at": time.time() + expires_in}  # fmt: skip
+        body = {
+            "command_id": command_id,
+            "actuator": actuator,
+            "payload": payload,
+            "expires_at": time.time() + expires_in,
+        }
         produce(self.conf, self.commands, key, json.dumps(body).encode())
         return command_id
 
@@ -68,8 +79,14 @@ class Cloud:
         def of_type(records: list[KRecord]) -> list[KRecord]:
             return [r for r in records if r.headers.get("ce_type") == ce_type]
 
-        records = read_kafka(self.kafka.bootstrap, [self.topics.events], until=lambda rs: until(of_type(rs)),
-                             timeout=timeout, settle=1.0, idle=timeout)  # fmt: skip
+        records = read_kafka(
+            self.kafka.bootstrap,
+            [self.topics.events],
+            until=lambda rs: until(of_type(rs)),
+            timeout=timeout,
+            settle=1.0,
+            idle=timeout,
+        )
         return of_type(records)
 
 
@@ -81,14 +98,29 @@ def cloud(kafka: KafkaEndpoint, topic_prefix: str) -> Cloud:
     return Cloud(kafka, topics, desired, commands)
 
 
-def cloud_config(tmp_path: Path, broker: Mosquitto, cloud: Cloud, *, http_port: int,
-                 rules: list[dict[str, Any]], group: list[str] | None = None, settle: str = "1s",
-                 name: str = "edgegw.yaml", gateway_id: str | None = None,
-                 ) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+def cloud_config(
+    tmp_path: Path,
+    broker: Mosquitto,
+    cloud: Cloud,
+    *,
+    http_port: int,
+    rules: list[dict[str, Any]],
+    group: list[str] | None = None,
+    settle: str = "1s",
+    name: str = "edgegw.yaml",
+    gateway_id: str | None = None,
+) -> tuple[Path, dict[str, Any]]:
     devices = [d for d in FleetSpec.load(DEMO_FLEET).gateway_devices() if d["id"] in ("temp-01", "temp-03")]
-    config = gateway_config(tmp_path, (broker.host, broker.port), http_port=http_port, devices=devices,
-                            actuators=ACTUATORS, rules=rules, kafka=cloud.kafka,
-                            topics=cloud.topics)  # fmt: skip
+    config = gateway_config(
+        tmp_path,
+        (broker.host, broker.port),
+        http_port=http_port,
+        devices=devices,
+        actuators=ACTUATORS,
+        rules=rules,
+        kafka=cloud.kafka,
+        topics=cloud.topics,
+    )
     if gateway_id is not None:
         config["gateway"]["id"] = gateway_id
         config["gateway"]["state_dir"] = str(tmp_path / f"state-{gateway_id}")

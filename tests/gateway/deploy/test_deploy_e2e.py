@@ -72,8 +72,10 @@ def test_deploy_applies_keeps_timers_and_spool_rows_and_rejects_errors(
     assert _metric(gateway, "edgegw_deployment_version") == 2
 
     # an error: rejected, located in the document, nothing else changes
-    bad = "version: 3\nrules:\n  - id: attic\n    when: {sensor: temp-03/temperature, above: 30}\n" \
-          "    then: [{set: attic/fan, to: {state: \"on\"}}]\nhttp: {port: 80}\n"  # fmt: skip
+    bad = (
+        "version: 3\nrules:\n  - id: attic\n    when: {sensor: temp-03/temperature, above: 30}\n"
+        '    then: [{set: attic/fan, to: {state: "on"}}]\nhttp: {port: 80}\n'
+    )
     publish(broker, _warm(50))
     published += 50
     cloud.deploy_text(gid, bad)

@@ -78,8 +78,12 @@ DECLARED = {"living-room/ac", "garage/light"}
 
 
 def _cmd(**over: object) -> bytes:
-    data: dict[str, object] = {"command_id": "c-1", "actuator": "garage/light", "payload": {"state": "on"},
-                               "expires_at": NOW + 60}  # fmt: skip
+    data: dict[str, object] = {
+        "command_id": "c-1",
+        "actuator": "garage/light",
+        "payload": {"state": "on"},
+        "expires_at": NOW + 60,
+    }
     data.update(over)
     return json.dumps({k: v for k, v in data.items() if v is not None}).encode()
 
