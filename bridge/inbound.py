@@ -153,14 +153,15 @@ class InboundReader:
                     if err.code() == KafkaError._PARTITION_EOF:
                         changed |= self._at_end(topic, part)
                         continue
-                    if err.code() in (
-                        KafkaError.TOPIC_AUTHORIZATION_FAILED,
-                        KafkaError.UNKNOWN_TOPIC_OR_PART,
-                    ):
-                        self.last_error = err.str()
-                        _log.warning("cloud inbound: topic not readable", topic=topic, error=err.str())
-                        continue
-                    raise KafkaException(err)
+                    if err.fatal():
+                        raise KafkaException(err)
+                    # the client retries by itself (a broker away, a topic not readable yet); a
+                    # group that may not be described does not matter: no group is ever joined
+                    quiet = err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED
+                    if err.str() != self.last_error and not quiet:
+                        _log.warning("cloud inbound: Kafka says", topic=topic, error=err.str())
+                    self.last_error = err.str()
+                    continue
                 assert offset is not None
                 self._next[(topic, part)] = offset + 1
                 self.received += 1
