@@ -132,7 +132,6 @@ def _settings(args: argparse.Namespace) -> _Settings:
         if value:
             topics[name] = value
     conf = client_config(kafka, secrets)
-    conf.pop("logger", None)
     return _Settings(conf, topics)
 
 
