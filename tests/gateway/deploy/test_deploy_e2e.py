@@ -167,7 +167,7 @@ def test_a_deployment_that_trips_a_loop_guard_is_rolled_back(
     broker: Mosquitto, tmp_path: Path, http_port: int, gateways: MakeGateway, watch: MakeWatch, cloud: Cloud
 ) -> None:
     config_path, config = cloud_config(
-        tmp_path, broker, cloud, http_port=http_port, rules=[HEATING], settle="20s"
+        tmp_path, broker, cloud, http_port=http_port, rules=[HEATING], settle="4s"
     )
     gid = config["gateway"]["id"]
     commands = watch([GARAGE_SET])
@@ -193,4 +193,26 @@ def test_a_deployment_that_trips_a_loop_guard_is_rolled_back(
     _status, health = gateway.healthz()
     assert health["components"]["cloud"]["applied_version"] == 2
     assert health["components"]["rules"]["loaded"] == 2
+    assert gateway.terminate()[0] == 0
+
+
+def test_a_gateway_killed_during_the_settle_time_rolls_back_at_its_next_start(
+    broker: Mosquitto, tmp_path: Path, http_port: int, gateways: MakeGateway, cloud: Cloud
+) -> None:
+    config_path, config = cloud_config(
+        tmp_path, broker, cloud, http_port=http_port, rules=[HEATING], settle="60s"
+    )
+    gid = config["gateway"]["id"]
+    gateway = gateways(config_path, http_port).start()
+    cloud.deploy(gid, 2, rules=[HEATING, GARAGE])
+    gateway.wait_log("applying deployment")
+    gateway.kill()  # as a deployment that crashes the gateway would
+
+    gateway = gateways(config_path, http_port).start()
+    rolled = cloud.events(ROLLED_BACK, lambda es: any(version_of(e) == 2 for e in es))
+    assert "stopped during the settle time" in rolled[0].value["reason"]
+    assert rolled[0].value["restored_version"] is None
+    _status, health = gateway.healthz()
+    assert health["components"]["rules"]["loaded"] == 1  # the local file alone, not v2 again
+    assert health["components"]["cloud"]["decided_version"] == 2
     assert gateway.terminate()[0] == 0

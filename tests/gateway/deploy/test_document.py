@@ -94,3 +94,14 @@ def test_bad_yaml_is_located(base: Path) -> None:
     review = review_deployment(base, b"version: 1\nrules: [\n", "hall-pi", max_bytes=1024)
     assert review.loaded is None
     assert str(review.issues[0]).startswith("desired[hall-pi]@v?:")
+
+
+def test_the_example_document_fits_the_example_gateway() -> None:
+    examples = Path(__file__).resolve().parents[3] / "examples" / "fleet"
+    raw = (examples / "ground-floor.yaml").read_bytes()
+    review = review_deployment(
+        examples / "gateway.yaml", raw + b"version: 1\n", "group/ground-floor", max_bytes=65536
+    )
+    assert review.issues == []
+    assert review.loaded is not None
+    assert [r.id for r in review.loaded.rules.rules] == ["heating", "hall-light-at-night"]
