@@ -39,6 +39,7 @@ from gateway.deploy.document import DeploymentReview, review_deployment
 from gateway.deploy.policy import Candidate, choose, header_version, is_new, keys_for
 from gateway.deploy.remote import RemoteCommands
 from gateway.deploy.settings import CloudSection
+from gateway.deploy.settle import settle_problem, snapshot
 from gateway.deploy.store import AppliedDoc, CommandStore, DeploymentState, DeploymentStore
 from gateway.errors import GatewayError
 
@@ -313,24 +314,13 @@ class CloudAgent:
 
     async def _settle(self) -> str | None:
         """None when health held for the settle time, else what went wrong."""
-        from gateway.metrics import pipeline_health  # noqa: PLC0415
-
-        trips = {rule.id: rule.loop_trips for rule in self.rt.engine.rules}
-        restarts = Counter(self.rt.state.restarts)
+        before = snapshot(self.rt)
         deadline = time.monotonic() + self.cloud.settle
         while True:
-            for rule in self.rt.engine.rules:
-                if rule.loop_trips > trips.get(rule.id, 0):
-                    return f"rule {rule.id} tripped its loop guard (more than {rule.max_fpm} fires a minute)"
-            reasons = pipeline_health(self.rt).reasons
-            if reasons:
-                return reasons[0]
-            for name, count in self.rt.state.restarts.items():
-                if count - restarts.get(name, 0) >= 3:
-                    return f"component {name} restarted {count - restarts.get(name, 0)} times"
+            problem = settle_problem(before, snapshot(self.rt))
             left = deadline - time.monotonic()
-            if left <= 0:
-                return None
+            if problem is not None or left <= 0:
+                return problem
             await asyncio.sleep(min(CHECK_EVERY_S, left))
 
     # ------------------------------------------------------------------ reports

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.deploy.document import review_deployment
+from gateway.deploy.document import review_deployment, with_version
 
 BASE = """\
 gateway: {id: hall-pi, state_dir: STATE}
@@ -105,3 +105,33 @@ def test_the_example_document_fits_the_example_gateway() -> None:
     assert review.issues == []
     assert review.loaded is not None
     assert [r.id for r in review.loaded.rules.rules] == ["heating", "hall-light-at-night"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "written"),
+    [
+        (b"rules: []\n", b"rules: []\nversion: 4\n"),  # appended: the document's lines stay where they were
+        (b"rules: []", b"rules: []\nversion: 4\n"),
+        (b"version: 2\nrules: []\n", b"version: 4\nrules: []\n"),
+        (b'{"rules": []}', b'{"version": 4, "rules": []}'),
+        (b'{"version": 1, "rules": []}', b'{"version": 4, "rules": []}'),
+    ],
+)
+def test_with_version_keeps_the_lines(raw: bytes, written: bytes) -> None:
+    assert with_version(raw, 4) == written
+
+
+def test_rules_in_a_document_replace_included_rules_files(tmp_path: Path) -> None:
+    (tmp_path / "local-rules.yaml").write_text(
+        "rules:\n  - id: heating\n    when: {sensor: temp-01/temperature, below: 18}\n"
+        "    then: [{set: living-room/thermostat, to: {state: heat}}]\n"
+    )
+    path = tmp_path / "edgegw.yaml"
+    base = BASE.replace("STATE", str(tmp_path / "state")).split("rules:")[0] + "include: [local-rules.yaml]\n"
+    path.write_text(base)
+    raw = b"version: 2\nrules:\n  - id: heating\n    when: {sensor: temp-01/temperature, below: 16}\n" \
+          b"    then: [{set: living-room/thermostat, to: {state: heat}}]\n"  # fmt: skip
+    review = review_deployment(path, raw, "hall-pi", max_bytes=65536)
+    assert review.issues == []  # no duplicate "heating": the local file's include is overlaid
+    assert review.loaded is not None
+    assert review.loaded.rule_files == ()
