@@ -33,7 +33,7 @@ import structlog
 
 from bridge.envelope import Record
 from bridge.inbound import Inbound, InboundReader
-from gateway.config import LoadedConfig
+from gateway.config import LoadedConfig, load_config
 from gateway.deploy import reports
 from gateway.deploy.document import DeploymentReview, review_deployment
 from gateway.deploy.policy import Candidate, choose, header_version, is_new, keys_for
@@ -41,7 +41,7 @@ from gateway.deploy.remote import RemoteCommands
 from gateway.deploy.settings import CloudSection
 from gateway.deploy.settle import settle_problem, snapshot
 from gateway.deploy.store import AppliedDoc, CommandStore, DeploymentState, DeploymentStore
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 
 if TYPE_CHECKING:
     from gateway.metrics import Family
@@ -75,6 +75,7 @@ class CloudAgent:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._startup_reports: list[Record] = []
         self._unreadable: set[str] = set()
+        self._versions: dict[str, int | None] = {}  # digest -> version (None: unreadable)
 
     # ------------------------------------------------------------------ start
     def startup(self, base: LoadedConfig) -> LoadedConfig:
@@ -117,16 +118,12 @@ class CloudAgent:
 
     def current_loaded(self) -> LoadedConfig:
         """The local file now, with the running document over it (SIGHUP reloads use this)."""
-        from gateway.config import load_config  # noqa: PLC0415
-
         doc = self.settling or self.state.last_good
         base = load_config(self.config_path)
         if doc is None:
             return base
         review = self._review(doc.document.encode(), doc.source)
         if review.loaded is None:
-            from gateway.errors import ConfigError  # noqa: PLC0415
-
             raise ConfigError(review.issues)
         return review.loaded
 
@@ -212,13 +209,18 @@ class CloudAgent:
         out = {}
         limit = int(self.cloud.max_document_bytes)
         for key, cand in candidates.items():
-            version = None
-            if len(cand.raw) <= limit:
-                try:
-                    version = header_version(parse_yaml(cand.raw.decode("utf-8")).data)
-                except (GatewayError, UnicodeDecodeError):
-                    version = None
-            out[key] = Candidate(key, version, cand.raw, cand.offset)
+            digest = cand.digest
+            if digest not in self._versions:  # each document is read once
+                version = None
+                if len(cand.raw) <= limit:
+                    try:
+                        version = header_version(parse_yaml(cand.raw.decode("utf-8")).data)
+                    except (GatewayError, UnicodeDecodeError):
+                        version = None
+                if len(self._versions) > 1000:
+                    self._versions.clear()
+                self._versions[digest] = version
+            out[key] = Candidate(key, self._versions[digest], cand.raw, cand.offset)
         return out
 
     async def _deploy(self, cand: Candidate) -> None:
@@ -304,8 +306,6 @@ class CloudAgent:
         )
 
     def _loaded_of(self, good: AppliedDoc | None) -> LoadedConfig:
-        from gateway.config import load_config  # noqa: PLC0415
-
         if good is not None:
             review = self._review(good.document.encode(), good.source)
             if review.loaded is not None:

@@ -44,6 +44,8 @@ class RemoteCommands:
         self._watching: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
+        while not self.agent.rt.ready:  # noqa: ASYNC110 - the runtime exposes no ready event
+            await asyncio.sleep(0.1)  # ready: the actuators' MQTT link is up (or never needed)
         while True:
             rec = await self.queue.get()
             await self._handle(rec)
@@ -86,7 +88,9 @@ class RemoteCommands:
         rt.state.actuator_state[cmd.actuator] = dict(cmd.payload)
         pending = rt.actuators.pending.get(cmd.actuator)
         if pending is None or pending.command is not command:
-            self._result(rec, cmd.command_id, cmd.actuator, "sent", "the actuator has no read-back")
+            has_confirm = rt.actuators.configs[cmd.actuator].confirm is not None
+            why = "held while the MQTT link is down; sent when it is back" if has_confirm else "no read-back"
+            self._result(rec, cmd.command_id, cmd.actuator, "sent", why)
             return
         task = asyncio.ensure_future(self._confirm(rec, cmd, command, pending.deadline))
         self._watching.add(task)
