@@ -2,10 +2,12 @@
 
 - version 2 deployed to a running gateway is applied (an applied event in Kafka) and a
   rule that did not change keeps its pending ``for`` timer; every reading published
-  before, between and after three deployments reaches Kafka once (the spool keeps them);
+  before, between and after four deployments reaches Kafka exactly once, none dropped
+  (a deployment is a reload: the spool keeps every row it holds);
 - a document with an error is rejected with file:line:column errors and the old rules
   keep running; refused sections are named with their reason;
-- a gateway that was stopped while versions 3, 4 and 5 were written applies 5 only;
+- a gateway that was stopped while versions 3, 4 and 5 were written applies 5 only
+  (which brings an actuator of its own, and a rule naming it, that acts);
 - a document that passes validation but makes a rule trip its loop guard is rolled back
   by itself, with a rolled-back event, and the last-good rules run again.
 """
@@ -22,6 +24,7 @@ import pytest
 from simulators.testbed import Mosquitto
 from tests.gateway.conftest import Gateway, TopicWatch, publish, read_kafka
 from tests.gateway.deploy.conftest import (
+    ACTUATORS,
     GARAGE,
     GARAGE_SET,
     HEATING,
@@ -104,6 +107,8 @@ def test_deploy_applies_keeps_timers_and_spool_rows_and_rejects_errors(
     )
     assert len(records) == published
     assert len({(r.headers["ce_id"]) for r in records}) == published
+    assert _metric(gateway, "edgegw_spool_dropped_total") == 0
+    assert _metric(gateway, "edgegw_readings_total") == published
 
     # the heartbeat says what runs
     def runs_v5(rs: list[Any]) -> bool:
@@ -123,23 +128,37 @@ def test_deploy_applies_keeps_timers_and_spool_rows_and_rejects_errors(
     assert code == 0
 
 
+ATTIC_FAN = {"id": "attic/fan", "profile": "zigbee2mqtt", "name": "attic-fan"}
+ATTIC: dict[str, Any] = {
+    "id": "attic-fan",
+    "when": {"sensor": "temp-03/temperature", "above": 30},
+    "then": [{"set": "attic/fan", "to": {"state": "on"}}],
+}
+
+
 def test_a_gateway_that_was_offline_applies_the_newest_version_only(
-    broker: Mosquitto, tmp_path: Path, http_port: int, gateways: MakeGateway, cloud: Cloud
+    broker: Mosquitto, tmp_path: Path, http_port: int, gateways: MakeGateway, watch: MakeWatch, cloud: Cloud
 ) -> None:
     config_path, config = cloud_config(tmp_path, broker, cloud, http_port=http_port, rules=[HEATING])
+    commands = watch(["zigbee2mqtt/attic-fan/set"])
     gid = config["gateway"]["id"]
     gateway = gateways(config_path, http_port).start()
     cloud.deploy(gid, 2, rules=[HEATING])
     cloud.events(APPLIED, lambda es: any(version_of(e) == 2 for e in es))
     gateway.terminate()
 
-    for version in (3, 4, 5):
+    for version in (3, 4):
         cloud.deploy(
             gid, version, rules=[HEATING, {**GARAGE, "when": {**GARAGE["when"], "above": 20 + version}}]
         )
+    # version 5 brings an actuator of its own, and a rule that names it
+    cloud.deploy(gid, 5, rules=[HEATING, ATTIC], actuators=[*ACTUATORS, ATTIC_FAN])
     gateway = gateways(config_path, http_port).start()
     applied = cloud.events(APPLIED, lambda es: any(version_of(e) == 5 for e in es))
     assert [version_of(e) for e in applied] == [2, 5]
+    assert applied[-1].value["sections"] == ["rules", "actuators"]
+    publish(broker, [("zigbee2mqtt/temp-03", {"temperature": 31})])
+    assert commands.wait_for("zigbee2mqtt/attic-fan/set")[0].json() == {"state": "on"}
     time.sleep(2)  # anything else it would say comes within its settle time
     rules = gateway.wait_log("deployment applied")
     assert rules["version"] == 5
