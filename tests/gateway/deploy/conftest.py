@@ -21,7 +21,7 @@ from tests.gateway.conftest import DEMO_FLEET, KRecord, gateway_config, kafka_to
 
 HEATING: dict[str, Any] = {
     "id": "heating",
-    "when": {"sensor": "temp-01/temperature", "below": 18, "for": "8s"},
+    "when": {"sensor": "temp-01/temperature", "below": 18, "for": "10s"},
     "then": [{"set": "living-room/thermostat", "to": {"state": "heat"}}],
 }
 GARAGE: dict[str, Any] = {

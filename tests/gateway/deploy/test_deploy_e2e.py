@@ -59,7 +59,7 @@ def test_deploy_applies_keeps_timers_and_spool_rows_and_rejects_errors(
     gateway = gateways(config_path, http_port).start()
     published = 0
 
-    # a cold living room: the heating rule's 8 s `for` timer starts now
+    # a cold living room: the heating rule's 10 s `for` timer starts now
     publish(broker, [("zigbee2mqtt/temp-01", {"temperature": 15}), *_warm(50)])
     published += 51
     cloud.deploy(gid, 2, rules=[HEATING, GARAGE])
@@ -67,6 +67,7 @@ def test_deploy_applies_keeps_timers_and_spool_rows_and_rejects_errors(
     assert [(version_of(e), e.value["source"]) for e in applied] == [(2, gid)]
     assert applied[0].value["digest"].startswith("sha256:")
     assert applied[0].headers["ce_source"] == f"edgegw://{gid}/deployment"
+    assert commands.on(THERMOSTAT) == []  # applied while the heating rule's timer runs
     # the unchanged heating rule kept its pending timer: it fires with no new reading
     assert [m.json() for m in commands.wait_for(THERMOSTAT, timeout=30)] == [{"state": "heat"}]
     publish(broker, [("zigbee2mqtt/temp-03", {"temperature": 31})])  # the deployed rule acts
