@@ -193,13 +193,12 @@ class CloudAgent:
             await self._wake.wait()
             self._wake.clear()
             candidates = await asyncio.to_thread(self._with_versions, dict(self._candidates))
-            chosen = choose(candidates, self.keys)
-            if chosen is None:
-                continue
-            if chosen.version is None:  # unreadable: rejected once (it has no version to remember)
-                if chosen.digest not in self._unreadable:
-                    await self._deploy(chosen)
-            elif is_new(chosen.version, self.state.decided):
+            for cand in candidates.values():  # no readable version (too large, not YAML...): rejected once
+                if cand.version is None and cand.digest not in self._unreadable:
+                    await self._deploy(cand)
+            readable = {k: c for k, c in candidates.items() if c.version is not None}
+            chosen = choose(readable, self.keys)
+            if chosen is not None and is_new(chosen.version, self.state.decided):
                 await self._deploy(chosen)
 
     def _with_versions(self, candidates: dict[str, Candidate]) -> dict[str, Candidate]:

@@ -95,7 +95,15 @@ def test_deploy_applies_keeps_timers_and_spool_rows_and_rejects_errors(
     published += 2
     assert len(commands.wait_for(GARAGE_SET, 2)) == 2  # the v2 rules still run
 
-    # v4 and v5 while readings flow: every reading reaches Kafka once
+    # too large (the default bound is 256 KiB): rejected unread, counted
+    cloud.deploy_text(gid, "version: 4\n" + "#" * 300_000 + "\nrules: []\n")
+    unread = cloud.events(REJECTED, lambda es: any(e.value["version"] is None for e in es))
+    assert "larger than max_document_bytes" in unread[-1].value["errors"][0]["text"]
+    refused = [v for (n, labels), v in gateway.metrics().items() if n == "edgegw_cloud_refused_total"
+               and ("what", "document") in labels]  # fmt: skip
+    assert refused == [2]
+
+    # v4 and v5 while readings flow: every reading reaches Kafka once, none dropped
     for version in (4, 5):
         publish(broker, _warm(100))
         published += 100
