@@ -86,9 +86,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 class _Settings:
-    def __init__(self, conf: dict[str, Any], topics: dict[str, str]) -> None:
+    def __init__(self, conf: dict[str, Any], topics: dict[str, str], max_bytes: int = 256 * 1024) -> None:
         self.conf = conf
         self.topics = topics
+        self.max_bytes = max_bytes
+        """The gateways' cloud.max_document_bytes (the config's, else the default)."""
 
 
 def _settings(args: argparse.Namespace) -> _Settings:
@@ -101,6 +103,7 @@ def _settings(args: argparse.Namespace) -> _Settings:
     topics = {"desired": "edgegw.desired", "commands": "edgegw.commands.in", "events": "edgegw.events",
               "heartbeats": "edgegw.heartbeats"}  # fmt: skip
     secrets = KafkaSecrets()
+    max_bytes = 256 * 1024
     if args.config is not None:
         from gateway.config import load_config  # noqa: PLC0415
 
@@ -112,6 +115,7 @@ def _settings(args: argparse.Namespace) -> _Settings:
             topics["heartbeats"] = config.bridge.kafka.topics.heartbeats
         if config.cloud is not None:
             topics["desired"], topics["commands"] = config.cloud.desired_topic, config.cloud.commands_topic
+            max_bytes = int(config.cloud.max_document_bytes)
     if args.kafka:
         base["bootstrap"] = args.kafka
     if "bootstrap" not in base:
@@ -132,7 +136,7 @@ def _settings(args: argparse.Namespace) -> _Settings:
         if value:
             topics[name] = value
     conf = client_config(kafka, secrets)
-    return _Settings(conf, topics)
+    return _Settings(conf, topics, max_bytes)
 
 
 def _security(args: argparse.Namespace, security: dict[str, Any]) -> dict[str, Any]:
@@ -184,8 +188,11 @@ def _deploy(args: argparse.Namespace) -> int:
                                       "leave version: out to get the next one", str(args.file)))  # fmt: skip
     version = written or highest + 1
     document = with_version(raw, version)
+    if len(document) > settings.max_bytes:
+        why = f"{len(document)} bytes: larger than the gateways' max_document_bytes ({settings.max_bytes})"
+        raise ConfigError(ConfigIssue(why, str(args.file)))
     if args.config is not None:  # exactly as that gateway will check it
-        review = review_deployment(args.config, document, key, max_bytes=16 * 1024 * 1024)
+        review = review_deployment(args.config, document, key, max_bytes=settings.max_bytes)
         if review.issues:
             raise ConfigError(review.issues)
     watch = None if args.no_wait else EventWatch(settings.conf, settings.topics["events"])
