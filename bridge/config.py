@@ -137,6 +137,10 @@ class TopicsConfig(_Model):
             Kind.RULE_EMITTED: self.events,
             Kind.RULE_STALE: self.events,
             Kind.COMMAND: self.commands,
+            Kind.DEPLOYMENT_APPLIED: self.events,
+            Kind.DEPLOYMENT_REJECTED: self.events,
+            Kind.DEPLOYMENT_ROLLED_BACK: self.events,
+            Kind.COMMAND_RESULT: self.events,
         }
 
 

@@ -49,6 +49,10 @@ CE_TYPES: dict[int, str] = {
     Kind.RULE_EMITTED: "edgegw.rule.emitted.v1",
     Kind.RULE_STALE: "edgegw.rule.stale.v1",
     Kind.COMMAND: "edgegw.command.v1",
+    Kind.DEPLOYMENT_APPLIED: "edgegw.deployment.applied.v1",
+    Kind.DEPLOYMENT_REJECTED: "edgegw.deployment.rejected.v1",
+    Kind.DEPLOYMENT_ROLLED_BACK: "edgegw.deployment.rolled_back.v1",
+    Kind.COMMAND_RESULT: "edgegw.command.result.v1",
 }
 HEARTBEAT_TYPE = "edgegw.heartbeat.v1"
 

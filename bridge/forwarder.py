@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -128,8 +128,11 @@ class Forwarder:
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.time,
         busy: Callable[[], bool] | None = None,
+        heartbeat_extra: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.spool = spool
+        self._heartbeat_extra = heartbeat_extra
+        """Extra heartbeat fields from the runtime (the deployment running, the groups)."""
         self.gateway_id = gateway_id
         self.exactly_once = exactly_once
         self.batch_rows = batch_rows
@@ -161,7 +164,7 @@ class Forwarder:
     @classmethod
     def for_kafka(cls, spool: Spool, config: KafkaConfig, *, gateway_id: str,
                   secrets: KafkaSecrets | None = None, busy: Callable[[], bool] | None = None,
-                  ) -> Forwarder:  # fmt: skip
+                  heartbeat_extra: Callable[[], Mapping[str, Any]] | None = None) -> Forwarder:  # fmt: skip
         from bridge.kafka import KafkaUplink  # noqa: PLC0415 - keeps librdkafka out of unit tests' imports
 
         return cls(
@@ -176,6 +179,7 @@ class Forwarder:
             heartbeat_interval=config.heartbeat_interval,
             backoff=Backoff(config.backoff_initial, config.backoff_max),
             busy=busy,
+            heartbeat_extra=heartbeat_extra,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -429,4 +433,6 @@ class Forwarder:
             "uplink": {"shipped": self._shipped, "reconnects": max(0, self._reconnects - 1)},
             "versions": self._versions,
         }
+        if self._heartbeat_extra is not None:
+            data.update(self._heartbeat_extra())
         return self._envelope.heartbeat(topic, data, now, self._beat)

@@ -53,6 +53,10 @@ class Kind(IntEnum):
     RULE_EMITTED = 4
     RULE_STALE = 5
     COMMAND = 6
+    DEPLOYMENT_APPLIED = 7
+    DEPLOYMENT_REJECTED = 8
+    DEPLOYMENT_ROLLED_BACK = 9
+    COMMAND_RESULT = 10
 
 
 KIND_NAMES: dict[int, str] = {
@@ -62,6 +66,10 @@ KIND_NAMES: dict[int, str] = {
     Kind.RULE_EMITTED: "rule.emitted",
     Kind.RULE_STALE: "rule.stale",
     Kind.COMMAND: "command",
+    Kind.DEPLOYMENT_APPLIED: "deployment.applied",
+    Kind.DEPLOYMENT_REJECTED: "deployment.rejected",
+    Kind.DEPLOYMENT_ROLLED_BACK: "deployment.rolled_back",
+    Kind.COMMAND_RESULT: "command.result",
 }
 
 
@@ -80,6 +88,10 @@ PRIORITY_OF_KIND: dict[Kind, Priority] = {
     Kind.RULE_EMITTED: Priority.EVENT,
     Kind.RULE_STALE: Priority.EVENT,
     Kind.COMMAND: Priority.COMMAND,
+    Kind.DEPLOYMENT_APPLIED: Priority.EVENT,
+    Kind.DEPLOYMENT_REJECTED: Priority.EVENT,
+    Kind.DEPLOYMENT_ROLLED_BACK: Priority.EVENT,
+    Kind.COMMAND_RESULT: Priority.EVENT,
 }
 
 

@@ -228,10 +228,9 @@ class Projector:
 
     @staticmethod
     def _command_result(gw: str, data: dict[str, Any], changes: Changes) -> None:
-        actuator = data.get("actuator")
-        outcome = data.get("outcome", data.get("status", data.get("result")))
-        if isinstance(actuator, str) and outcome is not None:
-            changes.outcomes[(gw, actuator)] = (str(outcome), float(data.get("ts", 0.0)))
+        actuator = data.get("actuator")  # null for a command refused before its actuator was known
+        if isinstance(actuator, str):
+            changes.outcomes[(gw, actuator)] = (str(data["status"]), float(data["ts"]))
 
     def _heartbeat(self, gw: str, data: dict[str, Any], rec: Incoming, changes: Changes) -> None:
         ts = float(data["ts"])
@@ -253,7 +252,7 @@ class Projector:
             seen.last_heartbeat, seen.topic, seen.partition = ts, rec.topic, rec.partition
         spool = data["spool"]
         versions = data["versions"]
-        deployment = data.get("deployment_version", (data.get("deployment") or {}).get("version"))
+        deployment = (data.get("deployment") or {}).get("version")  # optional: gateways with cloud: on
         bad = data.get("bad_input")  # {device: count} or {device: {reason: count}}, when reported
         bad_total = None
         if isinstance(bad, dict):

@@ -6,7 +6,7 @@ from, the Kafka forwarder, the device components. No life cycle here (that is
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,15 @@ from gateway.secrets import resolve_secret
 from rules import Now, RuleEngine
 from rules.state import entries_of, from_entries
 
-__all__ = ["DeviceParts", "ResumePoint", "build_devices", "open_spool", "resume_point", "start_forwarder"]
+__all__ = [
+    "DeviceParts",
+    "ResumePoint",
+    "build_devices",
+    "kafka_secrets",
+    "open_spool",
+    "resume_point",
+    "start_forwarder",
+]
 
 _log = structlog.get_logger("edgegw.runtime")
 
@@ -108,14 +116,27 @@ def _legacy_rule_state(path: Path) -> dict[str, Any]:
 
 
 def start_forwarder(config: GatewayConfig, spool: Spool, *, gateway_id: str, environ: dict[str, str],
-                    busy: Callable[[], bool]) -> Forwarder | None:  # fmt: skip
+                    busy: Callable[[], bool],
+                    heartbeat_extra: Callable[[], Mapping[str, Any]] | None = None,
+                    ) -> Forwarder | None:  # fmt: skip
     """The Kafka forwarder of ``config``, started; None without a ``bridge.kafka`` section."""
     kafka = config.bridge.kafka
     if kafka is None:
         _log.info("no kafka uplink configured: the spool keeps everything (up to its cap and TTL)")
         return None
+    secrets = kafka_secrets(config, environ)
+    forwarder = Forwarder.for_kafka(spool, kafka, gateway_id=gateway_id, secrets=secrets, busy=busy,
+                                    heartbeat_extra=heartbeat_extra)  # fmt: skip
+    forwarder.start()
+    return forwarder
+
+
+def kafka_secrets(config: GatewayConfig, environ: dict[str, str]) -> KafkaSecrets:
+    """The resolved secrets of ``bridge.kafka.security`` (the forwarder's and the cloud consumer's)."""
+    kafka = config.bridge.kafka
+    assert kafka is not None
     security = kafka.security
-    secrets = KafkaSecrets(
+    return KafkaSecrets(
         sasl_password=(
             resolve_secret(security.sasl.password, environ=environ, what="kafka sasl password")
             if security.sasl is not None
@@ -127,9 +148,6 @@ def start_forwarder(config: GatewayConfig, spool: Spool, *, gateway_id: str, env
             else None
         ),
     )
-    forwarder = Forwarder.for_kafka(spool, kafka, gateway_id=gateway_id, secrets=secrets, busy=busy)
-    forwarder.start()
-    return forwarder
 
 
 @dataclass

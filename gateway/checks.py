@@ -83,6 +83,16 @@ def check_config(path: Path, *, mosquitto_conf: Path = MOSQUITTO_CONF) -> CheckR
         f"  state directory: {config.gateway.resolved_state_dir()}",
         f"  kafka uplink: {kafka.bootstrap + ' (' + kafka.mode + ')' if kafka else 'none (spool only)'}",
     ]
+    if config.cloud is not None:
+        from gateway.deploy.status import deployment_summary  # noqa: PLC0415
+        from gateway.identity import GATEWAY_ID_FILE  # noqa: PLC0415
+
+        state_dir = config.gateway.resolved_state_dir()
+        stored = state_dir / GATEWAY_ID_FILE
+        gateway_id = config.gateway.id or (stored.read_text().strip() if stored.is_file() else None)
+        lines, warnings = deployment_summary(loaded, state_dir, gateway_id)
+        report.summary += lines
+        report.warnings += warnings
     return report
 
 

@@ -5,6 +5,7 @@
     # yaml-language-server: $schema=../schemas/config.schema.json
     gateway:
       id: hall-pi                  # optional: derived once and kept in the state directory
+      group: [ground-floor]        # optional: deployment groups (docs/fleet.md)
       state_dir: /var/lib/edgegw   # default: $STATE_DIRECTORY (systemd), else ./state
     location: {timezone: Europe/Berlin, latitude: 52.52, longitude: 13.40}
     mqtt: {host: 127.0.0.1, port: 1883}
@@ -16,6 +17,7 @@
     http: {host: 127.0.0.1, port: 9108}   # another address needs token: {file|env|credential: ...}
     homeassistant: {enabled: true}  # gateway.homeassistant.config.HomeAssistantSection
     log: {level: info}
+    cloud: {...}                   # gateway.deploy.settings.CloudSection (deployments, commands)
 
 Validation happens once, here; every problem is reported with ``file:line:column`` and
 its key path. Secrets are never in the file: they are resolved from files, the
@@ -38,6 +40,7 @@ from bridge.config import BridgeConfig
 from common.configtypes import SecretRef
 from devices.actuators import command_problem
 from devices.config import ActuatorConfig, DeviceConfig, MqttConnection
+from gateway.deploy.settings import CloudSection
 from gateway.errors import ConfigError, ConfigIssue
 from gateway.homeassistant.config import HomeAssistantSection
 from rules.schema import Location
@@ -57,6 +60,7 @@ __all__ = [
     "config_json_schema",
     "load_config",
     "review_config",
+    "review_document",
 ]
 
 DEFAULT_CONFIG_PATH = Path("/etc/edgegw/edgegw.yaml")
@@ -73,12 +77,29 @@ class GatewaySection(_Model):
     """Unique in the fleet; keys the Kafka transactional id. Omit it to derive one once."""
     state_dir: Path | None = None
     """Spool and rule state. Default: ``$STATE_DIRECTORY`` (systemd), else ``./state``."""
+    group: list[str] = Field(default_factory=list)
+    """Deployment groups (one name or a list): documents under ``group/<name>`` apply too."""
 
     @field_validator("id")
     @classmethod
     def _id(cls, value: str | None) -> str | None:
         if value is not None and not _ID.match(value):
             raise ValueError("gateway id: letters, digits, '.', '_' and '-', at most 63 characters")
+        return value
+
+    @field_validator("group", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("group")
+    @classmethod
+    def _group_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _ID.match(name):
+                raise ValueError(f"group {name!r}: letters, digits, '.', '_' and '-', at most 63 characters")
+        if len(set(value)) != len(value):
+            raise ValueError("a group is named twice")
         return value
 
     def resolved_state_dir(self, environ: dict[str, str] | None = None) -> Path:
@@ -145,6 +166,14 @@ class GatewayConfig(_Model):
     http: HttpSection = Field(default_factory=HttpSection)
     homeassistant: HomeAssistantSection = Field(default_factory=HomeAssistantSection)
     log: LogSection = Field(default_factory=LogSection)
+    cloud: CloudSection | None = None
+    """Deployments and commands from Kafka (docs/fleet.md); needs ``bridge.kafka``."""
+
+    @model_validator(mode="after")
+    def _cloud_needs_kafka(self) -> GatewayConfig:
+        if self.cloud is not None and self.cloud.enabled and self.bridge.kafka is None:
+            raise ValueError("cloud: needs bridge.kafka (deployments use its connection and security)")
+        return self
 
     @model_validator(mode="after")
     def _ha_actuators(self) -> GatewayConfig:
@@ -227,12 +256,19 @@ def review_config(path: str | Path) -> ConfigReview:
     a device or actuator that failed (its own error is reported) still counts as declared,
     so the rules that name it are not reported again.
     """
-    from gateway.rulesload import load_rules, load_rules_files  # noqa: PLC0415
-    from gateway.yamlio import load_yaml, validate  # noqa: PLC0415
-    from rules.compiler import RuleSet  # noqa: PLC0415
+    from gateway.yamlio import load_yaml  # noqa: PLC0415
 
     path = Path(path)
-    doc = load_yaml(path)
+    return review_document(load_yaml(path), path)
+
+
+def review_document(doc: YamlDocument, path: Path) -> ConfigReview:
+    """:func:`review_config` of an already parsed document (``path``: where ``include:``
+    entries are relative to; a deployment overlays a document on the local file's data)."""
+    from gateway.rulesload import load_rules, load_rules_files  # noqa: PLC0415
+    from gateway.yamlio import validate  # noqa: PLC0415
+    from rules.compiler import RuleSet  # noqa: PLC0415
+
     issues: list[ConfigIssue] = []
     config: GatewayConfig | None = None
     try:

@@ -455,6 +455,8 @@ def health(runtime: Runtime, io: IoStats) -> tuple[bool, dict[str, Any]]:
     offline = [d.id for d in rt.config.devices if str(rt.health.state(d.id, mono)) == "offline"]
     components["devices"] = {"configured": len(rt.config.devices), "offline": offline}
     components["rules"] = {"loaded": len(rt.engine.rules), "reload_errors": rt.state.reload_errors}
+    if rt.cloud is not None:
+        components["cloud"] = rt.cloud.health()
     body = {
         "status": "ok" if healthy else "unhealthy",
         "gateway_id": rt.gateway_id,
@@ -492,7 +494,8 @@ class Observability:
 
     async def metrics(self) -> Response:
         io = await self.io_stats()
-        return 200, CONTENT_TYPE, render([*self.collector.collect(io), *io.process])
+        cloud = self.runtime.cloud.families() if self.runtime.cloud is not None else ()
+        return 200, CONTENT_TYPE, render([*self.collector.collect(io), *cloud, *io.process])
 
     def rules(self) -> Response:
         """Every rule's trace (``edgegw rules explain`` reads it)."""

@@ -48,6 +48,7 @@ from devices import (
 )
 from gateway.assembly import build_devices, open_spool, resume_point, start_forwarder
 from gateway.config import LoadedConfig, load_config
+from gateway.deploy.agent import CloudAgent
 from gateway.errors import ConfigError, GatewayError
 from gateway.pipeline import Counters, Pipeline
 from gateway.runmarker import LastRun, RunMarker
@@ -106,9 +107,15 @@ class Runtime:
         on_drained: Callable[[], None] | None = None,
         environ: dict[str, str] | None = None,
     ) -> None:
+        self.gateway_id = gateway_id
+        self._environ = dict(os.environ if environ is None else environ)
+        self.state_dir = loaded.config.gateway.resolved_state_dir(self._environ)
+        self.config = loaded.config
+        self.cloud: CloudAgent | None = None
+        """Deployments and commands from Kafka (``cloud:``), see gateway/deploy/agent.py."""
+        loaded = self._with_deployment(loaded)
         self.loaded = loaded
         self.config = loaded.config
-        self.gateway_id = gateway_id
         self.notifier = notifier or Notifier({})
         self._on_ready = on_ready
         self._on_drained = on_drained
@@ -118,9 +125,7 @@ class Runtime:
         self._drained_at = 0  # the count when on_drained last ran
         self._next_drained_check = 0.0
         self._draining: asyncio.Future[None] | None = None
-        self._environ = dict(os.environ if environ is None else environ)
         self.state = Counters()
-        self.state_dir = self.config.gateway.resolved_state_dir(self._environ)
         self.counter = BadInputCounter()
         self.clock = ClockSync(SystemClockProbe())
         self.health = HealthTracker.for_devices(self.config.devices)
@@ -154,10 +159,22 @@ class Runtime:
         """An unclean last stop whose loss is not reported yet (waiting for Kafka's checkpoint)."""
         self._next_note = 0.0
 
+    def _with_deployment(self, loaded: LoadedConfig) -> LoadedConfig:
+        """With ``cloud:`` on: the agent, and the last-good deployment laid over the local file."""
+        cloud = loaded.config.cloud
+        if cloud is None or not cloud.enabled or loaded.config.bridge.kafka is None:
+            return loaded
+        self.cloud = CloudAgent(self, cloud, loaded.path)
+        return self.cloud.startup(loaded)
+
     # ------------------------------------------------------------------ time
     @staticmethod
     def now() -> Now:
         return Now(time.monotonic(), time.time())
+
+    @property
+    def environ(self) -> dict[str, str]:
+        return self._environ
 
     @property
     def ready(self) -> bool:
@@ -194,7 +211,11 @@ class Runtime:
                     group.create_task(self._reloader(), name="reloader"),
                     group.create_task(self._spool_watch(), name="spool-watch"),
                 ]
+                if self.cloud is not None:
+                    background.append(group.create_task(self.cloud.run(), name="cloud"))
                 await self._stop.wait()
+                if self.cloud is not None:
+                    self.cloud.stop()
                 self.notifier.stopping("stopping")
                 _log.info("stopping")
                 if homeassistant is not None:
@@ -321,7 +342,19 @@ class Runtime:
         if self.spool is None:
             return
         self.forwarder = start_forwarder(self.config, self.spool, gateway_id=self.gateway_id,
-                                         environ=self._environ, busy=self._loop_late)  # fmt: skip
+                                         environ=self._environ, busy=self._loop_late,
+                                         heartbeat_extra=self._heartbeat_fields)  # fmt: skip
+
+    def _heartbeat_fields(self) -> dict[str, Any]:
+        """The heartbeat's fields from the runtime (called on the uplink's thread): bad input
+        per device and reason, and with ``cloud:`` on, the deployment running and the groups."""
+        bad: dict[str, dict[str, int]] = {}
+        for (device, reason), n in dict(self.counter.counts).items():  # one C-level copy
+            bad.setdefault(device, {})[reason] = n
+        fields: dict[str, Any] = {"bad_input": bad}
+        if self.cloud is not None:
+            fields.update(self.cloud.heartbeat_fields())
+        return fields
 
     def _build_devices(self) -> None:
         parts = build_devices(self.config, gateway_id=self.gateway_id, environ=self._environ,
@@ -516,14 +549,25 @@ class Runtime:
 
     async def _do_reload(self) -> None:
         self.notifier.reloading("reloading")
+        load = self.cloud.current_loaded if self.cloud is not None else lambda: load_config(self.loaded.path)
         try:
-            loaded = await asyncio.to_thread(load_config, self.loaded.path)
+            loaded = await asyncio.to_thread(load)
         except ConfigError as exc:
             self.state.reload_errors += 1
             for issue in exc.issues:
                 _log.error("reload refused: invalid config; keeping the running one", issue=str(issue))
             self.notifier.ready("reload refused: invalid config")
             return
+        await self._apply(loaded, "reloaded")
+
+    async def apply_loaded(self, loaded: LoadedConfig, *, reason: str) -> None:
+        """Run ``loaded`` from now on, as a reload does (a deployment, a rollback): rules that
+        did not change keep their state; new devices or actuators restart the device parts."""
+        async with self._exclusive:
+            self.notifier.reloading(reason)
+            await self._apply(loaded, reason)
+
+    async def _apply(self, loaded: LoadedConfig, reason: str) -> None:
         old = self.config
         self.loaded, self.config = loaded, loaded.config
         engine = self.engine.with_rules(loaded.rules, self.now())
@@ -535,8 +579,8 @@ class Runtime:
         if devices_changed:
             await self._restart_devices()
         self.state.reloads += 1
-        _log.info("reloaded", rules=len(engine.rules), devices_changed=devices_changed)
-        self.notifier.ready("reloaded")
+        _log.info(reason, rules=len(engine.rules), devices_changed=devices_changed)
+        self.notifier.ready(reason)
 
     async def _restart_devices(self) -> None:
         """Stop the device components and start them from the new config. Readings the

@@ -12,7 +12,7 @@ import argparse
 from importlib import import_module
 
 # Module names under gateway.commands, in the order `edgegw --help` lists them.
-COMMANDS: tuple[str, ...] = ("demo", "run", "discover", "rules", "simulate", "spool", "fleet")
+COMMANDS: tuple[str, ...] = ("demo", "run", "discover", "rules", "simulate", "spool", "deploy", "fleet")
 
 
 def register_all(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

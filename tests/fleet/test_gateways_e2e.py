@@ -22,6 +22,7 @@ from tests.gateway.conftest import (
     expected_readings,
     gateway_config,
     kafka_topics,
+    publish,
     simulate,
     write_config,
 )
@@ -90,6 +91,25 @@ def test_three_gateways_in_the_fleet_view_and_one_going_offline_and_back(
         assert detail["commands"], "the demo rules drive actuators"
         assert all(c["outcome"] == "sent" for c in detail["commands"])
         assert detail["online"] is True
+
+    # bad input, as each gateway counted it (its /metrics), reaches the view with its heartbeats
+    publish(broker, [("zigbee2mqtt/temp-01", "not a Zigbee2MQTT object")])
+
+    def bad_input_by_gateway() -> dict[str, dict[str, int]]:
+        return {gw: {d["device_id"]: d["bad_input"] for d in view.get(f"/api/devices?gateway={gw}")
+                     if d["bad_input"]} for gw in running}  # fmt: skip
+
+    def counted_by_gateways() -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for gw, gateway in running.items():
+            for (name, labels), n in gateway.metrics().items():
+                if name == "edgegw_parse_errors_total" and n:
+                    device = dict(labels)["device"]
+                    out.setdefault(gw, {})[device] = out.get(gw, {}).get(device, 0) + int(n)
+        return out
+
+    until(lambda: counted_by_gateways().get("home-a", {}).get("temp-01"), "the bad input counted", timeout=15)
+    until(lambda: bad_input_by_gateway() == counted_by_gateways(), "bad input in the view", timeout=15)
 
     # stop one gateway: offline within 3 heartbeat intervals, timed by its last heartbeat
     running["home-b"].terminate()

@@ -5,9 +5,12 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from bridge.envelope import Record
+from bridge.policy import KIND_NAMES
 from fleet.model import Changes, Incoming
 from fleet.projection import Projector
 from fleet.schemas import Validators
+from gateway.deploy import reports
 from tests.fleet.events import beat, command, reading, record, rule
 
 VALIDATORS = Validators.from_folder()
@@ -128,6 +131,33 @@ def test_last_command_per_actuator() -> None:
     )
     row = c.commands[("gw1", "lamp/set")]
     assert (row.payload, row.outcome) == ('{"state":"OFF"}', "sent")
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def _reported(rec: Record, seq: int) -> Incoming:
+    """A record as the gateway builds it (gateway/deploy/reports.py), on the events topic."""
+    data = orjson.loads(rec.data)
+    gateway = data["gateway_id"]
+    kind = f"edgegw.{KIND_NAMES[rec.kind]}.v1"
+    return record(kind, data, gateway=gateway, key=rec.key, seq=seq, topic="edgegw.events")
+
+
+def test_what_gateways_report_of_deployments_and_remote_commands() -> None:
+    """The gateway's own outcome events, schema-checked and projected: the two halves agree."""
+    common = {"gateway_id": "gw1", "source": "gw1"}
+    applied = reports.applied(**common, version=4, digest=DIGEST, sections=["rules"], settle_s=30.0, ts=50.0)
+    confirmed = reports.command_result(**common, command_id="c-1", actuator="lamp/set", status="confirmed",
+                                       reason="", ts=60.0)  # fmt: skip
+    refused = reports.command_result(**common, command_id="c-2", actuator=None, status="refused",
+                                     reason="bad payload", ts=61.0)  # fmt: skip
+    back = reports.rolled_back("gw2", source="group/hall", version=7, digest=DIGEST, reason="loop guard",
+                               restored_version=4, ts=70.0)  # fmt: skip
+    _, c = project(_reported(applied, 1), _reported(confirmed, 2), _reported(refused, 3), _reported(back, 1))
+    assert c.dead_letters == []
+    assert c.deployments == {"gw1": ("4", "applied", 50.0), "gw2": ("7", "rolled_back", 70.0)}
+    assert c.outcomes == {("gw1", "lamp/set"): ("confirmed", 60.0)}
 
 
 @pytest.mark.parametrize(
