@@ -4,6 +4,7 @@ address it prints, shows them online with their devices while the demo runs."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -65,6 +66,7 @@ def test_the_fleet_demo_shows_three_gateways_on_the_printed_address(
             timeout=40,
             interval=0.5,
         )
+        demo.send_signal(signal.SIGINT)  # Ctrl-C, as a person stops it
         rest, _ = demo.communicate(timeout=60)
         assert demo.returncode == 0, "".join(lines) + rest
     finally:
