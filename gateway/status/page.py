@@ -115,6 +115,17 @@ def _actuators(rt: Runtime) -> list[ActuatorView]:
     return out
 
 
+def _deployment(rt: Runtime) -> str | None:
+    """The deployment running (``cloud:``), e.g. ``v8 from group/ground-floor``; None: the local file."""
+    cloud = rt.cloud
+    if cloud is None:
+        return None
+    if cloud.settling is not None:
+        return f"v{cloud.settling.version} from {cloud.settling.source} (settling)"
+    good = cloud.state.last_good
+    return None if good is None else f"v{good.version} from {good.source}"
+
+
 def gather(rt: Runtime, io: IoStats, *, healthy: bool, fingerprint: str) -> StatusInputs:
     """Copy what the page shows out of the runtime. On the event loop: reads only."""
     mono, wall = time.monotonic(), time.time()
@@ -123,7 +134,7 @@ def gather(rt: Runtime, io: IoStats, *, healthy: bool, fingerprint: str) -> Stat
         s = io.spool
         spool = {"depth": s.depth, "bytes": s.bytes, "oldest_age_s": s.oldest_age,
                  "dead_letters": s.dead_letters, "failed": s.failed, "disk_full": s.disk_full}  # fmt: skip
-    deployment = getattr(rt, "deployment", None)
+    deployment = _deployment(rt)
     events = [
         {"at": e.ts, "kind": str(e.kind), "rule": e.rule_id, "severity": e.severity, "message": e.message,
          "values": dict(e.values)}
@@ -139,7 +150,7 @@ def gather(rt: Runtime, io: IoStats, *, healthy: bool, fingerprint: str) -> Stat
         now=wall,
         started=wall - (mono - rt.state.started_mono),
         config={"path": str(rt.loaded.path), "fingerprint": fingerprint, "reloads": rt.state.reloads,
-                "deployment": None if deployment is None else str(deployment)},
+                "deployment": deployment},
         links=_links(rt, io),
         spool=spool,
         clock_synced=bool(rt.clock.synchronized),

@@ -108,7 +108,7 @@ def test_three_gateways_in_the_fleet_view_and_one_going_offline_and_back(
                     out.setdefault(gw, {})[device] = out.get(gw, {}).get(device, 0) + int(n)
         return out
 
-    until(lambda: counted_by_gateways().get("home-a", {}).get("temp-01"), "the bad input counted", timeout=15)
+    until(lambda: "temp-01" in counted_by_gateways().get("home-a", {}), "the bad input counted", timeout=15)
     until(lambda: bad_input_by_gateway() == counted_by_gateways(), "bad input in the view", timeout=15)
 
     # stop one gateway: offline within 3 heartbeat intervals, timed by its last heartbeat

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,6 +75,8 @@ def test_deploy_applies_keeps_timers_and_spool_rows_and_rejects_errors(
     published += 1
     assert commands.wait_for(GARAGE_SET)[0].json() == {"state": "on"}
     assert _metric(gateway, "edgegw_deployment_version") == 2
+    code, body = gateway.get("/api/status")  # the status page says what runs
+    assert (code, json.loads(body)["gateway"]["config"]["deployment"]) == (200, f"v2 from {gid}")
 
     # an error: rejected, located in the document, nothing else changes
     bad = (
