@@ -8,8 +8,17 @@ optional fields and nothing else; a change that breaks either side gets a new ty
 
 - a field removed (old consumers that need it find it gone);
 - a field retyped (its ``type``, ``oneOf`` types, ``const`` or ``enum`` changed);
+- a constraint of a field changed (``pattern``, ``format``, ``minimum``, ``maximum``,
+  ``minLength``, ``maxLength``, ``minItems``, ``maxItems``...): tighter, old events in the
+  log fail it; looser, new events fail the old consumers' copy;
 - a new required field (old events in the log do not have it);
+- a required field made optional (old consumers that need it may not find it);
 - a type removed altogether (its events in the log could no longer be validated).
+
+A new optional field is safe because consumers read tolerantly: the fleet view ignores
+fields it does not know (it compiles the schemas without ``additionalProperties: false``,
+:func:`fleet.schemas._tolerant`); only edgegw's own tests hold producers to the strict
+schemas.
 
 The released schemas are kept in ``schemas/events-released.json`` (written by
 ``python -m fleet.compat --record``, which adds new types and never changes a recorded
@@ -47,6 +56,9 @@ def incompatibilities(old: Mapping[str, Any], new: Mapping[str, Any], path: str 
     if _types(old) != _types(new):
         problems.append(f"{where}: retyped ({_describe(old)} -> {_describe(new)})")
         return problems
+    if _constraints(old) != _constraints(new):
+        problems.append(f"{where}: constraint changed ({json.dumps(_constraints(old), sort_keys=True)} -> "
+                        f"{json.dumps(_constraints(new), sort_keys=True)})")  # fmt: skip
     old_props: Mapping[str, Any] = old.get("properties", {})
     new_props: Mapping[str, Any] = new.get("properties", {})
     for name, sub in old_props.items():
@@ -57,11 +69,24 @@ def incompatibilities(old: Mapping[str, Any], new: Mapping[str, Any], path: str 
             problems += incompatibilities(sub, new_props[name], child)
     for name in sorted(set(new.get("required", [])) - set(old.get("required", []))):
         problems.append(f"{f'{path}.{name}' if path else name}: new required field")
+    for name in sorted(set(old.get("required", [])) - set(new.get("required", []))):
+        if name in new_props:  # a removed field is reported above
+            problems.append(f"{f'{path}.{name}' if path else name}: required field made optional")
     for key in ("additionalProperties", "items"):
         o, n = old.get(key), new.get(key)
         if isinstance(o, Mapping) and isinstance(n, Mapping):
             problems += incompatibilities(o, n, f"{where}[{key}]")
     return problems
+
+
+CONSTRAINTS = (
+    "pattern", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
+    "minLength", "maxLength", "minItems", "maxItems", "uniqueItems", "minProperties", "maxProperties",
+)  # fmt: skip
+
+
+def _constraints(schema: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: schema[k] for k in CONSTRAINTS if k in schema}
 
 
 def _describe(schema: Mapping[str, Any]) -> str:

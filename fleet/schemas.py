@@ -42,6 +42,18 @@ def load_schemas(folder: Path = SCHEMA_DIR) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _tolerant(schema: Any) -> Any:
+    """The same schema without ``additionalProperties: false``: the view reads tolerantly, so
+    an event from a newer gateway with a new optional field (which the contract allows, see
+    :mod:`fleet.compat`) validates instead of being dead-lettered. The repository's tests
+    still check what edgegw produces against the strict schemas."""
+    if isinstance(schema, list):
+        return [_tolerant(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {k: _tolerant(v) for k, v in schema.items() if not (k == "additionalProperties" and v is False)}
+
+
 def _plain_types(schema: Any) -> Any:
     """The same schema with each ``oneOf`` of bare, disjoint types (``number``, ``boolean``,
     ``string``) written as a ``type`` list: they admit exactly the same values, and the
@@ -69,7 +81,7 @@ class Validators:
     def __init__(self, schemas: Mapping[str, Mapping[str, Any]]) -> None:
         self._compiled: dict[str, Validate] = {}
         for ce_type, schema in schemas.items():
-            definition = {**_plain_types(schema), "$schema": _DRAFT7}
+            definition = {**_plain_types(_tolerant(schema)), "$schema": _DRAFT7}
             definition.pop("$id", None)
             self._compiled[ce_type] = fastjsonschema.compile(definition)
 

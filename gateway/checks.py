@@ -21,6 +21,7 @@ from common.configtypes import SecretRef
 from gateway.config import GatewaySection, LoadedConfig, review_config
 from gateway.errors import ConfigError, ConfigIssue
 from gateway.secrets import resolve_secret
+from gateway.status.access import token_problem
 from gateway.yamlio import sorted_issues
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ _SECRETS: tuple[KeyPath, ...] = (
     ("mqtt", "password"),
     ("bridge", "kafka", "security", "sasl", "password"),
     ("bridge", "kafka", "security", "tls", "key_password"),
+    ("http", "token"),
 )
 _FILES: tuple[KeyPath, ...] = tuple(
     (*section, key)
@@ -118,9 +120,12 @@ def _secret_issues(doc: YamlDocument) -> list[ConfigIssue]:
         if ref is None:
             continue
         try:
-            resolve_secret(ref, what="secret")
+            value = resolve_secret(ref, what="secret").get_secret_value()
         except ConfigError as exc:
             issues += [doc.issue(path, i.message.removeprefix("secret: ")) for i in exc.issues]
+            continue
+        if path == ("http", "token") and (problem := token_problem(value)) is not None:
+            issues.append(doc.issue(path, problem))
     return issues
 
 

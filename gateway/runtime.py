@@ -49,7 +49,7 @@ from devices import (
 from gateway.assembly import build_devices, open_spool, resume_point, start_forwarder
 from gateway.config import LoadedConfig, load_config
 from gateway.deploy.agent import CloudAgent
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, ConfigIssue, GatewayError
 from gateway.pipeline import Counters, Pipeline
 from gateway.runmarker import LastRun, RunMarker
 from gateway.sdnotify import Notifier, watchdog_loop
@@ -601,7 +601,7 @@ class Runtime:
             return None
         from gateway.http import HttpServer  # noqa: PLC0415
         from gateway.metrics import Observability  # noqa: PLC0415
-        from gateway.status.access import Access  # noqa: PLC0415
+        from gateway.status.access import Access, token_problem  # noqa: PLC0415
         from gateway.status.page import PAGE_HEADERS, StatusPage  # noqa: PLC0415
 
         obs = Observability(self)
@@ -611,6 +611,8 @@ class Runtime:
             from gateway.secrets import resolve_secret  # noqa: PLC0415
 
             token = resolve_secret(section.token, environ=self._environ, what="http token").get_secret_value()
+            if (problem := token_problem(token)) is not None:
+                raise ConfigError(ConfigIssue(problem, path="http.token"))
         server = HttpServer(
             section.host,
             section.port,

@@ -19,9 +19,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
-__all__ = ["SESSION_COOKIE", "Access", "Refusal"]
+__all__ = ["MIN_TOKEN_LENGTH", "SESSION_COOKIE", "Access", "Refusal", "token_problem"]
 
 SESSION_COOKIE = "edgegw_session"
+MIN_TOKEN_LENGTH = 16
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` cannot guard the page (empty, or guessable by its length), or None."""
+    if not token.strip():
+        return "the token is empty: the page would be open to the network"
+    if len(token) < MIN_TOKEN_LENGTH:
+        return (f"the token has {len(token)} characters; use at least {MIN_TOKEN_LENGTH} "
+                "(e.g. the output of `openssl rand -hex 16`)")  # fmt: skip
+    return None
 OPEN_PATHS = frozenset({"/healthz"})
 
 
@@ -49,6 +60,8 @@ class Access:
     __slots__ = ("_session", "_token")
 
     def __init__(self, token: str | None) -> None:
+        if token is not None and token_problem(token) is not None:
+            raise ValueError(f"http.token: {token_problem(token)}")
         self._token = token.encode() if token else None
         self._session = (
             hmac.new(self._token, b"edgegw status page session", hashlib.sha256).hexdigest()

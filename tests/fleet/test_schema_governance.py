@@ -52,6 +52,11 @@ def _changed(change: Any) -> dict[str, Any]:
         (lambda s: s["required"].append("room"), "room: new required field"),
         (lambda s: (s["properties"].update(room={"type": "string"}), s["required"].append("room")),
          "room: new required field"),
+        (lambda s: s["required"].remove("unit"), "unit: required field made optional"),
+        (lambda s: s["properties"]["device_id"].update(pattern="^[a-z]+$"), "device_id: constraint changed"),
+        (lambda s: s["properties"]["device_id"].pop("pattern"), "device_id: constraint changed"),
+        (lambda s: s["properties"]["metric"].update(minLength=3), "metric: constraint changed"),
+        (lambda s: s["properties"]["ts"].update(minimum=0), "ts: constraint changed"),
     ],
 )  # fmt: skip
 def test_incompatible_changes_are_named(change: Any, problem: str) -> None:
@@ -69,6 +74,18 @@ def test_incompatible_changes_are_named(change: Any, problem: str) -> None:
 )
 def test_compatible_changes_pass(change: Any) -> None:
     assert incompatibilities(READING, _changed(change)) == []
+
+
+def test_a_new_optional_field_is_read_by_the_view_built_for_the_old_schema() -> None:
+    """Why a new optional field is compatible: the view reads tolerantly (unknown fields are
+    ignored), although the schema says ``additionalProperties: false`` for producers."""
+    from fleet.schemas import Validators  # noqa: PLC0415 - the fleet extra
+
+    old_view = Validators({"edgegw.reading.v1": READING})
+    event = {"device_id": "t1", "metric": "temperature", "value": 21.5, "unit": "°C", "ts": 1.0,
+             "received_at": 1.0, "clock_synced": True}  # fmt: skip
+    assert old_view.check("edgegw.reading.v1", {**event, "room": "hall"}) is None
+    assert old_view.check("edgegw.reading.v1", {**event, "device_id": "t 1"}) is not None  # still checked
 
 
 def test_nested_fields_are_checked_too() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from gateway.cli import main
 from gateway.config import is_loopback, load_config
 from gateway.errors import ConfigError
 from gateway.status.access import SESSION_COOKIE, Access
@@ -54,6 +55,33 @@ def test_config_refuses_a_network_bind_without_a_token(tmp_path: Path) -> None:
     assert "http.token" in issue
     path.write_text(path.read_text() + "  token: {env: EDGEGW_HTTP_TOKEN}\n")
     assert load_config(path).config.http.token is not None
+
+
+@pytest.mark.parametrize(
+    ("token", "problem"),
+    [
+        ("", "the token is empty: the page would be open to the network"),
+        ("   ", "the token is empty: the page would be open to the network"),
+        ("hunter2", "the token has 7 characters; use at least 16 "
+                    "(e.g. the output of `openssl rand -hex 16`)"),
+    ],
+)
+def test_an_empty_or_short_token_is_an_error_where_edgegw_check_reads_it(
+    token: str,
+    problem: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("EDGEGW_TEST_HTTP_TOKEN", token)
+    path = tmp_path / "edgegw.yaml"
+    path.write_text(f"gateway: {{id: hall-pi, state_dir: {tmp_path / 'state'}}}\n"
+                    "http: {host: 0.0.0.0, token: {env: EDGEGW_TEST_HTTP_TOKEN}}\n")  # fmt: skip
+    assert main(["check", "--config", str(path)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {path}:2:30: http.token: {problem}"]
+    with pytest.raises(ValueError, match=r"http\.token: the token"):
+        Access(token)  # and the page never runs with it
 
 
 def test_access_without_a_token_lets_everything_through() -> None:
@@ -94,7 +122,7 @@ def test_login_link_sets_a_cookie_that_is_not_the_token() -> None:
     assert "SameSite=Strict" in cookie
     session = cookie.split(";", 1)[0]
     assert access.check("/api/status", "", {"cookie": f"theme=dark; {session}"}) is None
-    assert Access("another token").check("/", "", {"cookie": session}) is not None
+    assert Access("another token, long enough").check("/", "", {"cookie": session}) is not None
 
 
 def _get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
