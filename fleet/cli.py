@@ -18,7 +18,7 @@ from fleet.errors import FleetError
 from fleet.projection import Projector
 from fleet.schemas import SCHEMA_DIR, Validators
 from fleet.store import open_store
-from fleet.web import FleetWeb
+from fleet.web import FleetWeb, web_access
 from gateway.logs import configure_logging
 
 __all__ = ["config_from_args", "rebuild", "serve"]
@@ -62,7 +62,8 @@ def serve(args: argparse.Namespace) -> int:
     web = None
     if config.listen.lower() != "none":
         host, _, port = config.listen.rpartition(":")
-        web = FleetWeb(host or "127.0.0.1", int(port), store.reader, consumer.stats).start()
+        access = web_access(config)
+        web = FleetWeb(host or "127.0.0.1", int(port), store.reader, consumer.stats, access=access).start()
         print(f"fleet view on {web.url} (store {store.url})", file=sys.stderr, flush=True)
     stop = _stop_on_signals()
     try:

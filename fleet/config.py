@@ -12,10 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bridge.config import KafkaSecurity, TopicsConfig
-from common.configtypes import Duration
+from common.configtypes import Duration, SecretRef
+from common.httpaccess import is_loopback
 from gateway.errors import ConfigError, ConfigIssue
 
 __all__ = ["FleetConfig", "FleetKafka", "consumer_settings", "from_values", "load_config"]
@@ -58,6 +59,9 @@ class FleetConfig(_Model):
     """``sqlite:///path/fleet.db`` (one instance) or ``postgresql://user@host/db`` (shared)."""
     listen: str = "127.0.0.1:8300"
     """``host:port`` of the web page and the JSON API; ``none`` for no web server."""
+    token: SecretRef | None = None
+    """Required when ``listen`` is not a loopback address: every request but ``/healthz``
+    then needs it (``Authorization: Bearer``, or ``/?token=`` once in a browser)."""
     heartbeat_interval: Duration = 60.0
     """The gateways' ``bridge.kafka.heartbeat_interval``."""
     offline_after_heartbeats: int = Field(3, ge=1)
@@ -68,6 +72,15 @@ class FleetConfig(_Model):
     """How often silent gateways are checked for going offline."""
     schemas: Path | None = None
     """The folder of event schemas; the repository's ``schemas/events`` when omitted."""
+
+    @model_validator(mode="after")
+    def _open_to_the_network(self) -> FleetConfig:
+        host = self.listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
+        if self.listen.lower() != "none" and self.token is None and not is_loopback(host):
+            raise ValueError(f"listen {self.listen!r} is not a loopback address: the fleet view would be "
+                             "open to the network; set token to a secret reference ({file: PATH}, "
+                             "{env: VARIABLE} or {credential: NAME})")  # fmt: skip
+        return self
 
     @property
     def offline_after(self) -> float:

@@ -19,12 +19,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import orjson
 import structlog
 
+from common.httpaccess import FLEET_HINT, Access, token_problem
 from fleet.api import Api, NotFoundError
+from fleet.config import FleetConfig
 from fleet.consumer import Stats
-from fleet.errors import FleetStoreError
+from fleet.errors import FleetError, FleetStoreError
 from fleet.store import Reader
 
-__all__ = ["FleetWeb", "metrics_text"]
+__all__ = ["FleetWeb", "metrics_text", "web_access"]
 
 _log = structlog.get_logger("edgegw.fleet.web")
 
@@ -50,12 +52,32 @@ def metrics_text(stats: Stats) -> str:
     return "\n".join(lines) + "\n"
 
 
+def web_access(config: FleetConfig) -> Access:
+    """Who may read the page and the API: anyone (on loopback), or the holders of ``token``."""
+    if config.token is None:
+        return Access(None)
+    from gateway.secrets import resolve_secret  # noqa: PLC0415
+
+    token = resolve_secret(config.token, what="fleet token").get_secret_value()
+    if (problem := token_problem(token)) is not None:
+        raise FleetError(f"token: {problem}")
+    return Access(token, hint=FLEET_HINT)
+
+
 class FleetWeb:
     """Serves on ``host:port`` in a thread; ``port=0`` picks a free one (see :attr:`port`)."""
 
     def __init__(
-        self, host: str, port: int, readers: Callable[[], Reader], stats: Stats, *, pool: int = 4
+        self,
+        host: str,
+        port: int,
+        readers: Callable[[], Reader],
+        stats: Stats,
+        *,
+        pool: int = 4,
+        access: Access | None = None,
     ) -> None:
+        self.access = access or Access(None)
         self._readers: queue.Queue[Reader] = queue.Queue()
         self._make_reader = readers
         self._made = 0
@@ -111,6 +133,15 @@ class FleetWeb:
         url = urlsplit(req.path)
         query = dict(parse_qsl(url.query))
         path = url.path.rstrip("/") or "/"
+        refusal = self.access.check(path, url.query, {k.lower(): v for k, v in req.headers.items()})
+        if refusal is not None:
+            req.send_response(refusal.status)
+            for name, value in refusal.headers.items():
+                req.send_header(name, value)
+            req.send_header("Content-Length", str(len(refusal.body)))
+            req.end_headers()
+            req.wfile.write(refusal.body)
+            return
         try:
             if path == "/":
                 self._send(req, 200, self.page, "text/html; charset=utf-8")

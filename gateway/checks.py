@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter, ValidationError
 
 from common.configtypes import SecretRef
+from common.httpaccess import token_problem
 from gateway.config import GatewaySection, LoadedConfig, review_config
 from gateway.errors import ConfigError, ConfigIssue
 from gateway.secrets import resolve_secret
-from gateway.status.access import token_problem
 from gateway.yamlio import sorted_issues
 
 if TYPE_CHECKING:

@@ -26,7 +26,6 @@ environment or ``$CREDENTIALS_DIRECTORY`` by :func:`resolve_secrets`.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Iterable
@@ -38,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from bridge.config import BridgeConfig
 from common.configtypes import SecretRef
+from common.httpaccess import is_loopback
 from devices.actuators import command_problem
 from devices.config import ActuatorConfig, DeviceConfig, MqttConnection
 from gateway.deploy.settings import CloudSection
@@ -130,16 +130,6 @@ class HttpSection(_Model):
                 "an SSH tunnel (docs/operations.md)"
             )
         return self
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 and ``localhost``; anything else (0.0.0.0, a name) is not."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class LogSection(_Model):

@@ -6,7 +6,7 @@ returning it. Handlers run on the event loop: a plain function must be quick (it
 counters, nothing more); one that touches the disk (a SQLite query, a file) is a
 coroutine that does that part in a worker thread (see :class:`gateway.metrics.Observability`).
 
-``access``, when given (:class:`gateway.status.access.Access`), checks each request's
+``access``, when given (:class:`common.httpaccess.Access`), checks each request's
 path, query and headers first and answers 401 (or its login redirect) instead.
 """
 
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 if TYPE_CHECKING:
-    from gateway.status.access import Access
+    from common.httpaccess import Access
 
 __all__ = ["Handler", "HttpServer", "Response"]
 

@@ -599,9 +599,9 @@ class Runtime:
         section = self.config.http
         if not section.enabled:
             return None
+        from common.httpaccess import Access, token_problem  # noqa: PLC0415
         from gateway.http import HttpServer  # noqa: PLC0415
         from gateway.metrics import Observability  # noqa: PLC0415
-        from gateway.status.access import Access, token_problem  # noqa: PLC0415
         from gateway.status.page import PAGE_HEADERS, StatusPage  # noqa: PLC0415
 
         obs = Observability(self)

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
+from common.httpaccess import SESSION_COOKIE, Access, is_loopback
 from gateway.cli import main
-from gateway.config import is_loopback, load_config
+from gateway.config import load_config
 from gateway.errors import ConfigError
-from gateway.status.access import SESSION_COOKIE, Access
 from simulators.testbed import Mosquitto
 from tests.gateway.conftest import Gateway, gateway_config, write_config
 

@@ -1,6 +1,8 @@
-"""The HTTP token: who may read the status page, ``/api/status``, ``/metrics`` and ``/rules``.
+"""The HTTP token: who may read a web page edgegw serves (the gateway's status page,
+``/api/status``, ``/metrics`` and ``/rules``; the fleet view's page and API).
 
-With ``http.token`` set (required off loopback), every request but ``/healthz`` needs one of:
+With a token set (required off loopback, :func:`is_loopback`), every request but
+``/healthz`` needs one of:
 
 - ``Authorization: Bearer <token>`` (scripts, ``curl``, Prometheus' ``authorization``);
 - the session cookie a browser gets from the login link ``/?token=<token>``: the gateway
@@ -15,14 +17,27 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
-__all__ = ["MIN_TOKEN_LENGTH", "SESSION_COOKIE", "Access", "Refusal", "token_problem"]
+__all__ = [
+    "FLEET_HINT", "MIN_TOKEN_LENGTH", "SESSION_COOKIE", "Access", "Refusal", "is_loopback", "token_problem",
+]  # fmt: skip
 
 SESSION_COOKIE = "edgegw_session"
 MIN_TOKEN_LENGTH = 16
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and ``localhost``; anything else (0.0.0.0, a name) is not."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def token_problem(token: str) -> str | None:
@@ -54,14 +69,25 @@ def _cookies(header: str) -> dict[str, str]:
     return out
 
 
+_GATEWAY_HINT = (
+    b"401: this gateway asks for its token: send 'Authorization: Bearer <token>', or open "
+    b"/?token=<token> once in a browser (see docs/operations.md)\n"
+)
+FLEET_HINT = (
+    b"401: the fleet view asks for its token: send 'Authorization: Bearer <token>', or open "
+    b"/?token=<token> once in a browser (see docs/fleet-view.md)\n"
+)
+
+
 class Access:
     """``check(path, query, headers)``: None to serve the request, else a :class:`Refusal`."""
 
-    __slots__ = ("_session", "_token")
+    __slots__ = ("_hint", "_session", "_token")
 
-    def __init__(self, token: str | None) -> None:
+    def __init__(self, token: str | None, *, hint: bytes = _GATEWAY_HINT) -> None:
         if token is not None and token_problem(token) is not None:
             raise ValueError(f"http.token: {token_problem(token)}")
+        self._hint = hint
         self._token = token.encode() if token else None
         self._session = (
             hmac.new(self._token, b"edgegw status page session", hashlib.sha256).hexdigest()
@@ -91,9 +117,4 @@ class Access:
         if given and self._is_token(given[0]):
             cookie = f"{SESSION_COOKIE}={self._session}; Path=/; HttpOnly; SameSite=Strict"
             return Refusal(303, b"logged in\n", {"Location": path, "Set-Cookie": cookie})
-        return Refusal(
-            401,
-            b"401: this gateway asks for its token: send 'Authorization: Bearer <token>', or open "
-            b"/?token=<token> once in a browser (see docs/operations.md)\n",
-            {"WWW-Authenticate": 'Bearer realm="edgegw"'},
-        )
+        return Refusal(401, self._hint, {"WWW-Authenticate": 'Bearer realm="edgegw"'})
