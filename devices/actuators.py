@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -83,6 +84,11 @@ class Pending:
     command: Command
 
 
+_TASMOTA_COMMAND = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
+"""A key becomes the last topic level (``cmnd/<topic>/<key>``): no ``/``, ``+``, ``#`` or
+spaces (``Backlog ...``), so a payload can only name one command."""
+
+
 def _tasmota_key(key: str) -> str:
     return "POWER" if key.lower() in ("state", "power") else key
 
@@ -129,6 +135,8 @@ def encode_command(cfg: ActuatorConfig, payload: Mapping[str, Any]) -> list[tupl
                 raise ActuatorError(f"{cfg.id}: a line command cannot hold a newline")
             return [("", line.encode() + b"\n")]
         if cfg.profile == "tasmota":
+            if bad := [k for k in payload if not _TASMOTA_COMMAND.fullmatch(str(k))]:
+                raise ActuatorError(f"{cfg.id}: {bad[0]!r} is not a Tasmota command (letters, digits, _)")
             return [
                 (f"cmnd/{cfg.name}/{_tasmota_key(k)}", _tasmota_value(v).encode())
                 for k, v in payload.items()

@@ -30,7 +30,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -211,8 +211,9 @@ class Runtime:
                     group.create_task(self._reloader(), name="reloader"),
                     group.create_task(self._spool_watch(), name="spool-watch"),
                 ]
-                if self.cloud is not None:
-                    background.append(group.create_task(self.cloud.run(), name="cloud"))
+                if self.cloud is not None:  # supervised: a failure in it never ends the gateway
+                    cloud = self._supervised("cloud", self.cloud.run)
+                    background.append(group.create_task(cloud, name="cloud"))
                 await self._stop.wait()
                 if self.cloud is not None:
                     self.cloud.stop()
@@ -384,11 +385,14 @@ class Runtime:
 
         link = build_link(self, environ=self._environ)
         assert self._group is not None
-        task = supervise("homeassistant", link.run, keep_running=lambda: not self._stop.is_set(),
-                         wake=self._stop, restarts=self.state.restarts, errors=self.state.component_errors,
-                         restart_times=self.state.restart_times)  # fmt: skip
-        self._group.create_task(task, name="homeassistant")
+        self._group.create_task(self._supervised("homeassistant", link.run), name="homeassistant")
         return link
+
+    def _supervised(self, name: str, run: Callable[[], Awaitable[None]]) -> Coroutine[Any, Any, None]:
+        """``run`` restarted with back-off whatever it raises, until the gateway stops."""
+        return supervise(name, run, keep_running=lambda: not self._stop.is_set(), wake=self._stop,
+                         restarts=self.state.restarts, errors=self.state.component_errors,
+                         restart_times=self.state.restart_times)  # fmt: skip
 
     def _spawn(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         assert self._group is not None

@@ -152,9 +152,15 @@ def parse_yaml(text: str, file: str = "<string>") -> YamlDocument:
         raise ConfigError(ConfigIssue(f"invalid YAML: {problem}", file, line, column)) from exc
     except YAMLError as exc:
         raise ConfigError(ConfigIssue(f"invalid YAML: {exc}", file)) from exc
+    except RecursionError as exc:  # [[[[...]]]]: the parser recurses per level
+        raise ConfigError(ConfigIssue(f"invalid YAML: nested deeper than {MAX_DEPTH} levels", file)) from exc
     doc = YamlDocument(data=None, file=file)
     doc.positions[()] = _Pos(1, 1, 1, 1)
-    doc.data = _plain(raw, (), doc.positions)
+    try:
+        doc.data = _plain(raw, (), doc.positions)
+    except _TooDeepError as exc:
+        message = f"invalid YAML: nested deeper than {MAX_DEPTH} levels"
+        raise ConfigError(ConfigIssue(message, file, exc.where.line, exc.where.column)) from None
     return doc
 
 
@@ -169,8 +175,21 @@ def load_yaml(path: str | Path) -> YamlDocument:
     return parse_yaml(text, name)
 
 
+class _TooDeepError(Exception):
+    def __init__(self, where: _Pos) -> None:
+        super().__init__(where)
+        self.where = where
+
+
+MAX_DEPTH = 64
+"""Nesting a config (or a deployed document) may have; no edgegw setting is near it, and
+every later step (validation, JSON) recurses per level too."""
+
+
 def _plain(node: Any, path: KeyPath, positions: dict[KeyPath, _Pos]) -> Any:
     """Copy ruamel's round-trip nodes into plain Python, recording positions."""
+    if len(path) > MAX_DEPTH and isinstance(node, CommentedMap | CommentedSeq):
+        raise _TooDeepError(positions.get(path, _Pos(1, 1, 1, 1)))
     if isinstance(node, CommentedMap):
         out: dict[Any, Any] = {}
         for key, value in node.items():

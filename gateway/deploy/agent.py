@@ -68,6 +68,7 @@ class CloudAgent:
         self.refused: Counter[str] = Counter()  # what was refused, by kind
         self.settling: AppliedDoc | None = None
         self._candidates: dict[str, Candidate] = {}
+        self._before: LoadedConfig | None = None
         self._caught_up = False
         self._wake = asyncio.Event()
         self._outbox: list[Record] = []
@@ -252,6 +253,7 @@ class CloudAgent:
         self.state.trying = doc
         await asyncio.to_thread(self.store.save, self.state)
         self.settling = doc
+        self._before = self.rt.loaded  # what a rollback falls back to if the local file broke since
         log.info("applying deployment", sections=list(review.sections), settle_s=self.cloud.settle)
         try:
             await self.rt.apply_loaded(review.loaded, reason=f"deployment v{doc.version}")
@@ -309,7 +311,13 @@ class CloudAgent:
             review = self._review(good.document.encode(), good.source)
             if review.loaded is not None:
                 return review.loaded
-        return load_config(self.config_path)
+        try:
+            return load_config(self.config_path)
+        except ConfigError as exc:  # the local file broke while the deployment settled
+            if self._before is None:
+                raise
+            _log.error("the local config is invalid now; rolling back to what ran before", error=str(exc))
+            return self._before
 
     async def _settle(self) -> str | None:
         """None when health held for the settle time, else what went wrong."""

@@ -171,7 +171,10 @@ def with_version(raw: bytes, version: int) -> bytes:
 
     text = raw.decode("utf-8")
     if text.lstrip().startswith("{"):
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except ValueError:  # a YAML flow mapping ({rules: [...]}): checked already, so valid YAML
+            data = parse_yaml(text).data
         return json.dumps({"version": version, **{k: v for k, v in data.items() if k != "version"}}).encode()
     line = re.compile(r"^version:[^\n]*$", re.MULTILINE)
     if line.search(text):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from bridge.inbound import Inbound
+from devices.actuators import encode_command
 from gateway.deploy import reports
 from gateway.deploy.policy import RemoteCommand, decide_command, parse_command
 from gateway.deploy.store import CommandStore
@@ -79,9 +80,16 @@ class RemoteCommands:
         rt = self.agent.rt
         mono = time.monotonic()
         command = Command(cmd.actuator, cmd.payload, f"command:{cmd.command_id}", time.time())
+        cfg = rt.actuators.configs.get(cmd.actuator)
+        try:
+            if cfg is not None:
+                encode_command(cfg, cmd.payload)
+        except ActuatorError as exc:  # a payload this actuator cannot take: never sent
+            self._result(rec, cmd.command_id, cmd.actuator, "refused", str(exc))
+            return
         try:
             rt.actuators.apply(command, mono)
-        except ActuatorError as exc:
+        except (ActuatorError, ValueError) as exc:  # ValueError: what paho refuses to publish
             self._result(rec, cmd.command_id, cmd.actuator, "failed", str(exc))
             return
         rt.state.commands[cmd.actuator] += 1

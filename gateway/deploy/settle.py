@@ -39,8 +39,9 @@ def settle_problem(before: HealthSnapshot, now: HealthSnapshot) -> str | None:
         if trips > before.loop_trips.get(rule, 0):
             limit = now.limits.get(rule)
             return f"rule {rule} tripped its loop guard (more than {limit} fires a minute)"
-    if now.reasons:
-        return now.reasons[0]
+    new = [reason for reason in now.reasons if reason not in before.reasons]
+    if new:  # a problem there before the deployment is not its doing (and may be what it fixes)
+        return new[0]
     for name, count in sorted(now.restarts.items()):
         more = count - before.restarts.get(name, 0)
         if more >= RESTARTS_LIMIT:

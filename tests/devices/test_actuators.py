@@ -79,6 +79,14 @@ def test_encoding(cfg: ActuatorConfig, payload: dict[str, Any], expected: list[t
     assert encode_command(cfg, payload) == expected
 
 
+@pytest.mark.parametrize("key", ["#", "a+b", "Power/1", "Backlog Power1 ON; Restart 1", ""])
+def test_a_tasmota_command_name_cannot_reach_another_topic_or_command(key: str) -> None:
+    """The key becomes the topic's last level (cmnd/<topic>/<key>): a remote command must not
+    publish to a wildcard, another level, or a Backlog of several commands."""
+    with pytest.raises(ActuatorError, match="is not a Tasmota command"):
+        encode_command(act(id="plug", profile="tasmota", name="plug1"), {key: "ON"})
+
+
 def test_unencodable_and_newlines_refused() -> None:
     with pytest.raises(ActuatorError, match="cannot encode"):
         encode_command(act(id="v", profile="json", topic="t"), {"x": float("nan")})

@@ -96,6 +96,16 @@ def test_bad_yaml_is_located(base: Path) -> None:
     assert str(review.issues[0]).startswith("desired[hall-pi]@v?:")
 
 
+@pytest.mark.parametrize("depth", [100, 5000])
+def test_a_deeply_nested_document_is_rejected_not_a_crash(base: Path, depth: int) -> None:
+    """A few KB of [[[...]]] once overflowed the parser's recursion: every gateway it
+    targeted died, and again at each start (it stays in the compacted topic)."""
+    raw = b"version: 1\nrules: " + b"[" * depth + b"]" * depth + b"\n"
+    review = review_deployment(base, raw, "hall-pi", max_bytes=64 * 1024)
+    assert review.loaded is None
+    assert "invalid YAML: nested deeper than 64 levels" in str(review.issues[0])
+
+
 def test_the_example_document_fits_the_example_gateway() -> None:
     examples = Path(__file__).resolve().parents[3] / "examples" / "fleet"
     raw = (examples / "ground-floor.yaml").read_bytes()
@@ -115,6 +125,7 @@ def test_the_example_document_fits_the_example_gateway() -> None:
         (b"version: 2\nrules: []\n", b"version: 4\nrules: []\n"),
         (b'{"rules": []}', b'{"version": 4, "rules": []}'),
         (b'{"version": 1, "rules": []}', b'{"version": 4, "rules": []}'),
+        (b"{rules: []}", b'{"version": 4, "rules": []}'),  # a YAML flow mapping, not JSON
     ],
 )
 def test_with_version_keeps_the_lines(raw: bytes, written: bytes) -> None:

@@ -37,3 +37,12 @@ def test_settle_problem(now: HealthSnapshot, problem: str | None) -> None:
     else:
         assert found is not None
         assert found.startswith(problem)
+
+
+def test_a_problem_the_gateway_had_before_the_deployment_does_not_roll_it_back() -> None:
+    """Else a gateway already in trouble could never get the deployment that fixes it."""
+    stalled = ("mqtt: no PUBACK for 45 s",)
+    before = HealthSnapshot({}, {}, {}, stalled)
+    assert settle_problem(before, HealthSnapshot({}, {}, {}, stalled)) is None
+    worse = HealthSnapshot({}, {}, {}, (*stalled, "spool writer thread is not running"))
+    assert settle_problem(before, worse) == "spool writer thread is not running"
