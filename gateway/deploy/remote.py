@@ -87,6 +87,12 @@ class RemoteCommands:
         except ActuatorError as exc:  # a payload this actuator cannot take: never sent
             self._result(rec, cmd.command_id, cmd.actuator, "refused", str(exc))
             return
+        link = rt.command_link
+        if cfg is not None and cfg.transport == "mqtt" and (link is None or not link.link.connected):
+            # not held like a rule's command: it could leave after its expires_at, and the
+            # operator is told now instead of "sent" for a command that may never leave
+            self._result(rec, cmd.command_id, cmd.actuator, "failed", "the actuators' MQTT link is down")
+            return
         try:
             rt.actuators.apply(command, mono)
         except (ActuatorError, ValueError) as exc:  # ValueError: what paho refuses to publish
@@ -97,7 +103,7 @@ class RemoteCommands:
         pending = rt.actuators.pending.get(cmd.actuator)
         if pending is None or pending.command is not command:
             has_confirm = rt.actuators.configs[cmd.actuator].confirm is not None
-            why = "held while the MQTT link is down; sent when it is back" if has_confirm else "no read-back"
+            why = "no read-back" if not has_confirm else "held by the MQTT link; sent when it can"
             self._result(rec, cmd.command_id, cmd.actuator, "sent", why)
             return
         task = asyncio.ensure_future(self._confirm(rec, cmd, command, pending.deadline))
