@@ -396,6 +396,11 @@ class CloudAgent:
             "what",
             self.refused,
         )
+        ignored: Counter[str] = Counter(duplicate_command=self.commands.duplicates)
+        if self._reader is not None:
+            ignored["other_key"] = self._reader.skipped
+        yield _family(Family, "edgegw_cloud_ignored", "Inbound records ignored: another key, a command "
+                      "seen before", "why", ignored)  # fmt: skip
 
 
 def _family(cls: type[Family], name: str, doc: str, label: str, counts: Counter[str]) -> Family:
