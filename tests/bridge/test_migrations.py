@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bridge.checkpoint import Checkpoint
 from bridge.envelope import Record
 from bridge.forwarder import Forwarder
-from bridge.checkpoint import Checkpoint
 from bridge.migrations import SCHEMA_V1, SCHEMA_V3, SCHEMA_VERSION
 from bridge.policy import Kind, Priority
 from bridge.spool import Spool
