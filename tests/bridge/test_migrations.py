@@ -88,8 +88,8 @@ def _v3_spool(path: Path, readings: int) -> None:
               json.dumps({"device_id": f"dev-{seq % 3}", "value": seq}).encode())
              for seq in range(4, readings + 4)]
     rows.append((0, readings + 4, int(Kind.RULE_CLEARED), "rules/hot", 9.0, at + 30, b'{"rule_id":"hot"}'))
-    conn.executemany("INSERT INTO rows(prio, seq, kind, key, ts, spooled_at, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     rows)
+    conn.executemany("INSERT INTO rows(prio, seq, kind, key, ts, spooled_at, data)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
     conn.execute("INSERT INTO rule_state(key, data) VALUES ('rule:hot', '{\"on\":true}')")
     conn.execute("INSERT INTO recent_origins(slot, digest, at) VALUES (7, 77, 1.0)")
     conn.close()  # fmt: skip
