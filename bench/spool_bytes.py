@@ -60,8 +60,16 @@ def _readings(n: int) -> list[Any]:
     for i in range(n):
         metric, unit, mean, sd = _METRICS[i % 4]
         ts = now + i * 1e-3 + rnd.random() * 1e-4
-        out.append(Reading(f"sensor-{i % 100:03d}", metric, round(rnd.gauss(mean, sd), 2), ts, ts + 0.004, unit))
+        value = round(rnd.gauss(mean, sd), 2)
+        out.append(Reading(f"sensor-{i % 100:03d}", metric, value, ts, ts + 0.004, unit))
     return out
+
+
+def _figures(payload: float, rows: int, t: tuple[float, float, float],
+             w: tuple[int, int, int]) -> dict[str, float]:  # fmt: skip
+    return {"payload": payload, "append_rate": rows / (t[1] - t[0]), "drain_rate": rows / (t[2] - t[1]),
+            "append_bytes": (w[1] - w[0]) / rows, "drain_bytes": (w[2] - w[1]) / rows,
+            "total_bytes": (w[2] - w[0]) / rows}  # fmt: skip
 
 
 def _spool_worker(path: Path, sync: str, rows: int, compress: bool) -> dict[str, float]:
@@ -72,7 +80,7 @@ def _spool_worker(path: Path, sync: str, rows: int, compress: bool) -> dict[str,
     if not compress:
         from bridge import packing  # noqa: PLC0415 - only the compact spool has it
 
-        packing.COMPRESS = False  # type: ignore[attr-defined,unused-ignore]
+        packing.COMPRESS = False
     items = _readings(rows)
     payload = sum(len(encode_item(r)[3]) for r in items)
     spool = Spool.open(SpoolConfig(path=path, synchronous=sync, max_bytes=8 << 30))  # type: ignore[arg-type]
@@ -103,9 +111,9 @@ def _spool_worker(path: Path, sync: str, rows: int, compress: bool) -> dict[str,
     reader.close()
     spool.close()
     w2 = _io_write_bytes()
-    assert read == rows, (read, rows)  # noqa: S101 - a benchmark of a spool that lost rows is void
-    return {"payload": payload / rows, "append_rate": rows / (t1 - t0), "drain_rate": rows / (t2 - t1),
-            "append_bytes": (w1 - w0) / rows, "drain_bytes": (w2 - w1) / rows, "total_bytes": (w2 - w0) / rows}  # fmt: skip
+    if read != rows:
+        raise SystemExit(f"read {read} of {rows} rows: a benchmark of a spool that lost rows is void")
+    return _figures(payload / rows, rows, (t0, t1, t2), (w0, w1, w2))
 
 
 def _sqlite_worker(path: Path, sync: str, rows: int) -> dict[str, float]:
@@ -133,9 +141,7 @@ def _sqlite_worker(path: Path, sync: str, rows: int) -> dict[str, float]:
     t2 = time.perf_counter()
     conn.close()
     w2 = _io_write_bytes()
-    payload = sum(len(d) for _, d in datas) / rows
-    return {"payload": payload, "append_rate": rows / (t1 - t0), "drain_rate": rows / (t2 - t1),
-            "append_bytes": (w1 - w0) / rows, "drain_bytes": (w2 - w1) / rows, "total_bytes": (w2 - w0) / rows}  # fmt: skip
+    return _figures(sum(len(d) for _, d in datas) / rows, rows, (t0, t1, t2), (w0, w1, w2))
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -171,10 +177,12 @@ def _run(tree: Path, variant: str, sync: str, rows: int, work: Path) -> dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--before", default=None, help="git revision of the 'before' spool (default: merge base)")
+    parser.add_argument("--before", default=None,
+                        help="git revision of the spool before (default: merge base with main)")  # fmt: skip
     parser.add_argument("--dir", default=None, help="where the spool files go (a real disk)")
     parser.add_argument("--worker", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--sync", default="normal", help=argparse.SUPPRESS)
@@ -209,9 +217,11 @@ def _print(args: argparse.Namespace, rev: str, results: dict[tuple[str, str], li
         return statistics.median(r[key] for r in results[(variant, sync)])
 
     payload = med("after", "normal", "payload")
-    print(f"spool bytes and rates: {args.rows:,} readings, {args.rounds} rounds (medians), before = {rev[:12]}")
+    print(f"spool bytes and rates: {args.rows:,} readings, {args.rounds} rounds (medians), "
+          f"before = {rev[:12]}")  # fmt: skip
     print(f"  payload (CloudEvents data JSON): {payload:.0f} bytes per reading; "
-          f"load average {load0[0]:.2f} at the start, {load1[0]:.2f} at the end ({os.cpu_count()} cores)")  # fmt: skip
+          f"load average {load0[0]:.2f} at the start, {load1[0]:.2f} at the end "
+          f"({os.cpu_count()} cores)")  # fmt: skip
     for name, text in VARIANTS.items():
         print(f"  {name:<10} {text}")
     print("  disk bytes written per event (/proc/self/io write_bytes), x payload:")
