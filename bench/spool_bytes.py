@@ -83,7 +83,7 @@ def _spool_worker(path: Path, sync: str, rows: int, compress: bool) -> dict[str,
         packing.COMPRESS = False
     items = _readings(rows)
     payload = sum(len(encode_item(r)[3]) for r in items)
-    spool = Spool.open(SpoolConfig(path=path, synchronous=sync, max_bytes=8 << 30))  # type: ignore[arg-type]
+    spool = Spool.open(SpoolConfig(path=path, synchronous=sync, max_bytes=8 << 30))
     w0 = _io_write_bytes()
     t0 = time.perf_counter()
     for i in range(0, rows, 100):
