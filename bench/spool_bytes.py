@@ -72,7 +72,7 @@ def _figures(payload: float, rows: int, t: tuple[float, float, float],
             "total_bytes": (w[2] - w[0]) / rows}  # fmt: skip
 
 
-def _spool_worker(path: Path, sync: str, rows: int, compress: bool) -> dict[str, float]:
+def _spool_worker(path: Path, sync: str, rows: int, compress: bool, rate: float = 0.0) -> dict[str, float]:
     from bridge.config import SpoolConfig  # noqa: PLC0415 - from the tree under test
     from bridge.envelope import encode_item  # noqa: PLC0415
     from bridge.spool import Spool  # noqa: PLC0415
@@ -86,8 +86,13 @@ def _spool_worker(path: Path, sync: str, rows: int, compress: bool) -> dict[str,
     spool = Spool.open(SpoolConfig(path=path, synchronous=sync, max_bytes=8 << 30))
     w0 = _io_write_bytes()
     t0 = time.perf_counter()
-    for i in range(0, rows, 100):
-        spool.submit(items[i : i + 100])
+    step = 10 if rate else 100  # paced: 10-reading submits, as at home rates
+    for i in range(0, rows, step):
+        if rate:
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        spool.submit(items[i : i + step])
     spool.flush(timeout=600)
     t1 = time.perf_counter()
     w1 = _io_write_bytes()
@@ -153,7 +158,8 @@ def _worker(args: argparse.Namespace) -> None:
         if args.worker == "sqlite":
             out = _sqlite_worker(path, args.sync, args.rows)
         else:
-            out = _spool_worker(path, args.sync, args.rows, compress=args.worker != "after-raw")
+            compress = args.worker != "after-raw"
+            out = _spool_worker(path, args.sync, args.rows, compress=compress, rate=args.rate)
     finally:
         for suffix in ("", "-wal", "-shm", "-reserve"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -166,10 +172,10 @@ VARIANTS = {"before": "the spool of --before (schema 3: a row per event)",
             "sqlite": "SQLite alone (500-row executemany, bare table)"}  # fmt: skip
 
 
-def _run(tree: Path, variant: str, sync: str, rows: int, work: Path) -> dict[str, float]:
+def _run(tree: Path, variant: str, sync: str, rows: int, work: Path, rate: float = 0.0) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--sync", sync,
-           "--rows", str(rows), "--dir", str(work)]  # fmt: skip
+           "--rows", str(rows), "--dir", str(work), "--rate", str(rate)]  # fmt: skip
     done = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, timeout=1800, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{variant} {sync} failed:\n{done.stderr[-3000:]}")
@@ -186,6 +192,9 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="where the spool files go (a real disk)")
     parser.add_argument("--worker", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--sync", default="normal", help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--paced", type=int, default=1000,
+                        help="also a paced run at this many readings/s for 5 s (0: none)")  # fmt: skip
     args = parser.parse_args()
     if args.worker:
         _worker(args)
@@ -205,6 +214,11 @@ def main() -> None:
                 for variant in VARIANTS:
                     tree = old if variant == "before" else _ROOT
                     results.setdefault((variant, sync), []).append(_run(tree, variant, sync, args.rows, work))
+        for _ in range(min(3, args.rounds) if args.paced else 0):
+            for variant in ("before", "after", "after-raw"):
+                tree = old if variant == "before" else _ROOT
+                got = _run(tree, variant, "normal", args.paced * 5, work, rate=args.paced)
+                results.setdefault((variant, "paced"), []).append(got)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load1 = os.getloadavg()
@@ -238,6 +252,12 @@ def _print(args: argparse.Namespace, rev: str, results: dict[tuple[str, str], li
         for v in VARIANTS:
             a, d = med(v, sync, "append_rate"), med(v, sync, "drain_rate")
             print(f"  {v:<10} {sync:<7} {a:>10,.0f} {a / bare:>9.2f}x {d:>12,.0f}")
+    if ("after", "paced") in results:
+        print(f"  disk bytes per event at {args.paced:,} readings/s for 5 s (10-reading submits, normal), "
+              "append / read+delete / total:")  # fmt: skip
+        for v in ("before", "after", "after-raw"):
+            a, d, t = (med(v, "paced", k) for k in ("append_bytes", "drain_bytes", "total_bytes"))
+            print(f"  {v:<10} {a:>7.0f} / {d:>5.0f} / {t:>7.0f} bytes  ({t / payload:.2f}x payload)")
 
 
 if __name__ == "__main__":

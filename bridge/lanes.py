@@ -33,6 +33,8 @@ class LaneWrites:
     floors: dict[int, int]
     """Per lane, the sequence at or below which every record is gone (see bridge.groups)."""
     dead_letters: int
+    groups_deleted: bool = False
+    """Set when a statement deleted groups since the counter was last stored (see save_next_seq)."""
 
     def _account(self, prio: int, rows: int, size: int) -> None:
         u = self.usage.get(prio, Usage())
@@ -94,9 +96,10 @@ class LaneWrites:
             rows += len(gone)
             size += sum(gone)
             straddles = straddles or last > seq
-        self.conn.execute(
+        gone = self.conn.execute(
             "DELETE FROM groups WHERE prio = ? AND first_seq <= ? AND last_seq <= ?", (prio, seq, seq)
         )
+        self.groups_deleted = self.groups_deleted or gone.rowcount > 0
         if straddles:
             self.conn.execute("INSERT OR REPLACE INTO floors(prio, seq) VALUES (?, ?)", (prio, seq))
             self.floors[prio] = seq
@@ -175,6 +178,7 @@ class LaneWrites:
         if cur.rowcount <= 0:
             return False
         self.conn.execute("DELETE FROM groups WHERE prio = ? AND first_seq = ?", (prio, first))
+        self.groups_deleted = True
         keep = [r for r in records if r[0] != seq and r[0] > floor]
         if keep:
             first, last, n, size, blob = pack(*zip(*keep, strict=True))

@@ -240,8 +240,14 @@ class Store(LaneWrites):
             "INSERT OR REPLACE INTO recent_origins(slot, digest, at) VALUES (?, ?, ?)", origins
         )
 
-    def save_next_seq(self) -> None:
-        self.conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(self.next_seq),))
+    def save_next_seq(self, *, force: bool = False) -> None:
+        """Store the sequence counter, when this transaction deleted groups (the highest
+        sequence in the file may have gone with them) or when forced. Otherwise the file
+        says it already: at open the counter is the largest of ``meta``, the groups' last
+        sequence and the dead letters' (+1). An append-only commit writes no ``meta`` page."""
+        if force or self.groups_deleted:
+            self.conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(self.next_seq),))
+            self.groups_deleted = False
 
     def count_drop(self, reason: str, prio: int, rows: int, size: int) -> None:
         if rows <= 0:

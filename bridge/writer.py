@@ -398,7 +398,7 @@ class GroupWriter:
         try:
             op.moved = store.shift_seqs(store.opened_seq, delta)
             store.next_seq += delta
-            store.save_next_seq()
+            store.save_next_seq(force=True)
             store.commit()
         except BaseException:
             store.rollback()
