@@ -96,10 +96,10 @@ class LaneWrites:
             rows += len(gone)
             size += sum(gone)
             straddles = straddles or last > seq
-        gone = self.conn.execute(
+        deleted = self.conn.execute(
             "DELETE FROM groups WHERE prio = ? AND first_seq <= ? AND last_seq <= ?", (prio, seq, seq)
         )
-        self.groups_deleted = self.groups_deleted or gone.rowcount > 0
+        self.groups_deleted = self.groups_deleted or deleted.rowcount > 0
         if straddles:
             self.conn.execute("INSERT OR REPLACE INTO floors(prio, seq) VALUES (?, ?)", (prio, seq))
             self.floors[prio] = seq
