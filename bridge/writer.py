@@ -351,6 +351,7 @@ class GroupWriter:
             try:
                 store.begin()
                 self._drop([], plan.stored, {}, DropReason.DISK_FULL)
+                store.save_next_seq()  # when the drop took the newest group, the counter must stay
                 store.commit()
             except sqlite3.Error as exc:
                 store.rollback()

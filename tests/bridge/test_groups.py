@@ -176,3 +176,21 @@ def test_rebase_moves_groups_and_floor_of_this_run(tmp_path: Path) -> None:
     assert [r.seq for r in spool.reader().fetch(Priority.READING, 0, 100)] == [23, 24, 25, 26]
     assert spool.stats().depth == 4
     spool.close()
+
+
+def test_the_counter_is_not_written_by_appends_and_never_goes_back(tmp_path: Path) -> None:
+    cfg = spool_config(tmp_path)
+    spool = Spool.open(cfg)
+    spool.append_many(readings(5))
+    spool.settle(delete_upto={Priority.READING: 5}, wait=True)  # the spool is empty: the counter is stored
+    spool.append_many(readings(5, start=5))
+    spool.close()
+    with contextlib.closing(sqlite3.connect(cfg.path)) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone() == ("6",)
+    with Spool.open(cfg) as again:  # the groups say the rest
+        again.append_many(readings(1, start=10))
+        assert [r.seq for r in again.reader().fetch(Priority.READING, 0, 100)] == [*range(6, 12)]
+        again.settle(delete_upto={Priority.READING: 11}, wait=True)
+    with Spool.open(cfg) as third:
+        third.append_many(readings(1, start=11))
+        assert [r.seq for r in third.reader().fetch(Priority.READING, 0, 100)] == [12]
