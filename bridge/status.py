@@ -75,7 +75,7 @@ def read_status(path: Path, *, now: float | None = None, dead_letter_limit: int 
             )
         ]
         conn.execute("COMMIT")
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, ValueError) as exc:  # ValueError: a group this edgegw cannot unpack
         raise SpoolError(f"cannot read spool {path}: {exc}") from exc
     finally:
         conn.close()
