@@ -4,9 +4,15 @@
   payload as text. Kept here as :data:`SCHEMA_V1` so tests can build such a file.
 - Version 2: rows clustered by ``(prio, seq)`` so each drain lane is read in order
   without a second index; dead letters; drop counters; recent MQTT digests; meta.
-- Version 3 (current): ``rule_state``, the rules' state committed with the readings that
+- Version 3: ``rule_state``, the rules' state committed with the readings that
   changed it; ``recent_origins`` keyed by MQTT packet id (``slot`` is the packet id; the
-  version 2 rows, keyed by a ring position, are cleared: see gateway/ledger.py).
+  version 2 rows, keyed by a ring position, are cleared: see gateway/ledger.py). Kept
+  here as :data:`SCHEMA_V3` (the whole layout) so tests can build such a file.
+- Version 4 (current): the compact spool. ``rows`` (one row per event) becomes ``groups``
+  (one row per commit and lane, the records packed by :mod:`bridge.packing`) and
+  ``floors`` (per lane, the sequence at or below which records are gone; see
+  :mod:`bridge.groups`). The migration packs each lane's rows of one commit (same
+  ``spooled_at``) into groups; sequences, kinds, keys, times and data are kept as they were.
 
 A newer edgegw migrates an older file in place, in one transaction, at open. A row it
 does not understand (a kind it does not know) is never discarded: it moves to the
@@ -22,12 +28,13 @@ import uuid
 
 import structlog
 
+from bridge.packing import MAX_GROUP, pack
 from bridge.policy import KIND_NAMES, PRIORITY_OF_KIND, Kind
 from gateway.errors import SpoolError
 
-__all__ = ["SCHEMA_V1", "SCHEMA_VERSION", "migrate"]
+__all__ = ["SCHEMA_V1", "SCHEMA_V3", "SCHEMA_VERSION", "migrate"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _log = structlog.get_logger("edgegw.bridge.spool")
 
@@ -90,6 +97,26 @@ CREATE TABLE IF NOT EXISTS rule_state (
 ) WITHOUT ROWID;
 """
 
+_SCHEMA_V4 = """
+CREATE TABLE IF NOT EXISTS groups (
+    prio       INTEGER NOT NULL,
+    first_seq  INTEGER NOT NULL,
+    last_seq   INTEGER NOT NULL,
+    n          INTEGER NOT NULL,
+    size       INTEGER NOT NULL,
+    spooled_at REAL NOT NULL,
+    blob       BLOB NOT NULL,
+    PRIMARY KEY (prio, first_seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS floors (
+    prio INTEGER PRIMARY KEY,
+    seq  INTEGER NOT NULL
+);
+"""
+
+SCHEMA_V3 = _SCHEMA_V2 + _SCHEMA_V3 + "PRAGMA user_version = 3;\n"
+"""The whole version 3 layout (tests build such files; ``meta`` needs spool_id and next_seq)."""
+
 _V1_KINDS: dict[str, Kind] = {name: Kind(code) for code, name in KIND_NAMES.items()}
 
 
@@ -114,6 +141,8 @@ def _script(conn: sqlite3.Connection, script: str) -> None:
 def _create(conn: sqlite3.Connection) -> None:
     _script(conn, _SCHEMA_V2)
     _script(conn, _SCHEMA_V3)
+    _script(conn, _SCHEMA_V4)
+    conn.execute("DROP TABLE rows")
     _init_meta(conn, 1)
 
 
@@ -154,7 +183,51 @@ def _v2_to_v3(conn: sqlite3.Connection) -> None:
     _log.info("spool migrated", from_version=2, to_version=3, redelivery_digests_cleared=cleared)
 
 
-_STEPS = {1: _v1_to_v2, 2: _v2_to_v3}
+def _flush(conn: sqlite3.Connection, prio: int, spooled_at: float,
+           run: list[tuple[int, int, str, float, bytes]]) -> None:  # fmt: skip
+    first, last, n, size, blob = pack(*zip(*run, strict=True))
+    conn.execute(
+        "INSERT INTO groups(prio, first_seq, last_seq, n, size, spooled_at, blob)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (prio, first, last, n, size, spooled_at, blob),
+    )
+
+
+def _v3_to_v4(conn: sqlite3.Connection) -> None:
+    """Pack each lane's rows of one commit (one ``spooled_at``) into groups; a row whose kind
+    does not fit a group (not a small integer) moves to the dead letters, never dropped."""
+    _script(conn, _SCHEMA_V4)
+    kept = moved = groups = 0
+    now = time.time()
+    run: list[tuple[int, int, str, float, bytes]] = []
+    at = (0, 0.0)
+    cur = conn.execute("SELECT prio, seq, kind, key, ts, spooled_at, data FROM rows ORDER BY prio, seq")
+    for prio, seq, kind, key, ts, spooled_at, data in iter(cur.fetchone, None):
+        raw = data.encode() if isinstance(data, str) else bytes(data)
+        if not isinstance(kind, int) or not 0 <= kind < 256:
+            conn.execute(
+                "INSERT INTO dead_letters(seq, kind, key, ts, spooled_at, data, reason, error, failed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'unknown_kind', ?, ?)",
+                (seq, str(kind), str(key), ts, spooled_at, raw,
+                 f"schema 3 row of kind {kind!r}, unknown to this edgegw", now),
+            )  # fmt: skip
+            moved += 1
+            continue
+        if run and (at != (prio, spooled_at) or len(run) >= MAX_GROUP):
+            _flush(conn, at[0], at[1], run)
+            groups += 1
+            run = []
+        at = (prio, spooled_at)
+        run.append((seq, kind, str(key), float(ts), raw))
+        kept += 1
+    if run:
+        _flush(conn, at[0], at[1], run)
+        groups += 1
+    conn.execute("DROP TABLE rows")
+    _log.info("spool migrated", from_version=3, to_version=4, rows=kept, groups=groups, dead_lettered=moved)
+
+
+_STEPS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def migrate(conn: sqlite3.Connection) -> int:

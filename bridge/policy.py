@@ -15,6 +15,8 @@ Overflow policy, as stated to users (docs/bridge.md):
 - Dropping never reorders: it removes the head of a stream, it never moves a row.
 - Every dropped row is counted by reason (``cap``, ``disk_full``, ``ttl``, ``duplicate``)
   and priority, and logged.
+- The compact spool stores a group of rows per commit and lane; the policy stays per
+  row: a drop that ends inside a group raises the lane's floor (:mod:`bridge.groups`).
 """
 
 from __future__ import annotations

@@ -34,12 +34,13 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import structlog
 
 from bridge.config import SpoolConfig
 from bridge.envelope import RawRow, SpoolRow
+from bridge.groups import oldest_spooled_at, read_lane
 from bridge.policy import PRIORITY_OF_KIND, Kind, Usage
 from bridge.store import Store, connect
 from bridge.writer import (
@@ -290,11 +291,9 @@ class Spool:
                     self._stats_conn = connect(self.path, readonly=True)
                 for prio, u in usage.items():
                     if u.rows and self._stats_conn is not None:
-                        row = self._stats_conn.execute(
-                            "SELECT spooled_at FROM rows WHERE prio = ? ORDER BY seq LIMIT 1", (prio,)
-                        ).fetchone()
-                        if row is not None and (oldest is None or row[0] < oldest):
-                            oldest = float(row[0])
+                        first = oldest_spooled_at(self._stats_conn, prio)
+                        if first is not None and (oldest is None or first < oldest):
+                            oldest = first
             except (sqlite3.Error, SpoolError) as exc:
                 _log.debug("spool: stats query failed", error=str(exc))
         commit_ms, durable_ms = list(w.commit_ms), list(w.durable_ms)
@@ -409,12 +408,8 @@ class SpoolReader:
         """:meth:`fetch` as plain tuples (the forwarder's hot path: a NamedTuple per row costs
         more than the query)."""
         try:
-            cur = self._conn.execute(
-                "SELECT seq, kind, key, ts, data FROM rows WHERE prio = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (lane, after, limit),
-            )
-            return cast("list[RawRow]", cur.fetchall())
-        except sqlite3.Error as exc:
+            return read_lane(self._conn, lane, after, limit)
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: a group this edgegw cannot unpack
             raise SpoolError(f"cannot read spool: {exc}") from exc
 
     def close(self) -> None:

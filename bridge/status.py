@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.groups import lane_figures
 from bridge.migrations import SCHEMA_VERSION
-from bridge.policy import ROW_OVERHEAD, Priority
+from bridge.policy import Priority
 from bridge.store import connect
 from gateway.errors import SpoolError
 
@@ -56,12 +57,10 @@ def read_status(path: Path, *, now: float | None = None, dead_letter_limit: int 
         meta = dict(conn.execute("SELECT key, value FROM meta"))
         by_priority: dict[str, dict[str, Any]] = {}
         oldest: float | None = None
-        for prio, rows, size, first in conn.execute(
-            "SELECT prio, count(*), sum(length(data) + length(key)), min(spooled_at) FROM rows GROUP BY prio"
-        ):
+        for prio, (rows, size, first) in sorted(lane_figures(conn).items()):
             by_priority[PRIORITY_NAMES.get(prio, f"lane-{prio}")] = {
                 "rows": rows,
-                "bytes": int(size or 0) + rows * ROW_OVERHEAD,
+                "bytes": size,
                 "oldest_age_s": round(now - first, 3),
             }
             oldest = first if oldest is None else min(oldest, first)
@@ -76,7 +75,7 @@ def read_status(path: Path, *, now: float | None = None, dead_letter_limit: int 
             )
         ]
         conn.execute("COMMIT")
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, ValueError) as exc:  # ValueError: a group this edgegw cannot unpack
         raise SpoolError(f"cannot read spool {path}: {exc}") from exc
     finally:
         conn.close()

@@ -1,8 +1,13 @@
 """The spool's SQLite statements, run by the spool's single writer thread.
 
-:class:`Store` holds the write connection and the in-memory usage figures (rows and
+:class:`Store` holds the write connection and the in-memory usage figures (records and
 bytes per priority) that the overflow policy decides on. Every method either runs
 inside a transaction the caller opened (``begin``/``commit``) or opens its own.
+
+Records are stored a group at a time (one ``groups`` row per commit and lane, see
+:mod:`bridge.packing` and :mod:`bridge.groups`); taking a lane's head (shipped, cap, TTL)
+deletes the groups it covers whole and raises the lane's floor when it ends inside a
+group. Only a dead letter rewrites a group (without the record Kafka refused).
 """
 
 from __future__ import annotations
@@ -20,30 +25,21 @@ import orjson
 import structlog
 
 from bridge.config import SpoolConfig
+from bridge.groups import floors, lane_figures
+from bridge.lanes import LaneWrites
 from bridge.migrations import migrate
-from bridge.policy import KIND_NAMES, ROW_OVERHEAD, Usage, expired_prefix
+from bridge.policy import Usage
 from gateway.errors import SpoolError
 
 __all__ = ["Store", "connect", "is_full"]
 
 _log = structlog.get_logger("edgegw.bridge.spool")
 
-_KIND_TEXT = "CASE kind " + " ".join(f"WHEN {k} THEN '{v}'" for k, v in KIND_NAMES.items()) + \
-    " ELSE CAST(kind AS TEXT) END"  # fmt: skip
-_CHUNK = 2000
 WRITER_CACHE_KIB = 1024
 READER_CACHE_KIB = 512
 """SQLite page cache per connection (SQLite's default is 2 MiB). The writer appends at the
 end of each lane and deletes at its start, the forwarder and /metrics read in sequence
 order: the hot pages are the B-tree's edges. -8000 filled 8 MiB in a 300k drain."""
-# _KIND_TEXT is built from our own constants; every value is bound
-_DEAD_LETTER_SQL = (
-    "INSERT OR IGNORE INTO dead_letters(seq, kind, key, ts, spooled_at, data, reason, error, failed_at)"  # noqa: S608
-    f" SELECT seq, {_KIND_TEXT}, key, ts, spooled_at, data, ?, ?, ?"
-    " FROM rows WHERE prio = ? AND seq = ?"
-)
-
-
 def _identity(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -83,7 +79,7 @@ def connect(path: Path, *, readonly: bool = False, timeout: float = 10.0) -> sql
     return conn
 
 
-class Store:
+class Store(LaneWrites):
     """Write side of one spool file (used from one thread at a time)."""
 
     def __init__(self, config: SpoolConfig) -> None:
@@ -96,7 +92,7 @@ class Store:
             self.old_version = migrate(self.conn)
             meta = dict(self.conn.execute("SELECT key, value FROM meta"))
             self.spool_id: str = meta["spool_id"]
-            top = self.conn.execute("SELECT max(seq) FROM rows").fetchone()[0] or 0
+            top = self.conn.execute("SELECT max(last_seq) FROM groups").fetchone()[0] or 0
             dead_top = self.conn.execute("SELECT max(seq) FROM dead_letters").fetchone()[0] or 0
             self.next_seq = max(int(meta["next_seq"]), top + 1, dead_top + 1)
             self.opened_seq = self.next_seq
@@ -108,6 +104,7 @@ class Store:
             """The highest sequence the first Kafka checkpoint after open knew (None: not read yet)."""
             """Set once the first Kafka checkpoint after open was compared with opened_seq."""
             self.usage: dict[int, Usage] = {}
+            self.floors = {}
             self.dead_letters = 0
             self.drops: dict[str, int] = defaultdict(int)
             self.reload_counters()
@@ -193,12 +190,8 @@ class Store:
 
     def reload_counters(self) -> None:
         """Usage, drop and dead-letter figures from the file (at open, after a rollback)."""
-        usage: dict[int, Usage] = {}
-        for prio, rows, size in self.conn.execute(
-            "SELECT prio, count(*), sum(length(data) + length(key)) FROM rows GROUP BY prio"
-        ):
-            usage[prio] = Usage(rows, int(size or 0) + rows * ROW_OVERHEAD)
-        self.usage = usage
+        self.usage = {prio: Usage(rows, size) for prio, (rows, size, _) in lane_figures(self.conn).items()}
+        self.floors = floors(self.conn)
         self.dead_letters = int(self.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
         drops: dict[str, int] = defaultdict(int)
         for reason, rows in self.conn.execute("SELECT reason, sum(rows) FROM drops GROUP BY reason"):
@@ -241,33 +234,20 @@ class Store:
     def total_bytes(self) -> int:
         return sum(u.bytes for u in self.usage.values())
 
-    def _account(self, prio: int, rows: int, size: int) -> None:
-        u = self.usage.get(prio, Usage())
-        self.usage[prio] = Usage(u.rows + rows, u.bytes + size)
-
     # ------------------------------------------------------------------ writes (inside a transaction)
-    def insert(self, rows: Sequence[list[Any]]) -> None:
-        """Rows are ``[prio, seq, kind, key, ts, spooled_at, data]``."""
-        self.conn.executemany(
-            "INSERT INTO rows(prio, seq, kind, key, ts, spooled_at, data) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
-        )
-        for r in rows:
-            self._account(r[0], 1, len(r[6]) + len(r[3]) + ROW_OVERHEAD)
-
     def remember(self, origins: Sequence[tuple[int, int, float]]) -> None:
         self.conn.executemany(
             "INSERT OR REPLACE INTO recent_origins(slot, digest, at) VALUES (?, ?, ?)", origins
         )
 
-    def shift_seqs(self, start: int, delta: int) -> int:
-        """Add ``delta`` to the sequence of every row at or above ``start`` (order kept);
-        returns how many moved. In two steps: the primary key must never collide."""
-        moved = self.conn.execute("UPDATE rows SET seq = -(seq + ?) WHERE seq >= ?", (delta, start)).rowcount
-        self.conn.execute("UPDATE rows SET seq = -seq WHERE seq < 0")
-        return int(moved)
-
-    def save_next_seq(self) -> None:
-        self.conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(self.next_seq),))
+    def save_next_seq(self, *, force: bool = False) -> None:
+        """Store the sequence counter, when this transaction deleted groups (the highest
+        sequence in the file may have gone with them) or when forced. Otherwise the file
+        says it already: at open the counter is the largest of ``meta``, the groups' last
+        sequence and the dead letters' (+1). An append-only commit writes no ``meta`` page."""
+        if force or self.groups_deleted:
+            self.conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(self.next_seq),))
+            self.groups_deleted = False
 
     def count_drop(self, reason: str, prio: int, rows: int, size: int) -> None:
         if rows <= 0:
@@ -278,77 +258,6 @@ class Store:
             (reason, prio, rows, size),
         )
         self.drops[reason] += rows
-
-    def delete_upto(self, prio: int, seq: int) -> tuple[int, int]:
-        """Delete the rows of ``prio`` with sequence <= ``seq``; returns (rows, bytes)."""
-        rows, size = self.conn.execute(
-            "SELECT count(*), sum(length(data) + length(key)) FROM rows WHERE prio = ? AND seq <= ?",
-            (prio, seq),
-        ).fetchone()
-        if rows:
-            self.conn.execute("DELETE FROM rows WHERE prio = ? AND seq <= ?", (prio, seq))
-            size = int(size or 0) + rows * ROW_OVERHEAD
-            self._account(prio, -rows, -size)
-            return int(rows), size
-        return 0, 0
-
-    def drop_oldest(self, prio: int, target: int) -> tuple[int, int]:
-        """Delete the oldest rows of ``prio`` until at least ``target`` bytes are freed."""
-        freed = 0
-        last: int | None = None
-        while freed < target:
-            chunk = self.conn.execute(
-                "SELECT seq, length(data) + length(key) FROM rows"
-                " WHERE prio = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (prio, -1 if last is None else last, _CHUNK),
-            ).fetchall()
-            if not chunk:
-                break
-            for seq, size in chunk:
-                last = seq
-                freed += size + ROW_OVERHEAD
-                if freed >= target:
-                    break
-        return self.delete_upto(prio, last) if last is not None else (0, 0)
-
-    def expire(self, prio: int, now: float, ttl: float) -> tuple[int, int]:
-        """Delete the leading rows of ``prio`` spooled more than ``ttl`` seconds ago."""
-        total_rows = total_bytes = 0
-        while True:
-            chunk = self.conn.execute(
-                "SELECT seq, spooled_at FROM rows WHERE prio = ? ORDER BY seq LIMIT ?", (prio, _CHUNK)
-            ).fetchall()
-            last = expired_prefix(chunk, now, ttl)
-            if last is None:
-                break
-            rows, size = self.delete_upto(prio, last)
-            total_rows += rows
-            total_bytes += size
-            if last != chunk[-1][0]:
-                break
-        return total_rows, total_bytes
-
-    def oldest_spooled_at(self, prio: int) -> float | None:
-        row = self.conn.execute(
-            "SELECT spooled_at FROM rows WHERE prio = ? ORDER BY seq LIMIT 1", (prio,)
-        ).fetchone()
-        return None if row is None else float(row[0])
-
-    def dead_letter(self, prio: int, seq: int, reason: str, error: str, now: float) -> bool:
-        """Move one row to the dead-letter table; False if it is gone already."""
-        cur = self.conn.execute(
-            _DEAD_LETTER_SQL,
-            (reason, error[:2000], now, prio, seq),
-        )
-        if cur.rowcount <= 0:
-            return False
-        size = self.conn.execute(
-            "SELECT length(data) + length(key) FROM rows WHERE prio = ? AND seq = ?", (prio, seq)
-        ).fetchone()[0]
-        self.conn.execute("DELETE FROM rows WHERE prio = ? AND seq = ?", (prio, seq))
-        self._account(prio, -1, -(int(size) + ROW_OVERHEAD))
-        self.dead_letters += 1
-        return True
 
     def load_origins(self) -> list[tuple[int, int, float]]:
         """(packet id, digest, when) of the MQTT messages taken last, oldest first."""

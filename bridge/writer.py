@@ -351,6 +351,7 @@ class GroupWriter:
             try:
                 store.begin()
                 self._drop([], plan.stored, {}, DropReason.DISK_FULL)
+                store.save_next_seq()  # when the drop took the newest group, the counter must stay
                 store.commit()
             except sqlite3.Error as exc:
                 store.rollback()
@@ -398,7 +399,7 @@ class GroupWriter:
         try:
             op.moved = store.shift_seqs(store.opened_seq, delta)
             store.next_seq += delta
-            store.save_next_seq()
+            store.save_next_seq(force=True)
             store.commit()
         except BaseException:
             store.rollback()

@@ -17,11 +17,19 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from bridge import packing
 from bridge.config import SpoolConfig
 from bridge.policy import Priority
 from bridge.spool import Spool
 from gateway.model import Event, EventKind
 from tests.bridge.helpers import readings
+
+
+@pytest.fixture(autouse=True)
+def _uncompressed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These readings compress ~10x: the groups are stored as they are, so the files fill
+    as the figures below say (the full condition is what is tested, not zlib)."""
+    monkeypatch.setattr(packing, "COMPRESS", False)
 
 
 def _integrity(path: Path) -> str:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from bridge.checkpoint import Checkpoint
+from bridge.envelope import Record
 from bridge.forwarder import Forwarder
-from bridge.migrations import SCHEMA_V1, SCHEMA_VERSION
+from bridge.migrations import SCHEMA_V1, SCHEMA_V3, SCHEMA_VERSION
 from bridge.policy import Kind, Priority
 from bridge.spool import Spool
 from gateway.errors import SpoolError
@@ -66,6 +68,65 @@ def test_a_schema_1_spool_is_migrated_in_place_and_its_rows_shipped(tmp_path: Pa
         (1, 60.5),
         (4, 61.0),
     ]
+    spool.close()
+
+
+def _v3_spool(path: Path, readings: int) -> None:
+    """A spool as edgegw wrote it before the compact spool (schema 3, one row per event): rule
+    events and ``readings`` readings in commits of 7 rows, a kind of a later version (99) and
+    one no group can hold (300), rule state and redelivery marks."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(SCHEMA_V3)
+    at = time.time() - 60
+    conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)",
+                     [("spool_id", "v3spool"), ("created_at", "1.0"), ("next_seq", str(readings + 10))])
+    rows = [(0, 1, int(Kind.RULE_FIRED), "rules/hot", 1.0, at, b'{"rule_id":"hot"}'),
+            (2, readings + 5, 99, "cam-1", 2.0, at + 30, b'{"frame":1}'),
+            (2, 3, 300, "cam-2", 3.0, at, b'{"frame":2}')]
+    rows += [(2, seq, int(Kind.READING), f"dev-{seq % 3}", float(seq), at + seq // 7,
+              json.dumps({"device_id": f"dev-{seq % 3}", "value": seq}).encode())
+             for seq in range(4, readings + 4)]
+    rows.append((0, readings + 4, int(Kind.RULE_CLEARED), "rules/hot", 9.0, at + 30, b'{"rule_id":"hot"}'))
+    conn.executemany("INSERT INTO rows(prio, seq, kind, key, ts, spooled_at, data)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.execute("INSERT INTO rule_state(key, data) VALUES ('rule:hot', '{\"on\":true}')")
+    conn.execute("INSERT INTO recent_origins(slot, digest, at) VALUES (7, 77, 1.0)")
+    conn.close()  # fmt: skip
+
+
+def test_a_schema_3_spool_is_packed_in_place_and_its_rows_shipped_exactly_once(tmp_path: Path) -> None:
+    """Rows Kafka has (the checkpoint says readings up to 20) are not shipped again, every
+    other row is, once, in order; nothing is discarded; state and marks survive."""
+    cfg = spool_config(tmp_path)
+    _v3_spool(cfg.path, 50)
+    spool = Spool.open(cfg)
+    assert spool.migrated_from == 3
+    assert spool.rule_state() == {"rule:hot": {"on": True}}
+    assert spool.marks() == [(7, 77)]
+    stats = spool.stats()
+    assert (stats.depth, stats.dead_letters) == (53, 1)  # kind 300 kept as a dead letter
+    with sqlite3.connect(cfg.path) as conn:
+        assert conn.execute("SELECT seq, kind, key, reason FROM dead_letters").fetchall() == [
+            (3, "300", "cam-2", "unknown_kind")
+        ]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "rows" not in tables
+        assert conn.execute("SELECT count(*) FROM groups").fetchone()[0] < 53 // 2
+    spool.append_many([Record(Kind.READING, "dev-new", 1.0, b'{"value":"new"}')])
+    uplink = FakeUplink(checkpoint=Checkpoint("gw", "v3spool", {2: 20}))
+    forwarder = Forwarder(
+        spool, uplink.factory, gateway_id="gw", topic_of_kind=dict.fromkeys(Kind, "t"),
+        heartbeat_topic=None, batch_rows=16,
+    )  # fmt: skip
+    while forwarder.step(spool.reader().fetch):
+        pass
+    seqs = [m.seq for m in uplink.committed]
+    assert seqs == [1, 54, *range(21, 54), 60]  # events lane first; kind 99 went to dead letters
+    assert json.loads(uplink.committed[-1].value) == {"value": "new"}
+    spool.flush()
+    assert spool.stats().depth == 0
+    assert spool.stats().dead_letters == 2
     spool.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sqlite3
 import threading
@@ -12,6 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bridge.envelope import Record
+from bridge.groups import floors, read_lane
 from bridge.policy import Kind, Priority
 from bridge.spool import DeadInput, DeadLetter, Spool
 from gateway.errors import SpoolError
@@ -20,8 +22,14 @@ from tests.bridge.helpers import FakeClock, readings, spool_config
 
 
 def _all_rows(path: Path) -> list[tuple[int, int, str]]:
-    with sqlite3.connect(path) as conn:
-        return [tuple(r) for r in conn.execute("SELECT prio, seq, key FROM rows ORDER BY prio, seq")]
+    """(prio, seq, key) of every record in the file, above each lane's floor."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        lanes = floors(conn)
+        return [
+            (prio, seq, key)
+            for prio in sorted({p for (p,) in conn.execute("SELECT DISTINCT prio FROM groups")})
+            for seq, _kind, key, _ts, _data in read_lane(conn, prio, lanes.get(prio, 0), 1 << 30)
+        ]
 
 
 def test_rows_are_durable_when_on_durable_runs_and_survive_reopen(tmp_path: Path) -> None:

@@ -223,22 +223,38 @@ def fill(spool, start, stop):
     for at in range(start, stop, 5000):
         batch = range(at, min(stop, at + 5000))
         spool.append_many([Reading(device(i), "seq", float(i), now, now) for i in batch])
-spool = Spool.open(SpoolConfig(path=path, max_bytes=8 << 30))
-fill(spool, 0, rows)
-spool.close(60)
-if version == 3:
+if version == 3:  # the current schema
+    spool = Spool.open(SpoolConfig(path=path, max_bytes=8 << 30))
+    fill(spool, 0, rows)
+    spool.close(60)
     sys.exit(0)
-# schema 2: no rule_state table yet, a full ring of redelivery digests; and `wal_rows` more rows
-# in a WAL that was never checkpointed, as a gateway of that version leaves it when it is killed
-spool = Spool.open(SpoolConfig(path=path, max_bytes=8 << 30, wal_autocheckpoint=1_000_000))
-fill(spool, rows, rows + wal_rows)
+# schema 2: one row per event (as schema 3), no rule_state table yet, a full ring of redelivery
+# digests; and `wal_rows` more rows in a WAL that was never checkpointed, as a gateway of that
+# version leaves it when it is killed
+from bridge.migrations import SCHEMA_V3
 conn = sqlite3.connect(path, isolation_level=None)
-conn.execute("PRAGMA wal_autocheckpoint = 0")
-conn.execute("BEGIN IMMEDIATE")
+conn.execute("PRAGMA journal_mode = WAL")
+conn.executescript(SCHEMA_V3)
 conn.execute("DROP TABLE rule_state")
+conn.execute("PRAGMA user_version = 2")
+conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", [
+    ("spool_id", os.urandom(6).hex()), ("created_at", repr(now)), ("next_seq", str(rows + wal_rows + 1))])
+def insert(start, stop):
+    for at in range(start, stop, 5000):
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO rows(prio, seq, kind, key, ts, spooled_at, data) VALUES (2, ?, 1, ?, ?, ?, ?)",
+            ((i + 1, device(i), now, now, json.dumps({"device_id": device(i), "metric": "seq",
+              "value": float(i), "unit": None, "ts": now, "received_at": now, "clock_synced": True}).encode())
+             for i in range(at, min(stop, at + 5000))))
+        conn.execute("COMMIT")
+insert(0, rows)
+conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+conn.execute("PRAGMA wal_autocheckpoint = 0")
+insert(rows, rows + wal_rows)
+conn.execute("BEGIN IMMEDIATE")
 conn.executemany("INSERT OR REPLACE INTO recent_origins(slot, digest, at) VALUES (?, ?, ?)",
                  ((i, i * 7919, now) for i in range(16384)))
-conn.execute("PRAGMA user_version = 2")
 conn.execute("COMMIT")
 os._exit(0)  # no close: a close would checkpoint the WAL
 """

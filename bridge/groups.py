@@ -1,0 +1,94 @@
+"""Reading the spool's groups (schema 4): the lanes' records, figures and floors.
+
+Shared by the writer (:class:`bridge.store.Store`), the forwarder's reader, ``/metrics``
+and ``edgegw spool status``; plain functions over a connection, no state.
+
+A lane's records are the records of its groups (``groups``, one row per commit and lane,
+:mod:`bridge.packing`) above the lane's *floor* (``floors``): every record at or below it
+is gone (shipped, dropped by the cap or TTL) even while the rest of its group is still
+waiting. A group is deleted whole once the floor reaches its last record, so at most one
+group per lane straddles its floor.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from bridge.envelope import RawRow
+from bridge.packing import record_sizes, unpack
+
+__all__ = ["Figures", "floors", "lane_figures", "oldest_spooled_at", "read_lane", "straddling"]
+
+Figures = tuple[int, int, float]
+"""(records, bytes as the overflow policy counts them, oldest spooled_at) of one lane."""
+
+
+def floors(conn: sqlite3.Connection) -> dict[int, int]:
+    return {int(p): int(s) for p, s in conn.execute("SELECT prio, seq FROM floors")}
+
+
+def straddling(conn: sqlite3.Connection, prio: int, floor: int) -> tuple[int, int, bytes] | None:
+    """(first_seq, last_seq, blob) of the group of ``prio`` that holds ``floor`` and later records."""
+    row = conn.execute(
+        "SELECT first_seq, last_seq, blob FROM groups WHERE prio = ? AND first_seq <= ?"
+        " ORDER BY first_seq DESC LIMIT 1",
+        (prio, floor),
+    ).fetchone()
+    if row is None or row[1] <= floor:
+        return None
+    return int(row[0]), int(row[1]), bytes(row[2])
+
+
+def lane_figures(conn: sqlite3.Connection) -> dict[int, Figures]:
+    """Records, bytes and oldest spooled_at per lane (call inside one read transaction for
+    a consistent snapshot)."""
+    out: dict[int, Figures] = {}
+    for prio, rows, size, first in conn.execute(
+        "SELECT prio, sum(n), sum(size), min(spooled_at) FROM groups GROUP BY prio"
+    ):
+        out[int(prio)] = (int(rows), int(size), float(first))
+    for prio, floor in floors(conn).items():
+        group = straddling(conn, prio, floor)
+        if group is None or prio not in out:
+            continue
+        gone = [size for seq, size in record_sizes(group[0], group[2]) if seq <= floor]
+        rows, size, first = out[prio]
+        out[prio] = (rows - len(gone), size - sum(gone), first)
+    return out
+
+
+def oldest_spooled_at(conn: sqlite3.Connection, prio: int) -> float | None:
+    row = conn.execute(
+        "SELECT spooled_at FROM groups WHERE prio = ? ORDER BY first_seq LIMIT 1", (prio,)
+    ).fetchone()
+    return None if row is None else float(row[0])
+
+
+_LANE_SQL = (
+    "SELECT first_seq, last_seq, blob, coalesce((SELECT seq FROM floors WHERE prio = ?1), 0)"
+    " FROM groups WHERE prio = ?1 AND first_seq >= coalesce("
+    "(SELECT max(first_seq) FROM groups WHERE prio = ?1 AND first_seq <= ?2), 0)"
+    " ORDER BY first_seq"
+)
+"""The lane's groups holding records above ``after``, with the floor: one statement, so
+one snapshot of both."""
+
+
+def read_lane(conn: sqlite3.Connection, lane: int, after: int, limit: int) -> list[RawRow]:
+    """Records of ``lane`` with sequence > ``after`` (and above the floor), oldest first."""
+    out: list[RawRow] = []
+    cur = conn.execute(_LANE_SQL, (lane, after))
+    try:
+        for first, last, blob, floor in cur:
+            low = max(after, int(floor))
+            if last <= low:
+                continue
+            records = unpack(int(first), bytes(blob))
+            if records[0][0] <= low:
+                records = [r for r in records if r[0] > low]
+            out.extend(records[: limit - len(out)])
+            if len(out) >= limit:
+                break
+    finally:
+        cur.close()  # an unfinished statement would hold its WAL snapshot open
+    return out
