@@ -16,21 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-from bridge.config import KafkaConfig, SpoolConfig, TopicsConfig
+from bridge.config import KafkaConfig, SpoolConfig
 from bridge.forwarder import Forwarder
 from bridge.policy import lane_priorities
 from bridge.spool import Spool
+from simulators.fleet_feed import topics_for
 from tests.bridge.helpers import readings
-
-
-def topics_for(prefix: str) -> TopicsConfig:
-    return TopicsConfig(
-        readings=f"{prefix}.readings",
-        events=f"{prefix}.events",
-        commands=f"{prefix}.commands",
-        heartbeats=f"{prefix}.heartbeats",
-        checkpoints=f"{prefix}.checkpoints",
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from simulators.fleet_feed import topics_for
 from simulators.testbed import KafkaEndpoint
-from tests.bridge.harness import topics_for
 from tests.bridge.helpers import header, read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
