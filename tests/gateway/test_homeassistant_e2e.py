@@ -27,6 +27,7 @@ import jsonschema  # type: ignore[import-untyped]
 import paho.mqtt.client as mqtt
 import pytest
 
+from bridge.groups import read_lane
 from simulators.testbed import Mosquitto
 from tests.gateway.conftest import (
     DEMO_RULES,
@@ -231,8 +232,11 @@ def test_discovery_commands_birth_and_removal(
     code, _ = gateway.terminate()
     assert code == 0
     assert seen.last[f"{base}/availability"] == b"offline"
-    rows = sqlite3.connect(tmp_path / "state" / "spool.db").execute("SELECT data FROM rows").fetchall()
-    assert any(b"homeassistant" in bytes(data) for (data,) in rows), "the command was not spooled"
+    spool = sqlite3.connect(tmp_path / "state" / "spool.db")
+    lanes = [lane for (lane,) in spool.execute("SELECT DISTINCT prio FROM groups")]
+    records = [r for lane in lanes for r in read_lane(spool, lane, 0, 1_000_000)]
+    spool.close()
+    assert any(b"homeassistant" in data for *_, data in records), "the command was not spooled"
     # ... and plug-01 no longer reads its energy: that one entity goes, the device stays
     smaller = _config(tmp_path, broker, http_port, probe=False) | {"gateway": config["gateway"]}
     plug = next(d for d in smaller["devices"] if d["id"] == "plug-01")
