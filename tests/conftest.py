@@ -16,11 +16,14 @@ from typing import Any
 import pytest
 
 from simulators.testbed import (
+    FuseUnavailableError,
     KafkaCluster,
     KafkaEndpoint,
     KafkaNode,
     Mosquitto,
+    PowerCutFS,
     ensure_kafka_jars,
+    fuse_problem,
     java_problem,
     kafka_from_env,
 )
@@ -177,3 +180,27 @@ def browser_page() -> Iterator[Any]:
             yield page
         finally:
             browser.close()
+
+
+def fuse_unavailable(reason: str) -> None:
+    """Skip (or, with ``EDGEGW_REQUIRE_FUSE=1`` as in CI, fail) where FUSE cannot run."""
+    if os.environ.get("EDGEGW_REQUIRE_FUSE") == "1":
+        pytest.fail(f"FUSE required (EDGEGW_REQUIRE_FUSE=1) but: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def powercut_fs(tmp_path: Path) -> Iterator[PowerCutFS]:
+    """A mounted power-cut file system (simulators/testbed/powercut.py), unmounted after."""
+    problem = fuse_problem()
+    if problem is not None:
+        fuse_unavailable(problem)
+    bed = PowerCutFS(tmp_path / "backing", tmp_path / "mnt")
+    try:
+        bed.mount()
+    except FuseUnavailableError as exc:
+        fuse_unavailable(str(exc))
+    try:
+        yield bed
+    finally:
+        bed.unmount()

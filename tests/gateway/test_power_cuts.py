@@ -35,31 +35,15 @@ from bench.chaoslib import (
     settle,
 )
 from simulators.testbed import FuseUnavailableError, KafkaEndpoint, Mosquitto, PowerCutFS, fuse_problem
+from tests.conftest import fuse_unavailable
 from tests.gateway.exactness import SHOW_DEVICES, compare, reference, tally
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.kafka, pytest.mark.slow]
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("EDGEGW_REQUIRE_FUSE") == "1":
-        pytest.fail(f"FUSE required (EDGEGW_REQUIRE_FUSE=1) but: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture
-def fs(tmp_path: Path) -> Iterator[PowerCutFS]:
-    problem = fuse_problem()
-    if problem is not None:
-        _unavailable(problem)
-    bed = PowerCutFS(tmp_path / "backing", tmp_path / "mnt")
-    try:
-        bed.mount()
-    except FuseUnavailableError as exc:
-        _unavailable(str(exc))
-    try:
-        yield bed
-    finally:
-        bed.unmount()
+def fs(powercut_fs: PowerCutFS) -> PowerCutFS:
+    return powercut_fs
 
 
 def _cut_lines(outcome: PowerCutOutcome) -> list[str]:
@@ -272,7 +256,7 @@ def _mounted(fs: PowerCutFS) -> PowerCutFS:
     try:
         fs.mount()
     except FuseUnavailableError as exc:
-        _unavailable(str(exc))
+        fuse_unavailable(str(exc))
     return fs
 
 
@@ -281,7 +265,7 @@ def unmounted_fs(tmp_path: Path) -> Iterator[PowerCutFS]:
     """A power-cut file system whose backing directory the test prepares before it mounts it."""
     problem = fuse_problem()
     if problem is not None:
-        _unavailable(problem)
+        fuse_unavailable(problem)
     bed = PowerCutFS(tmp_path / "backing", tmp_path / "mnt")
     bed.backing_dir.mkdir(parents=True)
     try:

@@ -16,37 +16,19 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulators.testbed import FuseUnavailableError, PowerCutFS, fuse_problem, powercut
+from simulators.testbed import FuseUnavailableError, PowerCutFS, powercut
 from simulators.testbed._powercut_model import PowerCutModel
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("EDGEGW_REQUIRE_FUSE") == "1":
-        pytest.fail(f"FUSE required (EDGEGW_REQUIRE_FUSE=1) but: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture
-def fs(tmp_path: Path) -> Iterator[PowerCutFS]:
-    problem = fuse_problem()
-    if problem is not None:
-        _unavailable(problem)
-    bed = PowerCutFS(tmp_path / "backing", tmp_path / "mnt")
-    try:
-        bed.mount()
-    except FuseUnavailableError as exc:
-        _unavailable(str(exc))
-    try:
-        yield bed
-    finally:
-        bed.unmount()
+def fs(powercut_fs: PowerCutFS) -> PowerCutFS:
+    return powercut_fs
 
 
 def _write(path: Path, data: bytes, *, sync: bool) -> None:
