@@ -91,18 +91,7 @@ class CloudAgent:
             self.state.trying = None
             self.store.save(self.state)
             self.outcomes["rolled_back"] += 1
-            good = self.state.last_good
-            self._startup_reports.append(
-                reports.rolled_back(
-                    self.gateway_id,
-                    source=trying.source,
-                    version=trying.version,
-                    digest=trying.digest,
-                    reason=reason,
-                    restored_version=good.version if good else None,
-                    ts=time.time(),
-                )
-            )
+            self._startup_reports.append(self._rolled_back(trying, reason))
         good = self.state.last_good
         if good is None:
             return base
@@ -294,17 +283,14 @@ class CloudAgent:
         loaded = await asyncio.to_thread(self._loaded_of, good)
         await self.rt.apply_loaded(loaded, reason="rollback")
         self.outcomes["rolled_back"] += 1
-        self.report(
-            reports.rolled_back(
-                self.gateway_id,
-                source=doc.source,
-                version=doc.version,
-                digest=doc.digest,
-                reason=reason,
-                restored_version=good.version if good else None,
-                ts=time.time(),
-            )
-        )
+        self.report(self._rolled_back(doc, reason))
+
+    def _rolled_back(self, doc: AppliedDoc, reason: str) -> Record:
+        """The rolled-back event of ``doc``: back to the last-good document (or the local file)."""
+        good = self.state.last_good
+        return reports.rolled_back(self.gateway_id, source=doc.source, version=doc.version, digest=doc.digest,
+                                   reason=reason, restored_version=good.version if good else None,
+                                   ts=time.time())  # fmt: skip
 
     def _loaded_of(self, good: AppliedDoc | None) -> LoadedConfig:
         if good is not None:
