@@ -89,6 +89,8 @@ class MqttLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd: int | None = None
         self._writing = False
+        self._more: asyncio.Handle | None = None
+        """The pending read of what our buffer holds (see :meth:`_read_more`)."""
         self._failed = False
         self._lost: asyncio.Future[None] | None = None
         self._connack: asyncio.Future[tuple[ReasonCode, bool]] | None = None
@@ -297,6 +299,15 @@ class MqttLink:
             self._lost.set_result(None)
 
     def _readable(self) -> None:
+        if self._more is not None:
+            return  # the pending continuation reads (one read of this link per iteration)
+        self._read_now()
+
+    def _read_on(self) -> None:
+        self._more = None
+        self._read_now()
+
+    def _read_now(self) -> None:
         if self._paused or self._held:
             return
         began = time.perf_counter()
@@ -319,9 +330,20 @@ class MqttLink:
         if self._failed:
             return
         self._after_io()
-        if client.buffered() and self._loop is not None and self._fd is not None:
+        if client.buffered():
             # bytes wait in our buffer, where the selector cannot see them
-            self._loop.call_soon(self._readable)
+            self._read_more()
+
+    def _read_more(self) -> None:
+        """Read on at the next loop iteration, after every other ready callback (the
+        actuators' link, its PUBACKs above all). At most one such continuation is pending:
+        each read that left bytes in the buffer used to schedule one more, on top of the
+        selector's own callback, so under a backlog the reads of this link piled up in the
+        ready queue (one more per iteration) and the other links waited seconds for a turn
+        (measured at 40k QoS 0 readings/s: the commands' PUBACKs unread for 5 s, their
+        queue full, commands dropped)."""
+        if self._more is None and self._loop is not None and self._fd is not None:
+            self._more = self._loop.call_soon(self._read_on)
 
     def _deliver(self) -> None:
         client = self.client
@@ -379,6 +401,9 @@ class MqttLink:
             self._lost.set_result(None)
 
     def _unregister(self) -> None:
+        if self._more is not None:
+            self._more.cancel()
+            self._more = None
         loop, fd = self._loop, self._fd
         if loop is None or fd is None:
             return
@@ -409,7 +434,7 @@ class MqttLink:
         else:
             loop.add_reader(fd, self._readable)
             if self.client.buffered():
-                loop.call_soon(self._readable)
+                self._read_more()
 
     def drop(self, reason: str) -> None:
         """Close this connection now; :meth:`run` reconnects (with backoff). The broker then
