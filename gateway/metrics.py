@@ -194,6 +194,9 @@ def _pipeline_families(rt: Runtime) -> Iterator[Family]:
     yield _total("edgegw_readings_lost_unacked",
                  "Readings voided that no broker redelivers (serial, QoS 0)", p.lost_unacked)  # fmt: skip
     st = rt.state
+    yield _counter("edgegw_readings_shed", "At-most-once readings (QoS 0, serial) not spooled while the "
+                   "spool writer was behind, per reason; their rules ran and their commands left", ["reason"],
+                   {"spool_behind": 0, **st.shed})  # fmt: skip
     yield _gauge("edgegw_unclean_start", "1 when the last run did not stop cleanly (crash, kill, power cut)",
                  1.0 if st.unclean_start else 0.0)  # fmt: skip
     yield _gauge("edgegw_rows_lost_at_unclean_start",

@@ -27,8 +27,22 @@ Per batch, on the event loop:
 
 A spool failure voids every batch in flight and suspends the pipeline; the runtime
 reopens the spool and :meth:`Pipeline.attach` starts again from what is committed (rule
-state, packet ids), exactly as a process restart would. Back-pressure: MQTT reading is
-held while the spool writer is far behind.
+state, packet ids), exactly as a process restart would.
+
+Back-pressure, while the spool writer is far behind (``pending`` above the high mark):
+
+- a batch with QoS 1 messages holds MQTT reading until the writer caught up: the broker
+  keeps the messages (nothing is lost, nothing is acknowledged before it is durable);
+- a batch with nothing to redeliver (QoS 0 messages, serial lines) is *not* held: holding
+  the socket of an at-most-once stream only moves the loss to the broker, where nobody
+  counts it, and makes the broker queue our whole stream (measured: its stalls then delay
+  the PUBACKs of the commands, whose queue overflows). Its rules run and its commands
+  leave at once as always; its *readings* are left out of the spool submission (events,
+  commands and rule state still go in), counted in ``Counters.shed`` per reason
+  (``spool_behind``) and logged once per episode (it ends below a quarter of the mark,
+  as a hold does). Only if the spool falls behind by
+  ``SHED_HOLD_FACTOR`` times the mark even so (a stuck disk: events and commands alone
+  fill it) is reading held anyway: memory is bounded first.
 """
 
 from __future__ import annotations
@@ -58,6 +72,10 @@ PENDING_HIGH_MIN = 8000
 """Readings handed to the spool and not committed yet above which MQTT reading pauses
 (at least 4 groups of ``commit_rows``); it resumes below a quarter of that."""
 HOLD_CHECK_S = 0.005
+SHED_HOLD_FACTOR = 8
+"""At-most-once batches (QoS 0, serial) shed their readings above the high mark; above this
+many times the mark, MQTT reading is held for them too (memory first)."""
+SHED_SPOOL_BEHIND = "spool_behind"
 SENSORS_MAX = 10_000
 """Sensors (and devices) whose last value and count are kept for the live view and the
 metrics: wildcard topics could otherwise make these maps grow without bound."""
@@ -86,6 +104,7 @@ class Counters:
     reload_errors: int = 0
     late_ticks: int = 0  # ticker wakeups more than LAG_LIMIT_S late
     holds: int = 0  # times MQTT reading paused until the spool writer caught up
+    shed: Counter[str] = field(default_factory=Counter)  # at-most-once readings not spooled, per reason
     spool_errors: int = 0
     redeliveries: int = 0  # MQTT messages taken before (DUP), not taken again
     poison: Counter[tuple[str, str]] = field(default_factory=Counter)  # (device, reason)
@@ -134,6 +153,8 @@ class Pipeline:
         self.hold: Callable[[bool], None] | None = None
         """Pauses (True) and resumes (False) MQTT reading: back-pressure from the spool."""
         self._held = False
+        self._shedding = 0
+        """Readings shed in the current episode (0: not shedding)."""
 
     # ------------------------------------------------------------------ life cycle
     def attach(self, spool: Spool, engine: RuleEngine, ledger: DeliveryLedger) -> None:
@@ -209,8 +230,7 @@ class Pipeline:
         for poison in batch.poison:
             dead.append(DeadInput(poison.topic, poison.payload, poison.reason, poison.error))
             counters.poison[(poison.device_id, poison.reason)] += 1
-        self.received += len(kept)
-        self._submit(spool, kept, batch=batch, taken=taken, changes=engine.take_changes(now), dead=dead)
+        self._take(spool, batch, kept, taken=taken, changes=engine.take_changes(now), dead=dead)
 
     def tick(self, now: Now) -> None:
         """Run the engine's timers; what they decide is spooled like a batch's actions."""
@@ -284,9 +304,10 @@ class Pipeline:
     # ------------------------------------------------------------------ the spool's side
     def _submit(self, spool: Spool, items: list[Any], *, batch: SourceBatch | None = None,
                 taken: list[Origin] | None = None, changes: dict[str, Any] | None = None,
-                dead: list[DeadInput] | None = None) -> None:  # fmt: skip
+                dead: list[DeadInput] | None = None, hold_above: int | None = None) -> None:  # fmt: skip
         """Hand one submission to the spool; ``batch`` is settled from the writer thread
-        through the event loop (durable or void)."""
+        through the event loop (durable or void). MQTT reading is held when the spool's
+        pending items exceed ``hold_above`` (a source batch's; other submissions never hold)."""
         settle_ok = settle_void = None
         taken = taken or []
         if self._loop is None:
@@ -311,7 +332,7 @@ class Pipeline:
             return
         if batch is not None:
             self._in_flight += 1
-        if spool.pending > self._pending_high and not self._held and self.hold is not None:
+        if hold_above is not None and spool.pending > hold_above and not self._held and self.hold is not None:
             self._hold()
 
     def _from_writer(self, fn: Callable[..., None], *args: Any) -> None:
@@ -369,6 +390,47 @@ class Pipeline:
         self.hold(True)
         self.counters.holds += 1
         self._loop.call_later(HOLD_CHECK_S, self._release_when_caught_up)
+
+    def _take(self, spool: Spool, batch: SourceBatch, kept: list[Any], *, taken: list[Origin],
+              changes: dict[str, Any] | None, dead: list[DeadInput]) -> None:  # fmt: skip
+        """Submit a source batch under back-pressure: a batch with QoS 1 messages holds
+        reading at the mark; an at-most-once batch (QoS 0, serial) sheds its readings above
+        it and holds only far above it (see the module docstring)."""
+        high = self._pending_high
+        far = high * SHED_HOLD_FACTOR
+        if batch.messages:
+            if self._shedding:
+                self._end_shedding()
+        elif spool.pending > (high // 4 if self._shedding else high):
+            kept = self._shed(spool, kept)
+            self.received += len(kept)
+            self._submit(spool, kept, taken=taken, changes=changes, dead=dead, hold_above=far)
+            batch.durable()  # nothing to acknowledge, nothing of it to wait for: settled (and freed) now
+            return
+        elif self._shedding:
+            self._end_shedding()
+        self.received += len(kept)
+        self._submit(spool, kept, batch=batch, taken=taken, changes=changes, dead=dead,
+                     hold_above=high if batch.messages else far)  # fmt: skip
+
+    def _shed(self, spool: Spool, kept: list[Any]) -> list[Any]:
+        """The spool is behind and nothing will redeliver this batch (QoS 0, serial): its
+        rules ran and its commands left; keep its events and commands for the spool and
+        leave its readings out (counted, logged once per episode)."""
+        actions = [item for item in kept if not isinstance(item, Reading)]
+        shed = len(kept) - len(actions)
+        if shed:
+            self.counters.shed[SHED_SPOOL_BEHIND] += shed
+            if not self._shedding:
+                _log.warning("spool writer behind: QoS 0 readings are not spooled until it catches up "
+                             "(rules still run, commands still leave)", pending=spool.pending,
+                             high=self._pending_high)  # fmt: skip
+            self._shedding += shed
+        return actions
+
+    def _end_shedding(self) -> None:
+        _log.info("spool writer caught up: QoS 0 readings are spooled again", shed=self._shedding)
+        self._shedding = 0
 
     def _release_when_caught_up(self) -> None:
         if not self._held:

@@ -133,7 +133,8 @@ def gather(rt: Runtime, io: IoStats, *, healthy: bool, fingerprint: str) -> Stat
     if io.spool is not None:
         s = io.spool
         spool = {"depth": s.depth, "bytes": s.bytes, "oldest_age_s": s.oldest_age,
-                 "dead_letters": s.dead_letters, "failed": s.failed, "disk_full": s.disk_full}  # fmt: skip
+                 "dead_letters": s.dead_letters, "failed": s.failed, "disk_full": s.disk_full,
+                 "readings_shed": sum(rt.state.shed.values())}  # fmt: skip
     deployment = _deployment(rt)
     events = [
         {"at": e.ts, "kind": str(e.kind), "rule": e.rule_id, "severity": e.severity, "message": e.message,
