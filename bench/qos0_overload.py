@@ -192,7 +192,7 @@ class SysWatch:
 
 def broker_drop_lines(log: Path, start: int) -> list[str]:
     text = log.read_text(errors="replace")[start:]
-    return re.findall(r"Outgoing messages are being dropped for client (\S+)", text)
+    return re.findall(r"Outgoing messages are being dropped for client (\S+?)\.?$", text, re.MULTILINE)
 
 
 # ---------------------------------------------------------------------- one run
