@@ -35,12 +35,12 @@ Back-pressure, while the spool writer is far behind (``pending`` above the high 
   keeps the messages (nothing is lost, nothing is acknowledged before it is durable);
 - a batch with nothing to redeliver (QoS 0 messages, serial lines) is *not* held: holding
   the socket of an at-most-once stream only moves the loss to the broker, where nobody
-  counts it, and makes the broker queue our whole stream (measured: its stalls then delay
-  the PUBACKs of the commands, whose queue overflows). Its rules run and its commands
-  leave at once as always; its *readings* are left out of the spool submission (events,
-  commands and rule state still go in), counted in ``Counters.shed`` per reason
-  (``spool_behind``) and logged once per episode (it ends below a quarter of the mark,
-  as a hold does). Only if the spool falls behind by
+  counts it (Mosquitto drops QoS 0 for a client that does not read, beyond its
+  ``max_queued_messages``; bench/qos0_overload.py) and the readings lost there fire no
+  rule. Its rules run and its commands leave at once as always; its *readings* are left
+  out of the spool submission (events, commands and rule state still go in), counted in
+  ``Counters.shed`` per reason (``spool_behind``) and logged once per episode (it ends
+  below a quarter of the mark, as a hold does). Only if the spool falls behind by
   ``SHED_HOLD_FACTOR`` times the mark even so (a stuck disk: events and commands alone
   fill it) is reading held anyway: memory is bounded first.
 """
@@ -402,8 +402,8 @@ class Pipeline:
             if self._shedding:
                 self._end_shedding()
         elif spool.pending > (high // 4 if self._shedding else high):
+            self.received += len(kept)  # taken, shed or not (the runtime sees a burst go on)
             kept = self._shed(spool, kept)
-            self.received += len(kept)
             self._submit(spool, kept, taken=taken, changes=changes, dead=dead, hold_above=far)
             batch.durable()  # nothing to acknowledge, nothing of it to wait for: settled (and freed) now
             return
