@@ -26,9 +26,11 @@ with the same shape: 100 sensors (``zigbee2mqtt/t-NNNN``), one rule each, ``temp
 Per peer and QoS: the peer starts, a probe (a cold then a hot reading of the first sensor,
 repeated until its command arrives) says it is ready; VmRSS of each of its processes 2 s
 later is its idle RSS. Then per rate (1k, 5k, 10k, 20k, 40k readings/s; quick: 1k-20k,
-5 s each), paced publisher processes (one per 10k/s) send ``--seconds`` of readings
-round-robin over the 100 sensors, every 10th reading of each sensor hot (40 °C, others
-20 °C), hot ones carrying their send time (``time.time_ns``); a subscriber on
+5 s each), paced publisher processes (one per 10k/s; ``bench.peers_load``, a raw MQTT
+publisher: paho's own cost per publish would take CPU from the peer under test) send
+``--seconds`` of readings round-robin over the 100 sensors, every 10th reading of each
+sensor hot (40 °C, others 20 °C; staggered across sensors, never a sensor's first reading
+of a run), hot ones carrying their send time (``time.time_ns``); a subscriber on
 ``zigbee2mqtt/+/set`` records the arrivals; per sensor the n-th command answers its n-th
 hot reading. A rate passes when nothing is lost, p99 < 1 s and the publishers kept up
 (>= 95 % of the rate). Rates above 10k/s are skipped after a failure at that QoS.
@@ -53,23 +55,21 @@ import multiprocessing as mp
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.e2e_bench import CommandListener, Layout, forget_session, make_layout, make_topics, write_config
 from bench.machine import ROOT, git_rev, machine_lines, write_result
+from bench.peers_load import COLD, HOT, LoadJob, reading, run_job
 from bench.peers_nodered import NodeRed, NodeRedMissing, install, prepare
 from bench.peers_report import (
     Checkout,
@@ -88,10 +88,9 @@ QUICK_RATES = (1000, 5000, 10_000, 20_000)
 ALWAYS_RUN = 10_000  # rates up to this one run even after a failure (the table's columns)
 KINDS = ("bare", "nodered", "edgegw-spool", "edgegw-eos")
 PREFIX = "zigbee2mqtt"
-HOT_EVERY = 10
-HOT, COLD = 40.0, 20.0
 DEVICES = 100
 SETTLE_S = 3.0  # commands are done when none arrived for this long (or all did)
+BARE = "import sys; from bench.peers_bare import main; sys.exit(main(sys.argv[1:]))"
 
 
 # ---------------------------------------------------------------------- /proc
@@ -220,7 +219,7 @@ def start_peer(bed: Bed, peer: Peer, qos: int) -> PeerProcess:
     tag = f"{peer.kind}-{peer.checkout.name if peer.checkout else ''}-q{qos}-{uuid.uuid4().hex[:4]}"
     log = bed.work / f"{tag}.log"
     if peer.kind == "bare":
-        argv = [sys.executable, "-m", "bench.peers_bare", "--port", str(bed.broker.port), "--qos", str(qos)]
+        argv = [sys.executable, "-c", BARE, "--port", str(bed.broker.port), "--qos", str(qos)]
         return PeerProcess(argv, ROOT, _env(ROOT), log)
     if peer.kind == "nodered":
         assert bed.nodered is not None
@@ -257,12 +256,6 @@ def command_topic(device: str) -> str:
     return f"{PREFIX}/{Layout.actuator(device)}/set"
 
 
-def _reading(value: float, sent_ns: int | None = None) -> bytes:
-    if sent_ns is None:
-        return b'{"temperature":%r,"linkquality":96}' % value
-    return b'{"temperature":%r,"linkquality":96,"sent_ns":%d}' % (value, sent_ns)
-
-
 def probe(bed: Bed, proc: PeerProcess, qos: int, timeout: float = 120.0) -> float:
     """A cold then a hot reading of the first sensor, every 2 s until its command arrives:
     the peer is subscribed and its rule path works. Seconds it took."""
@@ -276,8 +269,8 @@ def probe(bed: Bed, proc: PeerProcess, qos: int, timeout: float = 120.0) -> floa
         while time.monotonic() - began < timeout:
             if not proc.alive():
                 raise RuntimeError(f"the peer exited ({proc.proc.returncode}):\n{proc.tail()}")
-            client.publish(f"{PREFIX}/{device}", _reading(COLD), qos=qos)
-            client.publish(f"{PREFIX}/{device}", _reading(HOT), qos=qos)
+            client.publish(f"{PREFIX}/{device}", reading(COLD), qos=qos)
+            client.publish(f"{PREFIX}/{device}", reading(HOT), qos=qos)
             step = time.monotonic() + 2.0
             while time.monotonic() < step:
                 if listener.count():
@@ -291,61 +284,12 @@ def probe(bed: Bed, proc: PeerProcess, qos: int, timeout: float = 120.0) -> floa
 
 
 # ---------------------------------------------------------------------- load (child processes)
-@dataclass(frozen=True)
-class LoadJob:
-    port: int
-    devices: list[str]
-    rate: float
-    count: int
-    qos: int
-
-
 def _load_child(job: LoadJob, ready: Any, go: Any, out: Any) -> None:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-load-{uuid.uuid4().hex[:8]}")
-    client.max_queued_messages_set(20_000)
-    client.max_inflight_messages_set(1000)
-    connected = threading.Event()
-    client.on_connect = lambda *_: connected.set()
-    client.connect("127.0.0.1", job.port)
-    sock = client.socket()
-    if isinstance(sock, socket.socket):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    client.loop_start()
-    connected.wait(15)
-    ready.put(os.getpid())
-    go.wait(60)
-    devices = job.devices
-    topics = [f"{PREFIX}/{d}" for d in devices]
-    n = len(devices)
-    per = [0] * n
-    sends: dict[str, list[int]] = {command_topic(d): [] for d in devices}
-    lists = [sends[command_topic(d)] for d in devices]
-    info: mqtt.MQTTMessageInfo | None = None
-    began = time.monotonic()
-    for i in range(job.count):
-        wait = began + i / job.rate - time.monotonic()
-        if wait > 0.0005:
-            time.sleep(wait)
-        j = i % n
-        k = per[j]
-        per[j] = k + 1
-        if k % HOT_EVERY == HOT_EVERY - 1:
-            sent = time.time_ns()
-            lists[j].append(sent)
-            body = _reading(HOT + k * 1e-6, sent)
-        else:
-            body = _reading(COLD + k * 1e-6)
-        pause = 0.0005
-        while (info := client.publish(topics[j], body, qos=job.qos)).rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-            time.sleep(pause)
-            pause = min(pause * 2, 0.02)
-    if info is not None:
-        with contextlib.suppress(RuntimeError, ValueError):
-            info.wait_for_publish(60)
-    elapsed = time.monotonic() - began
-    client.disconnect()
-    client.loop_stop()
-    out.put({"sent": job.count, "elapsed": elapsed, "sends": sends})
+    def connected() -> None:
+        ready.put(os.getpid())
+        go.wait(60)
+
+    out.put(run_job(job, command_topic, connected))
 
 
 @dataclass(frozen=True)
@@ -355,39 +299,50 @@ class Load:
     sends: dict[str, list[int]]
 
 
-@contextlib.contextmanager
-def loaders(jobs: list[LoadJob]) -> Iterator[tuple[Any, Any]]:
-    """Start one process per job, connected and waiting; yields (go event, results queue)."""
-    ctx = mp.get_context("spawn")
-    ready: Any = ctx.Queue()
-    out: Any = ctx.Queue()
-    go = ctx.Event()
-    procs = [ctx.Process(target=_load_child, args=(job, ready, go, out), daemon=True) for job in jobs]
-    try:
-        for p in procs:
-            p.start()
-        for _ in procs:
-            ready.get(timeout=60)
-        yield go, out
-    finally:
-        for p in procs:
-            if p.is_alive():
+class Loaders:
+    """One process per job, connected and waiting for :meth:`start`; killed on exit."""
+
+    def __init__(self, jobs: list[LoadJob]) -> None:
+        ctx = mp.get_context("spawn")
+        self._ready: Any = ctx.Queue()
+        self._out: Any = ctx.Queue()
+        self._go = ctx.Event()
+        self.procs = [
+            ctx.Process(target=_load_child, args=(job, self._ready, self._go, self._out), daemon=True)
+            for job in jobs
+        ]
+
+    def __enter__(self) -> Loaders:
+        try:
+            for p in self.procs:
+                p.start()
+            for _ in self.procs:
+                self._ready.get(timeout=60)
+        except BaseException as exc:
+            self.__exit__(exc)
+            raise
+        return self
+
+    def start(self) -> None:
+        self._go.set()
+
+    def results(self) -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = []
+        while len(got) < len(self.procs):
+            try:
+                got.append(self._out.get(timeout=1.0))
+            except queue.Empty:
+                if not any(p.is_alive() for p in self.procs) and self._out.empty():
+                    raise RuntimeError("a publisher process died") from None
+        return got
+
+    def __exit__(self, failed: object = None, *_: object) -> None:
+        for p in self.procs:
+            if failed is None and p.pid is not None:
                 p.join(timeout=5)
             if p.is_alive():
                 p.kill()
                 p.join(timeout=5)
-
-
-def collect(procs_out: Any, count: int) -> list[dict[str, Any]]:
-    got: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 600
-    while len(got) < count:
-        try:
-            got.append(procs_out.get(timeout=1.0))
-        except queue.Empty:
-            if time.monotonic() > deadline:
-                raise RuntimeError("a publisher process did not finish") from None
-    return got
 
 
 def load_jobs(
@@ -407,10 +362,10 @@ def run_rate(bed: Bed, proc: PeerProcess, qos: int, rate: int, seconds: float, p
     jobs = load_jobs(bed.broker.port, bed.layout.devices, rate, seconds, qos, per_process)
     listener = CommandListener(bed.broker.port, [f"{PREFIX}/+/set"])
     try:
-        with loaders(jobs) as (go, out):
+        with Loaders(jobs) as load:
             cpu0 = cpu_seconds(proc.pid)
-            go.set()
-            results = collect(out, len(jobs))
+            load.start()
+            results = load.results()
         sends: dict[str, list[int]] = {}
         for res in results:
             sends.update(res["sends"])

@@ -1,6 +1,10 @@
 """The reference peer of ``bench.peers``: a bare paho subscriber that commands on hot readings.
 
-    .venv/bin/python -m bench.peers_bare --port PORT --qos 0|1
+    python -c "import sys; from bench.peers_bare import main; sys.exit(main(sys.argv[1:]))" \
+        --port PORT --qos 0|1
+
+(started so by ``bench.peers``; not runnable with ``-m``, so that ``./scripts/bench``, which
+runs every ``bench/*.py``, does not start it without its arguments).
 
 Subscribes to ``zigbee2mqtt/+`` (the sensor topics) with a clean session, parses every
 reading and, when ``temperature > 30``, publishes ``{"state":"ON"}`` (the bytes edgegw's
@@ -14,7 +18,6 @@ import argparse
 import json
 import signal
 import socket
-import sys
 import uuid
 
 import paho.mqtt.client as mqtt
@@ -67,7 +70,3 @@ def main(argv: list[str] | None = None) -> int:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     client.loop_forever()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
