@@ -153,6 +153,7 @@ class PeerProcess:
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd, env=env,
                                      text=True)  # fmt: skip
         self.client_ids: list[str] = []  # persistent MQTT sessions to forget after the stop
+        self._seen = 0
 
     @property
     def pid(self) -> int:
@@ -165,6 +166,18 @@ class PeerProcess:
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""
+
+    def new_output(self) -> list[str]:
+        """Lines the peer logged since the last call (warnings and errors: edgegw runs at
+        level warning, Node-RED at warn)."""
+        try:
+            with self.log_path.open(errors="replace") as log:
+                log.seek(self._seen)
+                text = log.read()
+                self._seen = log.tell()
+        except OSError:
+            return []
+        return [line[:300] for line in text.splitlines() if line.strip()]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -412,6 +425,8 @@ def run_peer(
                     f"max {run.worst:.2f} ms, CPU {run.cpu_per_k:.3f} s/1k -> {verdict}",
                     flush=True,
                 )
+                if not run.passed and (said := proc.new_output()):
+                    print("      the peer said: " + "\n      ".join(said[-5:]), flush=True)
                 if not proc.alive():
                     raise RuntimeError(f"the peer exited ({proc.proc.returncode}):\n{proc.tail()}")
                 time.sleep(2.0)

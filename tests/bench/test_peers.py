@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.peers import _ints, cpu_seconds, load_jobs, peers_of, process_tree, rss_mib
+from bench.peers import PeerProcess, _ints, cpu_seconds, load_jobs, peers_of, process_tree, rss_mib
 from bench.peers_bare import command_topic
 from bench.peers_nodered import flows
 from bench.peers_report import (
@@ -192,3 +192,19 @@ def test_the_process_tree_counts_children(tmp_path: Path) -> None:
         for pid in reversed(process_tree(parent.pid)):
             subprocess.run(["kill", str(pid)], check=False)
         parent.wait(timeout=10)
+
+
+def test_a_peer_process_gives_its_new_log_lines_once(tmp_path: Path) -> None:
+    code = "import sys; print('warn one'); print('warn two'); sys.stdout.flush(); sys.stdin.readline()"
+    proc = PeerProcess([sys.executable, "-c", code], tmp_path, {}, tmp_path / "peer.log")
+    try:
+        deadline = time.monotonic() + 30
+        said: list[str] = []
+        while len(said) < 2 and time.monotonic() < deadline:
+            said += proc.new_output()
+            time.sleep(0.05)
+        assert said == ["warn one", "warn two"]
+        assert proc.new_output() == []
+    finally:
+        proc.stop()
+    assert not proc.alive()
