@@ -55,7 +55,7 @@ class _Stderr:
 
 # Optional packages structlog imports when they are installed, which `edgegw run` never
 # uses: rich (with pygments and attrs, for ConsoleRenderer's rich tracebacks; 79 modules,
-# ~4 MiB resident) and greenlet (for the deprecated structlog.threadlocal; ~0.5 MiB with its
+# ~4 MiB resident) and greenlet (for the deprecated structlog.threadlocal; ~1 MiB with its
 # C extension; installed here by playwright, a test dependency).
 _STRUCTLOG_OPTIONAL = ("rich", "greenlet")
 
