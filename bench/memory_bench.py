@@ -3,6 +3,11 @@
     .venv/bin/python -m bench.memory_bench                  # ~1-2 minutes: 60k readings
     .venv/bin/python -m bench.memory_bench --imports-only   # seconds: no brokers
     .venv/bin/python -m bench.memory_bench --env MALLOC_ARENA_MAX=8 --env EDGEGW_MALLOC_TRIM=0
+    .venv/bin/python -m bench.memory_bench --gateway-root ../before --python ../before/.venv/bin/python
+
+``--gateway-root DIR`` (repeatable; ``--python PATH`` for each, default this interpreter)
+measures another checkout in the same run, on the same brokers: its imports and its idle
+VmRSS beside this tree's (the drain runs for this tree only).
 
 Same set-up as ``bench.e2e_bench`` (its functions, imported): a test-bed Mosquitto and a
 single-node Kafka, 1000 Zigbee2MQTT sensors, 100 threshold rules, the spool, the Kafka
@@ -14,7 +19,9 @@ uplink in exactly-once mode, ``python -m gateway run`` with JSON logs. Then:
    whichever imports them first); the total does not.
 2. **Idle**: the gateway starts and gets READY; after ``--settle`` seconds, VmRSS and
    its split (``/proc/<pid>/smaps``: Python's and C's heap, thread stacks and arenas,
-   shared libraries), and the thread count.
+   shared libraries), and the thread count. The main process and its child processes
+   (the uplink, when ``edgegw run`` starts one: ``/proc/<pid>/task/*/children``) are
+   counted separately.
 3. **Drain**: the gateway stops; ``--messages`` QoS 1 readings are preloaded into its
    persistent session (publisher processes from ``bench.e2e_bench``); it starts again
    and drains them through rules, spool and Kafka. VmRSS and VmHWM once Kafka has them
@@ -40,6 +47,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,17 +64,18 @@ IMPORT_STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("asyncio, ssl, sqlite3, json, logging", ("asyncio", "ssl", "sqlite3", "json", "logging")),
     ("importlib.metadata", ("importlib.metadata",)),
     ("pydantic", ("pydantic", "pydantic.main")),
-    ("confluent_kafka", ("confluent_kafka",)),
     ("structlog (as `edgegw` imports it: without rich)", ("gateway.cli:_import_structlog",)),
     ("paho-mqtt", ("paho.mqtt.client",)),
-    ("ruamel.yaml", ("ruamel.yaml",)),
-    ("astral", ("astral", "astral.sun")),
-    ("pyserial", ("serial",)),
-    ("edgegw: gateway.cli, gateway.commands", ("gateway.cli",)),
+    ("edgegw: gateway.cli, `run` parsed", ("gateway.cli:build_parser",)),
     ("edgegw: run (config, rules, devices, bridge, runtime)",
      ("gateway.config", "gateway.identity", "gateway.logs", "gateway.runtime", "gateway.sdnotify")),
-    ("edgegw: http, metrics, kafka", ("gateway.http", "gateway.metrics", "bridge.kafka")),
+    ("edgegw: http, metrics", ("gateway.http", "gateway.metrics")),
+    ("the config (1000 devices, 100 rules), loaded as `run` loads it", ("@config",)),
+    ("the Kafka uplink: bridge.kafka (confluent_kafka)", ("bridge.kafka",)),
 )  # fmt: skip
+"""Third-party packages get no step of their own unless every tree imports them in `run`:
+whatever else `run` imports is charged to the edgegw step that pulls it in, and the last
+step shows what the uplink costs wherever it runs (in the main process, or in its own)."""
 
 _IMPORT_CHILD = r"""
 import importlib, json, sys
@@ -74,15 +83,26 @@ def rss():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
-steps = json.loads(sys.argv[1])
-out = [["python", rss(), len(sys.modules)]]
+steps, config = json.loads(sys.argv[1]), sys.argv[2]
+out = [["python", rss(), len(sys.modules), []]]
 for label, names in steps:
+    before = {name.split(".")[0] for name in sys.modules}
     for name in names:
+        if name == "@config":
+            import gateway.config as gc
+            getattr(gc, "load_config_at_start", gc.load_config)(config)
+            continue
         module, _, call = name.partition(":")
         imported = importlib.import_module(module)
-        if call:
+        if call == "build_parser":
+            try:
+                imported.build_parser(["run"])  # this tree: `run` registers alone
+            except TypeError:
+                imported.build_parser()  # older trees: every command
+        elif call:
             getattr(imported, call, lambda: importlib.import_module("structlog"))()  # older trees: plain
-    out.append([label, rss(), len(sys.modules)])
+    new = sorted({name.split(".")[0] for name in sys.modules} - before - set(sys.builtin_module_names))
+    out.append([label, rss(), len(sys.modules), new])
 tops = {}
 for name in sys.modules:
     top = name.split(".")[0]
@@ -135,14 +155,65 @@ def snapshot(pid: int) -> Snapshot:
                     dict(parts))  # fmt: skip
 
 
-def import_breakdown(figures: Figures) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", _IMPORT_CHILD, json.dumps(IMPORT_STEPS)], env=env,
-                         capture_output=True, text=True, check=True, cwd=ROOT).stdout  # fmt: skip
+@dataclass
+class Tree:
+    """A checkout to measure: its root (on PYTHONPATH, the cwd of its imports) and interpreter."""
+
+    label: str
+    root: Path
+    python: str
+
+
+def processes(pid: int) -> list[tuple[int, str]]:
+    """The child processes of ``pid`` (any of its threads may have started them): pid, command."""
+    out: list[tuple[int, str]] = []
+    with contextlib.suppress(OSError):
+        for task in sorted(Path(f"/proc/{pid}/task").iterdir()):
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    with contextlib.suppress(OSError):
+                        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+                        command = " ".join(a.decode(errors="replace") for a in argv if a)
+                        out.append((int(child), command[:120]))
+    return out
+
+
+def import_breakdown(figures: Figures, tree: Tree, config: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(tree.root)}
+    out = subprocess.run([tree.python, "-c", _IMPORT_CHILD, json.dumps(IMPORT_STEPS), str(config)], env=env,
+                         capture_output=True, text=True, check=True, cwd=tree.root).stdout  # fmt: skip
     data = json.loads(out)
-    figures.imports = [(s[0], float(s[1]), int(s[2])) for s in data["steps"]]
+    figures.imports = [(s[0], float(s[1]), int(s[2]), list(s[3])) for s in data["steps"]]
     figures.packages = data["packages"]
     figures.rich = (float(data["rich"][0]), int(data["rich"][1]))
+
+
+class TreeGateway(Gateway):
+    """:class:`bench.e2e_bench.Gateway` of another checkout: its root and its interpreter."""
+
+    def __init__(self, config: Path, cwd: Path, http_port: int, tree: Tree) -> None:
+        saved = sys.executable, os.environ.get("PYTHONPATH")
+        # Gateway starts `sys.executable -m gateway` with PYTHONPATH=ROOT; both are swapped
+        # for the duration of the Popen only (its reader thread reads no globals)
+        sys.executable = tree.python
+        try:
+            with _root_as(tree.root):
+                super().__init__(config, cwd, http_port)
+        finally:
+            sys.executable = saved[0]
+
+
+@contextlib.contextmanager
+def _root_as(root: Path) -> Iterator[None]:
+    import bench.e2e_bench as e2e  # noqa: PLC0415
+
+    namespace = vars(e2e)  # its ROOT, imported from bench.machine
+    saved = namespace["ROOT"]
+    namespace["ROOT"] = root
+    try:
+        yield
+    finally:
+        namespace["ROOT"] = saved
 
 
 def metric(gw: Gateway, name: str) -> float | None:
@@ -158,10 +229,13 @@ def metric(gw: Gateway, name: str) -> float | None:
 
 @dataclass
 class Figures:
-    imports: list[tuple[str, float, int]] = field(default_factory=list)
+    imports: list[tuple[str, float, int, list[str]]] = field(default_factory=list)
     packages: dict[str, int] = field(default_factory=dict)
     idle: Snapshot = field(default_factory=Snapshot)
+    idle_children: list[tuple[int, str, Snapshot]] = field(default_factory=list)
+    """The main process's children at idle (the uplink when it has a process of its own)."""
     drained: Snapshot = field(default_factory=Snapshot)
+    drained_children: list[tuple[int, str, Snapshot]] = field(default_factory=list)
     settled: Snapshot = field(default_factory=Snapshot)
     rich: tuple[float, int] = (0.0, 0)
     messages: int = 0
@@ -170,15 +244,26 @@ class Figures:
     """The most items seen waiting in memory for the spool's writer (``edgegw_spool_pending``)."""
 
 
-def phase_idle(config: Path, work: Path, http_port: int, settle: float, figures: Figures) -> None:
-    gw = Gateway(config, work, http_port)
+def children_snapshots(pid: int) -> list[tuple[int, str, Snapshot]]:
+    out = []
+    for child, command in processes(pid):
+        with contextlib.suppress(OSError, KeyError):
+            out.append((child, command, snapshot(child)))
+    return out
+
+
+def phase_idle(config: Path, work: Path, http_port: int, settle: float, figures: Figures, tree: Tree) -> None:
+    gw = TreeGateway(config, work, http_port, tree)
     try:
         gw.wait_ready()
         time.sleep(settle)
         figures.idle = snapshot(gw.pid)
+        figures.idle_children = children_snapshots(gw.pid)
     finally:
         gw.stop()
-    print(f"  idle after READY: VmRSS {figures.idle.rss:.1f} MiB", flush=True)
+    kids = ", ".join(f"child {pid} {snap.rss:.1f} MiB" for pid, _, snap in figures.idle_children)
+    kids = kids or "no child process"
+    print(f"  {tree.label}: idle after READY: VmRSS {figures.idle.rss:.1f} MiB main; {kids}", flush=True)
 
 
 def phase_drain(config: Path, work: Path, http_port: int, broker: Mosquitto, layout: Layout, count: int,
@@ -203,6 +288,7 @@ def phase_drain(config: Path, work: Path, http_port: int, broker: Mosquitto, lay
             print(f"  the drain did not finish in time (shipped {shipped}, spool depth {depth})")
         figures.drain_seconds = time.monotonic() - gw.ready_at
         figures.drained = snapshot(gw.pid)
+        figures.drained_children = children_snapshots(gw.pid)
         print(f"  drained in {figures.drain_seconds:.1f} s: VmRSS {figures.drained.rss:.1f} MiB, "
               f"VmHWM {figures.drained.hwm:.1f} MiB", flush=True)  # fmt: skip
         time.sleep(settle)
@@ -212,7 +298,9 @@ def phase_drain(config: Path, work: Path, http_port: int, broker: Mosquitto, lay
         gw.stop()
 
 
-def report(fig: Figures, args: argparse.Namespace) -> str:
+def report(runs: list[tuple[Tree, Figures]], args: argparse.Namespace) -> str:
+    fig = runs[0][1]
+
     def met(value: float) -> str:
         return "met" if value <= TARGET_MIB else "**not met**"
 
@@ -224,17 +312,38 @@ def report(fig: Figures, args: argparse.Namespace) -> str:
         f"load average {LOAD[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end",
         f"- gateway environment: {' '.join(args.env) if args.env else '(as is)'}",
         "",
-        "| figure | VmRSS MiB | target |",
-        "| --- | --- | --- |",
     ]
     if args.imports_only:
-        lines.append(f"| imports of `edgegw run` | {fig.imports[-1][1]:.1f} | |")
+        lines += ["| tree | imports of `edgegw run` and its config, VmRSS MiB |", "| --- | --- |"]
+        lines += [f"| {tree.label} | {f.imports[-2][1]:.1f} (with the uplink's: {f.imports[-1][1]:.1f}) |"
+                  for tree, f in runs]  # fmt: skip
     else:
         lines += [
+            f"Idle after READY ({args.settle:g} s; {args.devices} devices, {args.rules} rules), VmRSS MiB; "
+            f"the target is the main process at most {TARGET_MIB:g} MiB:",
+            "",
+            "| tree | main process | its child processes (the uplink) | main: target |",
+            "| --- | --- | --- | --- |",
+        ]
+        for tree, f in runs:
+            kids = "; ".join(
+                f"{snap.rss:.1f} (pid {pid}: `{cmd[:60]}`)" for pid, cmd, snap in f.idle_children
+            )
+            kids = kids or "none: the uplink runs in the main process"
+            lines.append(f"| {tree.label} | {f.idle.rss:.1f} | {kids} | {met(f.idle.rss)} |")
+        drained_kids = sum(snap.rss for _, _, snap in fig.drained_children)
+        lines += [
+            "",
+            f"{runs[0][0].label}, the drain:",
+            "",
+            "| figure | VmRSS MiB | target |",
+            "| --- | --- | --- |",
             f"| idle after READY ({args.settle:g} s) | {fig.idle.rss:.1f} | {met(fig.idle.rss)} |",
             f"| after draining {fig.messages:,} readings ({fig.drain_seconds:.1f} s) | {fig.drained.rss:.1f} "
             f"| {met(fig.drained.rss)} |",
             f"| VmHWM over the drain | {fig.drained.hwm:.1f} | |",
+            f"| child processes (the uplink) after the drain | "
+            f"{drained_kids:.1f} ({len(fig.drained_children)} processes) | |",
             f"| {args.settle:g} s after the drain | {fig.settled.rss:.1f} | {met(fig.settled.rss)} |",
             "",
             "Most readings seen waiting in memory for the spool writer during the drain "
@@ -255,12 +364,15 @@ def report(fig: Figures, args: argparse.Namespace) -> str:
         for name in names[:12]:
             idle, drained, settled = (s.parts.get(name, 0.0) for s in (fig.idle, fig.drained, fig.settled))
             lines.append(f"| {name} | {idle:.1f} | {drained:.1f} | {settled:.1f} |")
-    lines += ["", "Imports, in this order, in a fresh interpreter:", "",
-              "| step | VmRSS MiB | + MiB | modules |", "| --- | --- | --- | --- |"]  # fmt: skip
-    prev = fig.imports[0][1]
-    for label, rss, modules in fig.imports:
-        lines.append(f"| {label} | {rss:.1f} | {rss - prev:+.1f} | {modules} |")
-        prev = rss
+    for tree, f in runs:
+        lines += ["", f"{tree.label}: imports, in this order, in a fresh interpreter (`{tree.python}`):", "",
+                  "| step | VmRSS MiB | + MiB | modules | new top-level packages |",
+                  "| --- | --- | --- | --- | --- |"]  # fmt: skip
+        prev = f.imports[0][1]
+        for label, rss, modules, new in f.imports:
+            shown = ", ".join(new[:12]) + (f" (+{len(new) - 12})" if len(new) > 12 else "")
+            lines.append(f"| {label} | {rss:.1f} | {rss - prev:+.1f} | {modules} | {shown} |")
+            prev = rss
     top = sorted(fig.packages.items(), key=lambda kv: -kv[1])[:15]
     lines += [
         "",
@@ -271,6 +383,12 @@ def report(fig: Figures, args: argparse.Namespace) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _rev(root: Path) -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
+                         cwd=root).stdout  # fmt: skip
+    return out.strip() or "no git"
 
 
 LOAD = [float("nan")]
@@ -293,6 +411,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="set in the gateway's environment (repeatable)")  # fmt: skip
     parser.add_argument("--imports-only", action="store_true", help="only the import breakdown")
     parser.add_argument("--write", action="store_true", help="also write bench/results/memory-<date>.md")
+    parser.add_argument(
+        "--gateway-root",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also measure this checkout (repeatable), e.g. a worktree of the commit before",
+    )
+    parser.add_argument("--python", action="append", default=[], metavar="PATH",
+                        help="the interpreter of --gateway-root (one for all or one each)")  # fmt: skip
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     LOAD[0] = os.getloadavg()[0]
@@ -301,14 +429,26 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             parser.error(f"--env {item}: NAME=VALUE")
         os.environ[name] = value  # Gateway() passes the bench's environment on
-    figures = Figures()
-    print("1. imports", flush=True)
-    import_breakdown(figures)
-    if not args.imports_only:
-        signal.signal(signal.SIGTERM, _interrupted)
-        layout, gateway_devices = make_layout(args.devices, args.rules)
-        with tempfile.TemporaryDirectory(prefix="edgegw-mem-") as tmp, contextlib.ExitStack() as stack:
-            work = Path(tmp)
+    if len(args.python) > len(args.gateway_root) or (1 < len(args.python) != len(args.gateway_root)):
+        parser.error("--python: one for all --gateway-root, or one for each")
+    trees = [Tree(f"this tree ({git_rev()})", ROOT, sys.executable)]
+    for i, root in enumerate(args.gateway_root):
+        python = args.python[min(i, len(args.python) - 1)] if args.python else sys.executable
+        trees.append(Tree(f"{root.name} ({_rev(root)})", root.resolve(), python))
+    runs = [(tree, Figures()) for tree in trees]
+    layout, gateway_devices = make_layout(args.devices, args.rules)
+    with tempfile.TemporaryDirectory(prefix="edgegw-mem-") as tmp, contextlib.ExitStack() as stack:
+        work = Path(tmp)
+        offline = work / "offline.yaml"  # the same config, to load (nothing connects)
+        kinds = ("readings", "events", "commands", "heartbeats", "checkpoints")
+        write_config(offline, layout, gateway_devices, mqtt_port=1, bootstrap="127.0.0.1:9",
+                     topics={k: f"t.{k}" for k in kinds}, http_port=1,
+                     state=work / "offline-state")  # fmt: skip
+        print("1. imports", flush=True)
+        for tree, figures in runs:
+            import_breakdown(figures, tree, offline)
+        if not args.imports_only:
+            signal.signal(signal.SIGTERM, _interrupted)
             print("starting Mosquitto and Kafka ...", flush=True)
             broker = Mosquitto(work / "mqtt")
             stack.callback(broker.stop)
@@ -317,21 +457,26 @@ def main(argv: list[str] | None = None) -> int:
             stack.callback(node.stop)
             node.start()
             prefix = f"mem-{uuid.uuid4().hex[:6]}"
-            kinds = ("readings", "events", "commands", "heartbeats", "checkpoints")
             topics = {kind: f"{prefix}.{kind}" for kind in kinds}
             for kind in ("readings", "events", "commands", "heartbeats"):
                 node.create_topic(topics[kind], partitions=3 if kind == "readings" else 1)
-            http_port = free_port()
-            config = work / "edgegw.yaml"
-            write_config(config, layout, gateway_devices, mqtt_port=broker.port, bootstrap=node.bootstrap,
-                         topics=topics, http_port=http_port, state=work / "state")  # fmt: skip
             print("2. idle", flush=True)
-            phase_idle(config, work, http_port, args.settle, figures)
-            print(f"3. drain: {args.messages:,} readings", flush=True)
+            for i, (tree, figures) in enumerate(runs):
+                http_port = free_port()
+                config = work / f"edgegw-{i}.yaml"
+                write_config(config, layout, gateway_devices, mqtt_port=broker.port, bootstrap=node.bootstrap,
+                             topics=topics, http_port=http_port, state=work / f"state-{i}")  # fmt: skip
+                phase_idle(config, work, http_port, args.settle, figures, tree)
+            print(f"3. drain ({trees[0].label}): {args.messages:,} readings", flush=True)
+            http_port = free_port()
+            config = work / "edgegw-0.yaml"
+            write_config(config, layout, gateway_devices, mqtt_port=broker.port, bootstrap=node.bootstrap,
+                         topics=topics, http_port=http_port, state=work / "state-0")  # fmt: skip
+            drain = runs[0][1]
             phase_drain(
-                config, work, http_port, broker, layout, args.messages, args.processes, args.settle, figures
+                config, work, http_port, broker, layout, args.messages, args.processes, args.settle, drain
             )
-    text = report(figures, args)
+    text = report(runs, args)
     print()
     print(text)
     if args.write:

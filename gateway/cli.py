@@ -9,7 +9,7 @@ from types import ModuleType
 from typing import TextIO, cast
 
 from gateway import __version__
-from gateway.commands import register_all
+from gateway.commands import register_all, register_for
 from gateway.errors import ConfigError, GatewayError
 
 EXIT_OK = 0
@@ -25,7 +25,9 @@ Apache Kafka through an on-disk spool that loses nothing while the uplink is dow
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; with ``argv``, of its command only (see
+    :func:`gateway.commands.register_for`: ``edgegw run`` imports no other command)."""
     parser = argparse.ArgumentParser(
         prog="edgegw",
         description=DESCRIPTION,
@@ -34,7 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"edgegw {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-    register_all(subparsers)
+    if argv is None:
+        register_all(subparsers)
+    else:
+        register_for(subparsers, argv)
     return parser
 
 
@@ -48,22 +53,30 @@ class _Stderr:
         sys.stderr.flush()
 
 
-def _import_structlog() -> ModuleType:
-    """structlog, imported without rich when this process has not loaded either yet.
+# Optional packages structlog imports when they are installed, which `edgegw run` never
+# uses: rich (with pygments and attrs, for ConsoleRenderer's rich tracebacks; 79 modules,
+# ~4 MiB resident) and greenlet (for the deprecated structlog.threadlocal; ~1 MiB with its
+# C extension; installed here by playwright, a test dependency).
+_STRUCTLOG_OPTIONAL = ("rich", "greenlet")
 
-    structlog imports rich as soon as it is installed (for the rich tracebacks of its
-    ConsoleRenderer), and with it pygments and attrs: 79 modules and about 4 MiB of
-    resident memory in every `edgegw run`, which renders tracebacks with structlog's plain
-    formatter anyway (JSON under systemd). rich is installed for `edgegw demo`'s live view;
-    the demo imports it itself, which works again as soon as structlog is loaded.
+
+def _import_structlog() -> ModuleType:
+    """structlog, imported without rich and greenlet when this process has loaded none of them.
+
+    `edgegw run` renders tracebacks with structlog's plain formatter (JSON under systemd)
+    and runs no greenlets. rich is installed for `edgegw demo`'s live view; the demo imports
+    it itself, which works again as soon as structlog is loaded.
     """
-    if "structlog" not in sys.modules and "rich" not in sys.modules:
+    if "structlog" not in sys.modules:
+        blocked = [name for name in _STRUCTLOG_OPTIONAL if name not in sys.modules]
         # None in sys.modules makes `import rich` raise ImportError, which structlog handles
-        sys.modules["rich"] = None  # type: ignore[assignment]
+        for name in blocked:
+            sys.modules[name] = None  # type: ignore[assignment]
         try:
             import structlog  # noqa: PLC0415
         finally:
-            del sys.modules["rich"]
+            for name in blocked:
+                del sys.modules[name]
     import structlog  # noqa: PLC0415
 
     return structlog
@@ -74,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Logs go to stderr from the start, so a command's output on stdout (`--json`,
     # `--print-config`) stays parseable; `run` and `demo` configure logging fully later.
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=cast("TextIO", _Stderr())))
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

@@ -17,16 +17,16 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from common.configtypes import SecretRef
 from gateway.errors import ConfigError, ConfigIssue
 from gateway.messages import SECRET_FORMS, did_you_mean, plain_message, union_message
+
+if TYPE_CHECKING:  # ruamel.yaml loads when a YAML text is parsed: `edgegw run` parses in a child
+    from ruamel.yaml import YAML
 
 __all__ = [
     "KeyPath",
@@ -131,6 +131,8 @@ def _parse_path(text: str) -> KeyPath:
 
 
 def _yaml() -> YAML:
+    from ruamel.yaml import YAML  # noqa: PLC0415 - see the TYPE_CHECKING import
+
     yaml = YAML(typ="rt")
     yaml.version = (1, 2)
     yaml.allow_duplicate_keys = False
@@ -139,6 +141,8 @@ def _yaml() -> YAML:
 
 def parse_yaml(text: str, file: str = "<string>") -> YamlDocument:
     """Parse one YAML 1.2 document; ``ConfigError`` (with its position) if it is bad."""
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError  # noqa: PLC0415
+
     try:
         raw = _yaml().load(text)
     except MarkedYAMLError as exc:
@@ -157,7 +161,7 @@ def parse_yaml(text: str, file: str = "<string>") -> YamlDocument:
     doc = YamlDocument(data=None, file=file)
     doc.positions[()] = _Pos(1, 1, 1, 1)
     try:
-        doc.data = _plain(raw, (), doc.positions)
+        doc.data = _plain(raw, (), doc.positions, _round_trip_types())
     except _TooDeepError as exc:
         message = f"invalid YAML: nested deeper than {MAX_DEPTH} levels"
         raise ConfigError(ConfigIssue(message, file, exc.where.line, exc.where.column)) from None
@@ -186,8 +190,16 @@ MAX_DEPTH = 64
 every later step (validation, JSON) recurses per level too."""
 
 
-def _plain(node: Any, path: KeyPath, positions: dict[KeyPath, _Pos]) -> Any:
+def _round_trip_types() -> tuple[Any, Any]:
+    """ruamel's CommentedMap and CommentedSeq."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq  # noqa: PLC0415
+
+    return CommentedMap, CommentedSeq
+
+
+def _plain(node: Any, path: KeyPath, positions: dict[KeyPath, _Pos], types: tuple[Any, Any]) -> Any:
     """Copy ruamel's round-trip nodes into plain Python, recording positions."""
+    CommentedMap, CommentedSeq = types
     if len(path) > MAX_DEPTH and isinstance(node, CommentedMap | CommentedSeq):
         raise _TooDeepError(positions.get(path, _Pos(1, 1, 1, 1)))
     if isinstance(node, CommentedMap):
@@ -198,7 +210,7 @@ def _plain(node: Any, path: KeyPath, positions: dict[KeyPath, _Pos]) -> Any:
             plain_key = _scalar(key)
             child = (*path, plain_key)
             positions[child] = _Pos(key_line + 1, key_col + 1, val_line + 1, val_col + 1)
-            out[plain_key] = _plain(value, child, positions)
+            out[plain_key] = _plain(value, child, positions, types)
         return out
     if isinstance(node, CommentedSeq):
         items = []
@@ -206,7 +218,7 @@ def _plain(node: Any, path: KeyPath, positions: dict[KeyPath, _Pos]) -> Any:
             line, col = node.lc.item(index)
             child = (*path, index)
             positions[child] = _Pos(line + 1, col + 1, line + 1, col + 1)
-            items.append(_plain(value, child, positions))
+            items.append(_plain(value, child, positions, types))
         return items
     return _scalar(node)
 

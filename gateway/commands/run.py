@@ -49,11 +49,11 @@ def _run(args: argparse.Namespace) -> int:
     limit_malloc_arenas()  # first: before any thread allocates
     import asyncio  # noqa: PLC0415 - keep `edgegw --help` fast
 
-    from gateway.config import load_config  # noqa: PLC0415
+    from gateway.config import load_config_at_start  # noqa: PLC0415
 
-    loaded = load_config(args.config)
-    # after the config: these modules (the runtime, its MQTT, HTTP and Kafka parts) then
-    # reuse memory the YAML parse freed instead of taking more
+    loaded = load_config_at_start(args.config)  # parsed in a child: see its docstring
+    # after the config: a bad config exits before these modules (the runtime, its MQTT,
+    # HTTP and Kafka parts) are imported
     from gateway.identity import resolve_gateway_id  # noqa: PLC0415
     from gateway.logs import configure_logging  # noqa: PLC0415
     from gateway.runtime import Runtime  # noqa: PLC0415
