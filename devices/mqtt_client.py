@@ -91,6 +91,8 @@ class MqttLink:
         self._writing = False
         self._more: asyncio.Handle | None = None
         """The pending read of what our buffer holds (see :meth:`_read_more`)."""
+        self._continued = False
+        """A continuation read ran since the selector last called :meth:`_readable`."""
         self._failed = False
         self._lost: asyncio.Future[None] | None = None
         self._connack: asyncio.Future[tuple[ReasonCode, bool]] | None = None
@@ -301,10 +303,17 @@ class MqttLink:
     def _readable(self) -> None:
         if self._more is not None:
             return  # the pending continuation reads (one read of this link per iteration)
+        if self._continued:
+            # a continuation may have read in this very iteration (asyncio runs the handles
+            # queued by call_soon before the selector's callbacks): read in the next one
+            self._continued = False
+            self._read_more()
+            return
         self._read_now()
 
     def _read_on(self) -> None:
         self._more = None
+        self._continued = True
         self._read_now()
 
     def _read_now(self) -> None:
