@@ -431,6 +431,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="spool,kafka", help="spool (no Kafka), kafka (exactly-once)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument(
+        "--broker-inflight",
+        type=int,
+        default=1000,
+        help="Mosquitto max_inflight_messages (default 1000, as the docs advise; Mosquitto's own is 20)",
+    )
+    parser.add_argument(
         "--gateway-root", type=Path, default=ROOT, help="the checkout measured (default this one)"
     )
     parser.add_argument("--python", default=sys.executable, help="its interpreter (with its dependencies)")
@@ -469,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgegw-home-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         print("starting Mosquitto and Kafka ...", flush=True)
-        broker = Mosquitto(work / "mqtt")
+        broker = Mosquitto(work / "mqtt", max_inflight_messages=args.broker_inflight)
         with broker.config_path.open("a") as conf:
             conf.write("set_tcp_nodelay true\n")
         stack.callback(broker.stop)
