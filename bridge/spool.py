@@ -45,6 +45,7 @@ from bridge.policy import PRIORITY_OF_KIND, Kind, Usage
 from bridge.store import Store, connect
 from bridge.writer import (
     Barrier,
+    CommitPacer,
     DeadInput,
     DeadLetter,
     GroupWriter,
@@ -98,6 +99,15 @@ class _SyncDone:
 
 
 _STOP = object()
+
+
+def _urgent(op: object) -> bool:
+    """Someone waits on this operation (a flush, a rebase, a settle with ``wait``, an
+    :meth:`Spool.append_many`, a close): its group is committed once the
+    ``commit_interval`` window is over, not gathered on (see :class:`CommitPacer`)."""
+    if isinstance(op, Submit):
+        return isinstance(op.on_durable, _SyncDone)
+    return op is _STOP or isinstance(op, Barrier | Rebase) or (isinstance(op, Settle) and op.done is not None)
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -320,8 +330,10 @@ class Spool:
         name_os_thread("edgegw-spool")
         interval = self.config.commit_interval
         max_rows = self.config.commit_rows
+        pacer = CommitPacer(interval, self.config.commit_max_delay, self.config.commit_batch_rows)
         get = self._queue.get
         get_nowait = self._queue.get_nowait
+        monotonic = time.monotonic
         stop = False
         while not stop:
             try:
@@ -330,14 +342,22 @@ class Spool:
                 first = None
             group = [] if first is None else [first]
             rows = len(first.items) if isinstance(first, Submit) else 0
-            deadline = time.monotonic() + interval
+            first_at = first.at if isinstance(first, Submit) else monotonic()
+            deadline = monotonic() + interval
+            urgent = _urgent(first)
+            napped_at: int | None = None
             while rows < max_rows and group and group[-1] is not _STOP:
                 try:
                     op = get_nowait()
                 except queue.Empty:
-                    remaining = deadline - time.monotonic()
+                    now = monotonic()
+                    remaining = deadline - now
                     if remaining <= 0:
-                        break
+                        # a low rate: gather on (see CommitPacer) unless someone waits on this group
+                        remaining = 0.0 if urgent else pacer.gather_on(rows, first_at, now, napped_at)
+                        if remaining <= 0:
+                            break
+                        napped_at = rows
                     # sleep out the window, then take what came: waiting on the queue instead
                     # woke this thread (and made it fight for the GIL) once per submitted batch
                     time.sleep(remaining)
@@ -345,12 +365,16 @@ class Spool:
                 group.append(op)
                 if isinstance(op, Submit):
                     rows += len(op.items)
+                if _urgent(op):
+                    urgent = True
             stop = bool(group) and group[-1] is _STOP
             try:
                 settled = self._writer.group(group)
             except Exception as exc:  # noqa: BLE001 - any failure ends the writer, recorded, never silent
                 self._fail(exc, group)
                 return
+            if group:
+                pacer.committed(rows, monotonic())
             with self._lock:
                 self._pending -= settled
         self._store.close()

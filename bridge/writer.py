@@ -1,7 +1,9 @@
 """Group commit: what the spool's writer thread does with one group of queued operations.
 
 A group is every operation queued within ``commit_interval`` of the first one (or
-``commit_rows`` rows). It becomes one SQLite transaction: the cap is applied (overflow
+``commit_rows`` rows); at a low rate it gathers on, up to ``commit_max_delay``, until it
+holds ``commit_batch_rows`` rows (:class:`CommitPacer`). It becomes one SQLite
+transaction: the cap is applied (overflow
 policy), dead letters are moved and shipped rows deleted, TTL is enforced, rows and MQTT
 digests are inserted. On SQLite's full condition (disk or ``max_page_count``) the
 transaction is rolled back, rows are dropped by the same policy (reason ``disk_full``)
@@ -27,8 +29,8 @@ from bridge.store import Store, is_full
 from gateway.errors import SpoolError
 from gateway.model import Command, Event, Reading
 
-__all__ = ["Barrier", "DeadInput", "DeadLetter", "GroupWriter", "OnDurable", "Rebase", "Settle", "SpoolItem",
-           "Submit"]
+__all__ = ["Barrier", "CommitPacer", "DeadInput", "DeadLetter", "GroupWriter", "OnDurable", "Rebase",
+           "Settle", "SpoolItem", "Submit"]  # fmt: skip
 
 _log = structlog.get_logger("edgegw.bridge.spool")
 
@@ -98,6 +100,84 @@ class Rebase:
     floor: int
     done: threading.Event = field(default_factory=threading.Event)
     moved: int = 0
+
+
+class CommitPacer:
+    """How long the writer thread gathers a group (pure: the caller passes the clock).
+
+    Every group gathers for ``commit_interval`` after its first operation, as it always
+    did. Then, at a low rate, it gathers on until it holds ``commit_batch_rows`` rows or
+    its first batch has waited ``commit_max_delay``. At a trickle (a house at 100
+    readings/s, one MQTT message per submit) that makes a few commits a second instead of
+    one per message: a commit costs a transaction, an fsync under ``synchronous=full`` and
+    several pages written twice (WAL, then checkpoint) however few rows it holds.
+
+    *Low* is a recent rate (rows committed per second over the last half second or more)
+    below ``commit_batch_rows / commit_max_delay``. Above it (a burst, a busy gateway) the
+    first window and what queued while the previous group committed are the group, as
+    before: nothing waits longer.
+
+    While it gathers on, the thread naps (it is not woken per submitted batch) for the
+    time a few more batches should take at the recent rate (at least ``commit_interval``,
+    never past the delay), and commits as soon as a nap brought nothing: a sender that
+    stopped, or a broker whose in-flight window is full and waits for these very PUBACKs,
+    is not kept waiting for the rest of the delay. Durability is unchanged: ``on_durable``
+    (the PUBACKs) still runs only after the commit, later by at most ``commit_max_delay``.
+    """
+
+    RATE_PERIOD_S = 0.5
+    """The recent rate is rows committed over at least this long."""
+    NAP_ROWS = 4
+    """A nap lasts as long as this many rows should take to come at the recent rate."""
+
+    __slots__ = ("_period_rows", "_period_start", "batch_rows", "interval", "max_delay", "rate")
+
+    def __init__(self, interval: float, max_delay: float, batch_rows: int) -> None:
+        self.interval = interval
+        self.max_delay = max_delay
+        self.batch_rows = batch_rows
+        self.rate = 0.0
+        """Rows per second committed recently (0 until a period went by)."""
+        self._period_start: float | None = None
+        self._period_rows = 0
+
+    @property
+    def low_rate(self) -> bool:
+        """Gathering on pays: a batch would not fill within the delay at the recent rate."""
+        return (
+            self.max_delay > self.interval
+            and self.batch_rows > 1
+            and self.rate * self.max_delay < self.batch_rows
+        )
+
+    def gather_on(self, rows: int, first_at: float, now: float, napped_at_rows: int | None) -> float:
+        """The group holds ``rows`` rows, its first batch was queued at ``first_at``, the
+        ``commit_interval`` window is over and the queue is empty; ``napped_at_rows`` is how
+        many it held before the last nap (None: no nap yet). Seconds to nap before looking
+        again, or 0 to commit now."""
+        if not self.low_rate or rows >= self.batch_rows:
+            return 0.0
+        if napped_at_rows is not None and rows <= napped_at_rows:
+            return 0.0  # the last nap brought nothing: the sender stopped or waits for us
+        left = first_at + self.max_delay - now
+        if left <= 0:
+            return 0.0
+        if self.rate > 0:
+            left = min(left, max(self.interval, self.NAP_ROWS / self.rate))
+        return left
+
+    def committed(self, rows: int, now: float) -> None:
+        """A group of ``rows`` rows was committed at ``now``: update the recent rate."""
+        if self._period_start is None:
+            self._period_start = now
+            self._period_rows = rows
+            return
+        self._period_rows += rows
+        elapsed = now - self._period_start
+        if elapsed >= self.RATE_PERIOD_S:
+            self.rate = self._period_rows / elapsed
+            self._period_start = now
+            self._period_rows = 0
 
 
 @dataclass

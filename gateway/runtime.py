@@ -56,6 +56,7 @@ from gateway.sdnotify import Notifier, watchdog_loop
 from gateway.supervisor import note_restart, supervise
 from gateway.timesync import ClockSync, SystemClockProbe
 from rules import Now, RuleEngine
+from rules.conditions import StaleLeaf
 
 __all__ = ["Runtime", "RuntimeState"]
 
@@ -65,6 +66,8 @@ RuntimeState = Counters
 """The counters the live view, /healthz and /metrics read (see gateway/pipeline.py)."""
 
 TICK_S = 0.05
+IDLE_TICK_S = 0.5
+"""The ticker's longest sleep when no reading came for QUIET_S (see ``Runtime._ticker``)."""
 BURST_READINGS = 20_000
 QUIET_S = 1.0
 UPLINK_WAIT_S = 60.0
@@ -426,7 +429,20 @@ class Runtime:
 
     # ------------------------------------------------------------------ periodic work
     async def _ticker(self) -> None:
+        """The periodic work: rule timers, confirm timeouts, device health, the run marker,
+        the summary snapshot, the burst check. Every TICK_S while readings come (and for
+        QUIET_S after the last); when quiet, it sleeps until the next timer is due, at most
+        IDLE_TICK_S and never longer than the shortest timer a reading can start (a rule's
+        or an action's ``for:``, a ``stale`` check): a timer a reading starts while the
+        ticker sleeps is never due before it wakes. An idle gateway wakes twice a second,
+        not 20 times; the summary snapshot is not committed again when nothing moved."""
         next_health = 0.0
+        last_received = -1
+        active_until = 0.0
+        last_summary: object = None
+        noted, next_renote = -1, 0.0
+        idle: tuple[object, float] = (None, IDLE_TICK_S)  # (engine, longest quiet sleep) per engine
+
         while True:
             now = self.now()
             self.pipeline.tick(now)
@@ -437,19 +453,35 @@ class Runtime:
                     _log.warning("device offline", device=change.device_id)
             if now.mono >= self._next_note:
                 self._next_note = now.mono + 1.0
-                self._note_run()
+                if self.pipeline.acked_seq != noted or now.mono >= next_renote:
+                    # idle, the mark does not move: no thread hand-off a second to find that out
+                    noted, next_renote = self.pipeline.acked_seq, now.mono + SNAPSHOT_EVERY_S
+                    self._note_run()
                 if self._last_run is not None:
                     self._settle_last_run()
+            engine = self.pipeline.engine
             if now.mono - self._last_snapshot >= SNAPSHOT_EVERY_S:
                 self._last_snapshot = now.mono
-                self.pipeline.save_summary()
+                summary = (self.pipeline.received, None if engine is None else engine.stats.as_dict())
+                if summary != last_summary:  # idle: the last snapshot still says it all
+                    last_summary = summary
+                    self.pipeline.save_summary()
             self._after_burst(now.mono)
+            if self.pipeline.received != last_received:
+                last_received = self.pipeline.received
+                active_until = now.mono + QUIET_S
+            delay = TICK_S
+            if now.mono >= active_until:
+                if idle[0] is not engine:
+                    idle = (engine, _longest_quiet_sleep(engine))
+                due = [next_health, self._next_note, *(p.deadline for p in self.actuators.pending.values())]
+                delay = _quiet_sleep(now.mono, engine, idle[1], due)
             slept = time.monotonic()
             source = self.mqtt_source
             busy = source.link.busy_seconds if source is not None else 0.0
-            await asyncio.sleep(TICK_S)
+            await asyncio.sleep(delay)
             woke = time.monotonic()
-            lag = woke - slept - TICK_S
+            lag = woke - slept - delay
             working = (source.link.busy_seconds if source is not None else 0.0) - busy
             if lag > LAG_LIMIT_S and working < (woke - slept) / 2:
                 # late while mostly idle: other threads or processes hold the CPU (or the GIL)
@@ -640,3 +672,23 @@ class Runtime:
                 loop.add_signal_handler(sig, action)
                 installed.append(sig)
         return installed
+
+
+def _longest_quiet_sleep(engine: RuleEngine | None) -> float:
+    """IDLE_TICK_S, or less: the shortest timer a reading can start in ``engine`` (a rule's
+    or an action's ``for:``, a ``stale`` check), at least TICK_S (see ``Runtime._ticker``)."""
+    shortest = IDLE_TICK_S
+    for rule in engine.rules if engine is not None else ():
+        spans = [rule.for_s, *(getattr(a, "for_s", None) for a in (*rule.then, *rule.else_))]
+        spans += [leaf.after for leaf in rule.all_leaves() if isinstance(leaf, StaleLeaf)]
+        shortest = min([shortest, *(float(s) for s in spans if s)])
+    return max(TICK_S, shortest)
+
+
+def _quiet_sleep(mono: float, engine: RuleEngine | None, longest: float, due: list[float]) -> float:
+    """How long the quiet ticker sleeps: until the first of ``due`` or of the engine's timers,
+    at most ``longest``."""
+    nearest = engine.next_deadline() if engine is not None else None
+    if nearest is not None:
+        due.append(nearest)
+    return min(longest, max(0.001, min(due, default=mono + longest) - mono))

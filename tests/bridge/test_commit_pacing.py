@@ -1,0 +1,109 @@
+"""Time batching of spool commits at low rates: the pacing policy (pure, with a fake
+clock) and the real spool's writer thread (commit counts, never wall time)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from bridge.spool import Spool
+from bridge.writer import CommitPacer
+from tests.bridge.helpers import readings, spool_config
+
+
+def _pacer_at(rate: float, *, interval: float = 0.002, delay: float = 0.1, batch: int = 256) -> CommitPacer:
+    """A pacer whose recent rate is ``rate`` rows/s (fed through ``committed``, fake clock)."""
+    pacer = CommitPacer(interval, delay, batch)
+    now = 1000.0
+    pacer.committed(0, now)
+    rows = int(rate * CommitPacer.RATE_PERIOD_S)
+    pacer.committed(rows, now + CommitPacer.RATE_PERIOD_S)
+    assert abs(pacer.rate - rate) < 1
+    return pacer
+
+
+def test_a_trickle_gathers_until_the_delay() -> None:
+    pacer = _pacer_at(100.0)
+    assert pacer.low_rate
+    # after the 2 ms window one row is in: nap for about 4 rows' worth (40 ms at 100/s)
+    assert abs(pacer.gather_on(1, first_at=10.0, now=10.002, napped_at_rows=None) - 0.04) < 1e-9
+    # the nap brought rows: nap again, but never past the delay (10.0 + 0.1)
+    assert abs(pacer.gather_on(5, first_at=10.0, now=10.08, napped_at_rows=1) - 0.02) < 1e-9
+    # the delay is over: commit
+    assert pacer.gather_on(9, first_at=10.0, now=10.1, napped_at_rows=5) == 0.0
+
+
+def test_a_full_batch_commits_at_once() -> None:
+    pacer = _pacer_at(100.0)
+    assert pacer.gather_on(256, first_at=10.0, now=10.002, napped_at_rows=None) == 0.0
+
+
+def test_a_nap_that_brought_nothing_ends_the_wait() -> None:
+    """A sender that stopped, or a broker whose in-flight window waits for these PUBACKs:
+    the group is committed, not held for the rest of the delay."""
+    pacer = _pacer_at(100.0)
+    assert pacer.gather_on(20, first_at=10.0, now=10.042, napped_at_rows=20) == 0.0
+
+
+def test_a_high_rate_does_not_wait_longer_than_the_interval() -> None:
+    pacer = _pacer_at(5000.0)  # 5000 x 0.1 s > 256 rows: a batch fills anyway
+    assert not pacer.low_rate
+    assert pacer.gather_on(10, first_at=10.0, now=10.002, napped_at_rows=None) == 0.0
+
+
+def test_no_rate_yet_gathers_up_to_the_delay() -> None:
+    pacer = CommitPacer(0.002, 0.1, 256)
+    assert abs(pacer.gather_on(1, first_at=10.0, now=10.002, napped_at_rows=None) - 0.098) < 1e-9
+
+
+def test_a_delay_no_longer_than_the_interval_turns_it_off() -> None:
+    pacer = CommitPacer(0.002, 0.0, 256)
+    assert pacer.gather_on(1, first_at=10.0, now=10.002, napped_at_rows=None) == 0.0
+    pacer = CommitPacer(0.05, 0.05, 256)
+    assert not pacer.low_rate
+
+
+def test_the_rate_follows_the_commits() -> None:
+    pacer = CommitPacer(0.002, 0.1, 256)
+    pacer.committed(10, 0.0)
+    pacer.committed(10, 0.2)  # less than a period: no estimate yet
+    assert pacer.rate == 0.0
+    pacer.committed(30, 0.5)
+    assert pacer.rate == 100.0  # 10 + 10 + 30 rows over 0.5 s
+    pacer.committed(0, 60.5)  # a minute of nothing
+    assert pacer.rate == 0.0
+
+
+def test_the_spool_commits_a_trickle_in_few_groups(tmp_path: Path) -> None:
+    """Single-reading batches a few milliseconds apart (faster than the delay) share
+    commits; every on_durable still runs, after its commit."""
+    spool = Spool.open(spool_config(tmp_path, commit_max_delay="1s", commit_batch_rows=1000))
+    done = threading.Event()
+    acked: list[int] = []
+
+    def ack() -> None:
+        acked.append(1)
+        if len(acked) == 20:
+            done.set()
+
+    for i in range(20):
+        spool.submit(readings(1, start=i), ack)
+        time.sleep(0.003)  # longer than commit_interval: without pacing, a commit each
+    assert done.wait(30)
+    stats = spool.stats()
+    assert stats.committed_rows == 20
+    assert stats.commits < 20, stats  # a nap may end a group early on a slow machine, not 20 times
+    spool.close()
+
+
+def test_a_flush_does_not_wait_for_the_delay(tmp_path: Path) -> None:
+    """Someone waits on a flush, an append_many or a close: its group is committed after
+    the interval window. With a 10 s delay, one that waited for it would time out."""
+    spool = Spool.open(spool_config(tmp_path, commit_max_delay="10s", commit_batch_rows=100_000))
+    spool.submit(readings(3))
+    spool.flush(timeout=5)
+    assert spool.stats().committed_rows == 3
+    spool.append_many(readings(2, start=3), timeout=5)
+    spool.close(timeout=5)
+    assert not spool.writer_alive
