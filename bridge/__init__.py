@@ -13,7 +13,8 @@ See docs/bridge.md. The runtime wires it::
 
 from __future__ import annotations
 
-from bridge.checkpoint import Checkpoint
+from typing import TYPE_CHECKING, Any
+
 from bridge.config import (
     BridgeConfig,
     KafkaConfig,
@@ -30,6 +31,20 @@ from bridge.forwarder import Forwarder, ForwarderStats, SendResult, Uplink
 from bridge.policy import Kind, Priority, lane_priorities
 from bridge.spool import DeadInput, DeadLetter, OnDurable, Spool, SpoolStats
 from bridge.status import SpoolStatus, read_status
+
+if TYPE_CHECKING:
+    from bridge.checkpoint import Checkpoint
+
+
+def __getattr__(name: str) -> Any:
+    """``Checkpoint`` on first use: bridge.checkpoint loads confluent_kafka (librdkafka, ~9 MiB),
+    which ``edgegw run`` leaves to its uplink process (bridge/uplink.py)."""
+    if name == "Checkpoint":
+        from bridge.checkpoint import Checkpoint  # noqa: PLC0415
+
+        return Checkpoint
+    raise AttributeError(f"module 'bridge' has no attribute {name!r}")
+
 
 __all__ = [
     "CE_TYPES",

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from bridge.checkpoint import Checkpoint
 from bridge.envelope import Envelope, OutMessage, RawRow
 from bridge.policy import Kind
 from bridge.spool import DeadLetter, SpoolStats
@@ -40,6 +39,7 @@ from common.libc import name_os_thread
 from gateway.errors import SpoolError, UplinkError, UplinkRefusedError
 
 if TYPE_CHECKING:
+    from bridge.checkpoint import Checkpoint  # confluent_kafka: loaded where the forwarder runs only
     from bridge.config import KafkaConfig, KafkaSecrets
 
 __all__ = ["Forwarder", "ForwarderStats", "RowReader", "SendResult", "SpoolAccess", "Uplink", "versions"]
@@ -177,6 +177,8 @@ class Forwarder:
         self._lanes = sorted(set(spool.lanes.values()))
         self._stop = threading.Event()
         self._drain_until: float | None = None
+        self._wake = threading.Event()
+        """Set by :meth:`stop` and :meth:`drain`: ends a pause (linger, backoff) begun before."""
         """Set by :meth:`drain`: the thread ends once the spool is shipped or at this time."""
         self._thread: threading.Thread | None = None
         self._state = "starting"
@@ -220,6 +222,7 @@ class Forwarder:
         """Ship what the spool holds for at most ``budget`` seconds, then stop. True when the
         thread ended in time (everything shipped, or Kafka away and the budget spent)."""
         self._drain_until = time.monotonic() + max(0.0, budget)
+        self._wake.set()
         self.spool.data_ready.set()
         thread = self._thread
         if thread is not None:
@@ -229,6 +232,7 @@ class Forwarder:
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
+        self._wake.set()
         self.spool.data_ready.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -298,21 +302,22 @@ class Forwarder:
                     break  # draining, and the spool is shipped
                 if not worked:
                     self.spool.data_ready.wait(self._idle_wait())
-                elif self.linger and not self._full:
-                    self._stop.wait(self.linger)  # let a trickle gather into one transaction
+                elif self.linger and not self._full and self._drain_until is None:
+                    self._pause(self.linger)  # let a trickle gather into one transaction
                 elif self._busy is not None and self._busy():
                     # a backlog drains while the local path is short of time: give it as long
                     # as the round took (the drain slows to half speed, automation stays prompt)
                     self._yields += 1
-                    self._stop.wait(min(1.0, time.monotonic() - began))
+                    self._pause(min(1.0, time.monotonic() - began))
         finally:
             reader.close()
 
     def _pause(self, delay: float) -> None:
-        """Wait ``delay`` s, or until stopped, or until a drain's budget is spent."""
+        """Wait ``delay`` s, or until stopped or asked to drain (a drain's budget caps it)."""
         if self._drain_until is not None:
-            delay = min(delay, max(0.0, self._drain_until - time.monotonic()))
-        self._stop.wait(delay)
+            self._stop.wait(min(delay, max(0.0, self._drain_until - time.monotonic())))
+        else:
+            self._wake.wait(delay)
 
     def _idle_wait(self) -> float:
         """How long an idle round sleeps unless new rows wake it (``data_ready``): until the
@@ -377,6 +382,8 @@ class Forwarder:
                 upto[m.lane] = m.seq
         checkpoint = None
         if self.exactly_once and upto:
+            from bridge.checkpoint import Checkpoint  # noqa: PLC0415 - see the TYPE_CHECKING import
+
             checkpoint = Checkpoint(self.gateway_id, self.spool.spool_id, {**self._cursors, **upto})
         result = uplink.send(messages, checkpoint)
         self._transactions += 1
