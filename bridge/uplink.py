@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import IO, Any
 
 import structlog
 
@@ -92,6 +92,24 @@ def _rss_bytes(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def _live_logging(level: str, json: bool | None) -> tuple[str, bool | None, IO[str] | None]:
+    """The log level, format and stream this process logs with now (``edgegw run --log-level``
+    overrides the config; the demo logs to a file under its view), so that the uplink
+    process's lines look the same and go to the same place. ``level``/``json`` otherwise."""
+    config = structlog.get_config()
+    name = getattr(config.get("wrapper_class"), "__name__", "")
+    prefix = "BoundLoggerFilteringAt"
+    if name.startswith(prefix) and name[len(prefix) :].lower() in ("debug", "info", "warning", "error"):
+        level = name[len(prefix) :].lower()
+    processors = config.get("processors") or []
+    if processors:
+        json = isinstance(processors[-1], structlog.processors.JSONRenderer)
+    stream = getattr(config.get("logger_factory"), "_file", None)
+    if stream is None or stream is sys.stderr or not hasattr(stream, "fileno"):
+        return level, json, None
+    return level, json, stream
 
 
 def _describe_exit(code: int | None) -> str:
@@ -225,11 +243,13 @@ class UplinkProcess:
 
     def _spawn(self) -> tuple[subprocess.Popen[bytes], Channel]:
         ours, theirs = socket.socketpair()
+        level, json, stream = _live_logging(self._log_level, self._log_json)
         try:
             proc = subprocess.Popen(  # our own interpreter and module, no shell
                 [sys.executable, "-m", "bridge.uplink_process", "--fd", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
+                stderr=stream,
                 close_fds=True,
             )
         except BaseException:
@@ -248,8 +268,8 @@ class UplinkProcess:
             lanes=self.spool.lanes,
             sasl_password=None if sasl is None else sasl.get_secret_value(),
             ssl_key_password=None if key is None else key.get_secret_value(),
-            log_level=self._log_level,
-            log_json=self._log_json,
+            log_level=level,
+            log_json=json,
         )
         channel.send(start)
         channel.send(self._status())
@@ -282,6 +302,9 @@ class UplinkProcess:
             elif isinstance(msg, Settle):
                 self._settle(channel, msg)
             elif isinstance(msg, Rebase):
+                if self.spool.failed is not None:
+                    channel.send(Reply(msg.id, error=str(self.spool.failed)))
+                    continue
                 try:
                     moved = self.spool.rebase(msg.floor, timeout=SETTLE_TIMEOUT_S)
                 except GatewayError as exc:
@@ -294,6 +317,10 @@ class UplinkProcess:
     def _settle(self, channel: Channel, msg: Settle) -> None:
         dead = [DeadLetter(seq, lane, reason, error) for seq, lane, reason, error in msg.dead]
         wait = msg.id > 0
+        if self.spool.failed is not None:  # nobody would apply it: the rows stay, sent again later
+            if wait:
+                channel.send(Reply(msg.id, error=str(self.spool.failed)))
+            return
         try:
             self.spool.settle(msg.upto, dead, wait=wait, timeout=SETTLE_TIMEOUT_S)
         except GatewayError as exc:
