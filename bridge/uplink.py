@@ -66,6 +66,9 @@ FEED_TICK_S = 0.1
 STABLE_S = 30.0
 """A child that ran this long resets the restart backoff."""
 SETTLE_TIMEOUT_S = 30.0
+STOP_GRACE_S = 2.0
+"""After the drain budget: how long the uplink process may take to end the transaction in
+flight and exit before it is killed (the gateway's own stop budget is small)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,15 +176,22 @@ class UplinkProcess:
         if proc is not None and channel is not None and proc.poll() is None:
             channel.send(Stop(budget))
             try:
-                proc.wait(budget + 12.0)  # the drain, then the transaction in flight (send_timeout)
+                proc.wait(budget + STOP_GRACE_S)
             except subprocess.TimeoutExpired:
-                _log.error("uplink process did not stop in time; killed", pid=proc.pid)
+                # a transaction still waiting for Kafka: killing it is safe (the transaction is
+                # aborted, its rows stay in the spool and are shipped by the next run)
+                _log.warning("uplink process did not stop in time; killed", pid=proc.pid)
                 proc.kill()
         for thread in (self._supervisor, self._feeder):
             if thread is not None:
                 thread.join(budget + 15.0)
         self._supervisor = self._feeder = None
         self._state = "stopped"
+
+    @property
+    def running(self) -> bool:
+        """Started and not stopped (the child may be restarting)."""
+        return self._supervisor is not None and not self._stopping.is_set()
 
     # ------------------------------------------------------------------ figures
     def stats(self) -> ForwarderStats:
@@ -276,6 +286,8 @@ class UplinkProcess:
         channel.send(Busy(self._was_busy))
         with self._lock:
             self._proc, self._channel = proc, channel
+        if self._stopping.is_set():  # stop() came while it was spawning and saw no child
+            channel.send(Stop(0.0))
         self._state = "up"
         _log.info("uplink process started", pid=proc.pid, restarts=self._restarts)
         return proc, channel

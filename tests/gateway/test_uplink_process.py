@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -77,6 +78,18 @@ def _maps(pid: int) -> str:
 def _no_duplicates(records: list) -> None:  # type: ignore[type-arg]
     ids = Counter(r.headers["ce_id"] for r in records)
     assert [i for i, n in ids.items() if n > 1] == [], "a record reached Kafka twice"
+
+
+def test_the_main_process_path_imports_no_kafka_client() -> None:
+    """What ``edgegw run`` imports to run with a Kafka uplink: confluent_kafka stays out."""
+    code = (
+        "import sys, gateway.cli, gateway.commands.run, gateway.runtime, gateway.assembly, gateway.metrics, "
+        "gateway.http, gateway.status.page, bridge, bridge.uplink; "
+        "print(sorted(m for m in sys.modules if m.startswith(('confluent_kafka', 'bridge.kafka', "
+        "'bridge.checkpoint', 'bridge.uplink_process'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "['bridge.uplink_process']"
 
 
 @pytest.mark.mqtt
