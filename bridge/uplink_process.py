@@ -64,6 +64,9 @@ _log = structlog.get_logger("edgegw.bridge.uplink")
 STATS_EVERY_S = 0.5
 """The forwarder's figures go to the parent this often, and at once on a state change."""
 _PR_SET_PDEATHSIG = 1  # prctl(2)
+NICE = 5
+"""How far below ``edgegw run`` the uplink process runs (CFS weight about a third of the gateway's
+when both want the CPU; all of it when the gateway is idle)."""
 
 
 class Channel:
@@ -215,6 +218,15 @@ def _die_with_parent() -> None:
         return
 
 
+def _yield_cpu() -> None:
+    """Run ``NICE`` steps below the gateway: on a busy machine the kernel gives the rules and
+    commands the CPU first, and the uplink the rest (it has a spool to catch up from)."""
+    try:
+        os.nice(NICE)
+    except OSError:  # a seccomp filter without setpriority (systemd's @resources): same priority
+        return
+
+
 class UplinkChild:
     """The child's main loop: messages in on the main thread, stats out on a thread."""
 
@@ -309,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True, help="this end of the socket pair to edgegw run")
     args = parser.parse_args(argv)
     _die_with_parent()
+    _yield_cpu()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     name_os_thread("edgegw-uplink")
     channel = Channel(socket.socket(fileno=args.fd))
