@@ -177,9 +177,9 @@ class Forwarder:
         self._lanes = sorted(set(spool.lanes.values()))
         self._stop = threading.Event()
         self._drain_until: float | None = None
+        """Set by :meth:`drain`: the thread ends once the spool is shipped or at this time."""
         self._wake = threading.Event()
         """Set by :meth:`stop` and :meth:`drain`: ends a pause (linger, backoff) begun before."""
-        """Set by :meth:`drain`: the thread ends once the spool is shipped or at this time."""
         self._thread: threading.Thread | None = None
         self._state = "starting"
         self._shipped = self._heartbeats = self._dead = self._transactions = self._reconnects = 0

@@ -16,8 +16,9 @@ The path of a reading (source batch -> rules -> actuators -> spool -> ack) belon
   runtime then stops the sources, reopens the spool and starts the pipeline again from
   what is committed (rule state, MQTT packet ids), exactly as a process restart would,
   and starts the sources again: the broker redelivers what was not acknowledged;
-- SIGTERM (and Ctrl-C) stops gracefully: the spool is flushed (the last PUBACKs go out)
-  and the rule summary saved; SIGHUP reloads rules, devices and actuators from the config
+- SIGTERM (and Ctrl-C) stops gracefully: the spool is flushed (the last PUBACKs go out),
+  the uplink process ships what is committed (UPLINK_DRAIN_S) and exits, the rule summary
+  is saved and the spool closed, in that order; SIGHUP reloads rules, devices and actuators from the config
   file without losing readings or rule state; a reload with an invalid config is logged
   and the running config stays. Reload and spool recovery never run at the same time.
 """
@@ -36,7 +37,7 @@ from typing import Any
 
 import structlog
 
-from bridge import Spool
+from bridge import ForwarderStats, Spool
 from bridge.uplink import UplinkProcess
 from common.backoff import Backoff
 from devices import (
@@ -238,7 +239,7 @@ class Runtime:
             self.pipeline.save_summary()
             await self._stop_uplink(UPLINK_DRAIN_S)
             if self.spool is not None:
-                left = self.spool.stats()
+                left = await asyncio.to_thread(self.spool.stats)
                 if left.depth:
                     _log.info("rows left in the spool for the next run", rows=left.depth, bytes=left.bytes)
                 await asyncio.to_thread(self.spool.close, 5.0)
@@ -272,8 +273,12 @@ class Runtime:
         figures stay readable (the demo's summary)."""
         uplink = self.forwarder
         if uplink is not None and uplink.running:
-            await asyncio.to_thread(uplink.stop, budget)
-            s = uplink.stats()
+
+            def stop() -> ForwarderStats:
+                uplink.stop(budget)
+                return uplink.stats()  # a spool query: off the loop too
+
+            s = await asyncio.to_thread(stop)
             _log.info("uplink stopped", shipped=s.shipped, backlog_rows=s.backlog_rows)
 
     async def _stop_components(self, budget: float) -> None:
