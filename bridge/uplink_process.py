@@ -64,6 +64,8 @@ _log = structlog.get_logger("edgegw.bridge.uplink")
 STATS_EVERY_S = 0.5
 """The forwarder's figures go to the parent this often, and at once on a state change."""
 _PR_SET_PDEATHSIG = 1  # prctl(2)
+GONE = 3
+"""``UplinkChild.run``: the gateway went away without a stop."""
 NICE = 5
 """How far below ``edgegw run`` the uplink process runs (CFS weight about a third of the gateway's
 when both want the CPU; all of it when the gateway is idle)."""
@@ -245,6 +247,8 @@ class UplinkChild:
         self._done = threading.Event()
         self._stopping = threading.Lock()
         self._stopper: threading.Thread | None = None
+        self._closing = False
+        """Set just before this side closes the socket (a stop): any other EOF is the parent gone."""
 
     def run(self) -> int:
         self.forwarder.start()
@@ -259,10 +263,12 @@ class UplinkChild:
         except ProtocolError as exc:
             _log.error("uplink process: bad message from the gateway; exiting", error=str(exc))
         self.client.parent_gone()
-        if self._stopper is None:  # the parent went away without a Stop
-            _log.warning("uplink process: the gateway is gone; stopping")
-            self.forwarder.stop(5.0)
-        else:
+        if not self._closing:  # an end we did not ask for: the gateway is gone (killed?)
+            _log.warning("uplink process: the gateway is gone; exiting")
+            self.forwarder.stop(2.0)  # nothing shipped now could be settled: no waiting for Kafka
+            self._done.set()
+            return GONE
+        if self._stopper is not None:
             self._stopper.join()
         self._done.set()
         return 0
@@ -297,6 +303,7 @@ class UplinkChild:
             self.forwarder.drain(budget)
         self.forwarder.stop(10.0)
         self.channel.send(self._stats())
+        self._closing = True
         self.channel.shutdown()
 
     def _stats(self) -> Stats:
@@ -343,6 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _log.info("uplink process started", pid=os.getpid(), spool=first.spool_path)
     code = child.run()
     _log.info("uplink process stopped", shipped=child.forwarder.stats().shipped)
+    if code == GONE:  # not even librdkafka's teardown: a transaction left open is aborted by Kafka
+        sys.stderr.flush()
+        os._exit(0)
     return code
 
 
