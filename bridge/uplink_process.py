@@ -264,9 +264,8 @@ class UplinkChild:
             _log.error("uplink process: bad message from the gateway; exiting", error=str(exc))
         self.client.parent_gone()
         if not self._closing:  # an end we did not ask for: the gateway is gone (killed?)
+            # nothing shipped now could be settled: no waiting for Kafka (main() exits at once)
             _log.warning("uplink process: the gateway is gone; exiting")
-            self.forwarder.stop(2.0)  # nothing shipped now could be settled: no waiting for Kafka
-            self._done.set()
             return GONE
         if self._stopper is not None:
             self._stopper.join()
@@ -322,6 +321,12 @@ class UplinkChild:
                 last, sent = stats, now
 
 
+def _on_sigterm(child: UplinkChild) -> None:
+    """SIGTERM: stop now, finishing the transaction in flight (see :func:`main`)."""
+    signal.sigwait({signal.SIGTERM})
+    child.stop(0.0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridge.uplink_process",
                                      description="edgegw's Kafka uplink (started by edgegw run)")  # fmt: skip
@@ -330,6 +335,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _die_with_parent()
     _yield_cpu()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM is taken by a thread of its own (sigwait), never by a Python handler: a handler
+    # runs on the main thread between bytecodes, and one that came while that thread held a
+    # lock the stop needs deadlocked the process (seen after a SIGKILLed gateway). Blocked
+    # here, before any thread starts, so every thread (librdkafka's too) inherits the mask.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     name_os_thread("edgegw-uplink")
     channel = Channel(socket.socket(fileno=args.fd))
     if os.getppid() == 1:  # the parent died before PR_SET_PDEATHSIG took hold
@@ -346,13 +356,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(level=first.log_level, json=first.log_json)
     child = UplinkChild(channel, first)
-    signal.signal(signal.SIGTERM, lambda _sig, _frame: child.stop(0.0))
+    threading.Thread(target=_on_sigterm, args=(child,), name="edgegw-uplink-sig", daemon=True).start()
     _log.info("uplink process started", pid=os.getpid(), spool=first.spool_path)
     code = child.run()
-    _log.info("uplink process stopped", shipped=child.forwarder.stats().shipped)
     if code == GONE:  # not even librdkafka's teardown: a transaction left open is aborted by Kafka
         sys.stderr.flush()
         os._exit(0)
+    _log.info("uplink process stopped", shipped=child.forwarder.stats().shipped)
     return code
 
 

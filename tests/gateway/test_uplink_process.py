@@ -6,7 +6,8 @@ Mosquitto and the real Kafka:
   uplink's state, and a read_committed consumer sees every reading exactly once;
 - SIGTERM with rows in the spool: the uplink process ships them and exits before
   ``edgegw run`` does; everything the gateway took is in Kafka without another start;
-- ``edgegw run`` SIGKILLed: its uplink process exits by itself (no orphan);
+- the uplink process SIGTERMed alone exits 0 and is started again; ``edgegw run``
+  SIGKILLed: its uplink process exits by itself (no orphan);
 - the main process never loads librdkafka; the uplink process does.
 """
 
@@ -200,6 +201,14 @@ def test_the_uplink_process_exits_when_the_gateway_is_killed(
                             kafka=kafka, topics=topics)  # fmt: skip
     gateway = gateways(write_config(tmp_path / "edgegw.yaml", config), http_port).start()
     _until(lambda: _uplink_pid(gateway) is not None, "the uplink process in /metrics")
+    first = _uplink_pid(gateway)
+    assert first is not None
+    up = ("edgegw_uplink_state", (("state", "up"),))
+    _until(lambda: gateway.metrics().get(up) == 1, "the uplink up (its signal handling set up)")
+    os.kill(first, signal.SIGTERM)  # to the child alone: it stops, and the gateway starts another
+    _until(lambda: _uplink_pid(gateway) not in (None, first), "a new uplink process after SIGTERM")
+    assert not _alive(first)
+    assert gateway.healthz()[1]["components"]["uplink"]["process"]["last_exit"] == "exit 0"
     child = _uplink_pid(gateway)
     assert child is not None
     assert _alive(child)
