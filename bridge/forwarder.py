@@ -31,18 +31,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from bridge.checkpoint import Checkpoint
 from bridge.envelope import Envelope, OutMessage, RawRow
 from bridge.policy import Kind
-from bridge.spool import DeadLetter, Spool
+from bridge.spool import DeadLetter, SpoolStats
 from common.backoff import Backoff
 from common.libc import name_os_thread
 from gateway.errors import SpoolError, UplinkError, UplinkRefusedError
 
 if TYPE_CHECKING:
+    from bridge.checkpoint import Checkpoint  # confluent_kafka: loaded where the forwarder runs only
     from bridge.config import KafkaConfig, KafkaSecrets
 
-__all__ = ["Forwarder", "ForwarderStats", "SendResult", "Uplink", "versions"]
+__all__ = ["Forwarder", "ForwarderStats", "RowReader", "SendResult", "SpoolAccess", "Uplink", "versions"]
 
 _log = structlog.get_logger("edgegw.bridge.forwarder")
 
@@ -66,6 +66,31 @@ class Uplink(Protocol):
     def connect(self) -> Checkpoint | None: ...
     def send(self, messages: Sequence[OutMessage], checkpoint: Checkpoint | None) -> SendResult: ...
     def close(self) -> None: ...
+
+
+class RowReader(Protocol):
+    """A read connection to the spool file (``SpoolReader``)."""
+
+    def fetch_raw(self, lane: int, after: int, limit: int) -> Sequence[RawRow]: ...
+    def close(self) -> None: ...
+
+
+class SpoolAccess(Protocol):
+    """What the forwarder needs from the spool: :class:`bridge.spool.Spool` in-process, or
+    the uplink process's client (:mod:`bridge.uplink_process`), which reads the file itself
+    and sends the writes (settle, rebase) to ``edgegw run``."""
+
+    spool_id: str
+    data_ready: threading.Event
+
+    @property
+    def lanes(self) -> dict[int, int]: ...
+    def stored_lanes(self) -> list[int]: ...
+    def reader(self) -> RowReader: ...
+    def stats(self) -> SpoolStats: ...
+    def settle(self, delete_upto: Mapping[int, int] | None = None, dead: Sequence[DeadLetter] = (), *,
+               wait: bool = False, timeout: float | None = 60.0) -> None: ...  # fmt: skip
+    def rebase(self, floor: int, timeout: float | None = 60.0) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +140,7 @@ def versions() -> dict[str, str]:
 class Forwarder:
     def __init__(
         self,
-        spool: Spool,
+        spool: SpoolAccess,
         uplink_factory: Callable[[], Uplink],
         *,
         gateway_id: str,
@@ -151,6 +176,10 @@ class Forwarder:
         self._cursors: dict[int, int] = {}
         self._lanes = sorted(set(spool.lanes.values()))
         self._stop = threading.Event()
+        self._drain_until: float | None = None
+        """Set by :meth:`drain`: the thread ends once the spool is shipped or at this time."""
+        self._wake = threading.Event()
+        """Set by :meth:`stop` and :meth:`drain`: ends a pause (linger, backoff) begun before."""
         self._thread: threading.Thread | None = None
         self._state = "starting"
         self._shipped = self._heartbeats = self._dead = self._transactions = self._reconnects = 0
@@ -162,7 +191,7 @@ class Forwarder:
         self._versions = versions()
 
     @classmethod
-    def for_kafka(cls, spool: Spool, config: KafkaConfig, *, gateway_id: str,
+    def for_kafka(cls, spool: SpoolAccess, config: KafkaConfig, *, gateway_id: str,
                   secrets: KafkaSecrets | None = None, busy: Callable[[], bool] | None = None,
                   heartbeat_extra: Callable[[], Mapping[str, Any]] | None = None) -> Forwarder:  # fmt: skip
         from bridge.kafka import KafkaUplink  # noqa: PLC0415 - keeps librdkafka out of unit tests' imports
@@ -189,8 +218,21 @@ class Forwarder:
         self._thread = threading.Thread(target=self._run, name="edgegw-forwarder", daemon=True)
         self._thread.start()
 
+    def drain(self, budget: float) -> bool:
+        """Ship what the spool holds for at most ``budget`` seconds, then stop. True when the
+        thread ended in time (everything shipped, or Kafka away and the budget spent)."""
+        self._drain_until = time.monotonic() + max(0.0, budget)
+        self._wake.set()
+        self.spool.data_ready.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(budget + 1.0)
+            return not thread.is_alive()
+        return True
+
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
+        self._wake.set()
         self.spool.data_ready.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -234,6 +276,8 @@ class Forwarder:
         try:
             while not self._stop.is_set():
                 began = time.monotonic()
+                if self._drain_until is not None and began >= self._drain_until:
+                    break
                 try:
                     worked = self.step(reader.fetch_raw)
                 except UplinkError as exc:
@@ -242,29 +286,38 @@ class Forwarder:
                     if isinstance(exc, UplinkRefusedError):
                         delay = max(delay, self._backoff.maximum)
                     _log.debug("uplink backoff", seconds=round(delay, 2))
-                    self._stop.wait(delay)
+                    self._pause(delay)
                     continue
                 except SpoolError as exc:
                     self._last_error = str(exc)
                     _log.error("forwarder cannot read the spool", error=str(exc))
-                    self._stop.wait(1.0)
+                    self._pause(1.0)
                     continue
                 except Exception as exc:  # noqa: BLE001 - this loop is the forwarder's supervisor
                     _log.exception("forwarder round failed unexpectedly; reconnecting")
                     self._disconnect(UplinkError(f"unexpected: {exc!r}"))
-                    self._stop.wait(self._backoff.next())
+                    self._pause(self._backoff.next())
                     continue
+                if not worked and self._drain_until is not None:
+                    break  # draining, and the spool is shipped
                 if not worked:
                     self.spool.data_ready.wait(self._idle_wait())
-                elif self.linger and not self._full:
-                    self._stop.wait(self.linger)  # let a trickle gather into one transaction
+                elif self.linger and not self._full and self._drain_until is None:
+                    self._pause(self.linger)  # let a trickle gather into one transaction
                 elif self._busy is not None and self._busy():
                     # a backlog drains while the local path is short of time: give it as long
                     # as the round took (the drain slows to half speed, automation stays prompt)
                     self._yields += 1
-                    self._stop.wait(min(1.0, time.monotonic() - began))
+                    self._pause(min(1.0, time.monotonic() - began))
         finally:
             reader.close()
+
+    def _pause(self, delay: float) -> None:
+        """Wait ``delay`` s, or until stopped or asked to drain (a drain's budget caps it)."""
+        if self._drain_until is not None:
+            self._stop.wait(min(delay, max(0.0, self._drain_until - time.monotonic())))
+        else:
+            self._wake.wait(delay)
 
     def _idle_wait(self) -> float:
         """How long an idle round sleeps unless new rows wake it (``data_ready``): until the
@@ -329,6 +382,8 @@ class Forwarder:
                 upto[m.lane] = m.seq
         checkpoint = None
         if self.exactly_once and upto:
+            from bridge.checkpoint import Checkpoint  # noqa: PLC0415 - see the TYPE_CHECKING import
+
             checkpoint = Checkpoint(self.gateway_id, self.spool.spool_id, {**self._cursors, **upto})
         result = uplink.send(messages, checkpoint)
         self._transactions += 1

@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -58,7 +59,16 @@ from bridge.writer import (
 from common.libc import name_os_thread
 from gateway.errors import SpoolError
 
-__all__ = ["DeadInput", "DeadLetter", "OnDurable", "Spool", "SpoolItem", "SpoolRow", "SpoolStats"]
+__all__ = [
+    "DeadInput",
+    "DeadLetter",
+    "OnDurable",
+    "Spool",
+    "SpoolItem",
+    "SpoolReader",
+    "SpoolRow",
+    "SpoolStats",
+]
 
 _log = structlog.get_logger("edgegw.bridge.spool")
 
@@ -419,10 +429,11 @@ class Spool:
 
 
 class SpoolReader:
-    """Reads a spool's lanes in order, on a read-only connection of its own."""
+    """Reads a spool's lanes in order, on a read-only connection of its own (of a
+    :class:`Spool` in this process, or of a spool file another process writes)."""
 
-    def __init__(self, spool: Spool) -> None:
-        self._conn = connect(spool.path, readonly=True)
+    def __init__(self, spool: Spool | Path) -> None:
+        self._conn = connect(spool if isinstance(spool, Path) else spool.path, readonly=True)
 
     def fetch(self, lane: int, after: int, limit: int) -> list[SpoolRow]:
         """Rows of ``lane`` with sequence > ``after``, oldest first."""

@@ -1,5 +1,5 @@
 """Building the gateway's parts from its config: the spool, where the pipeline resumes
-from, the Kafka forwarder, the device components. No life cycle here (that is
+from, the Kafka uplink process, the device components. No life cycle here (that is
 :mod:`gateway.runtime`): each function builds and returns.
 """
 
@@ -14,7 +14,8 @@ from typing import Any
 import structlog
 from pydantic import SecretStr
 
-from bridge import Forwarder, KafkaSecrets, Spool, lane_priorities
+from bridge import KafkaSecrets, Spool, lane_priorities
+from bridge.uplink import UplinkProcess
 from devices import (
     Actuators,
     BadInputCounter,
@@ -118,17 +119,21 @@ def _legacy_rule_state(path: Path) -> dict[str, Any]:
 def start_forwarder(config: GatewayConfig, spool: Spool, *, gateway_id: str, environ: dict[str, str],
                     busy: Callable[[], bool],
                     heartbeat_extra: Callable[[], Mapping[str, Any]] | None = None,
-                    ) -> Forwarder | None:  # fmt: skip
-    """The Kafka forwarder of ``config``, started; None without a ``bridge.kafka`` section."""
+                    log_level: str | None = None,
+                    ) -> UplinkProcess | None:  # fmt: skip
+    """The Kafka uplink of ``config`` (a process of its own, see bridge/uplink.py), started;
+    None without a ``bridge.kafka`` section."""
     kafka = config.bridge.kafka
     if kafka is None:
         _log.info("no kafka uplink configured: the spool keeps everything (up to its cap and TTL)")
         return None
     secrets = kafka_secrets(config, environ)
-    forwarder = Forwarder.for_kafka(spool, kafka, gateway_id=gateway_id, secrets=secrets, busy=busy,
-                                    heartbeat_extra=heartbeat_extra)  # fmt: skip
-    forwarder.start()
-    return forwarder
+    fmt = config.log.format
+    uplink = UplinkProcess(spool, kafka, gateway_id=gateway_id, secrets=secrets, busy=busy,
+                           heartbeat_extra=heartbeat_extra, log_level=log_level or config.log.level,
+                           log_json=None if fmt == "auto" else fmt == "json")  # fmt: skip
+    uplink.start()
+    return uplink
 
 
 def kafka_secrets(config: GatewayConfig, environ: dict[str, str]) -> KafkaSecrets:

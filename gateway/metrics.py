@@ -37,8 +37,9 @@ from gateway import __version__
 from gateway.supervisor import crash_looping
 
 if TYPE_CHECKING:
-    from bridge.forwarder import Forwarder, ForwarderStats
+    from bridge.forwarder import ForwarderStats
     from bridge.spool import Spool, SpoolStats
+    from bridge.uplink import UplinkProcess, UplinkProcessStats
     from gateway.http import Response
     from gateway.runtime import Runtime
 
@@ -53,7 +54,8 @@ __all__ = [
     "render",
 ]
 
-_UPLINK_STATES = ("disabled", "starting", "connecting", "up", "backoff", "refused", "stopped")
+_UPLINK_STATES = ("disabled", "starting", "connecting", "up", "backoff", "refused", "restarting", "stopped")
+"""``restarting``: the uplink process is away (it died; edgegw run starts it again)."""
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -250,14 +252,17 @@ class IoStats:
     spool: SpoolStats | None = None
     forwarder: ForwarderStats | None = None
     process: tuple[Family, ...] = ()
+    uplink: UplinkProcessStats | None = None
+    """The uplink process (pid, restarts, resident memory)."""
 
 
-def read_io_stats(spool: Spool | None, forwarder: Forwarder | None, process: ProcessMetrics) -> IoStats:
+def read_io_stats(spool: Spool | None, forwarder: UplinkProcess | None, process: ProcessMetrics) -> IoStats:
     """Blocking: SQLite queries (spool and forwarder stats) and ``/proc`` reads. Never on the loop."""
     return IoStats(
         spool=None if spool is None else spool.stats(),
         forwarder=None if forwarder is None else forwarder.stats(),
         process=tuple(process.collect()),
+        uplink=None if forwarder is None else forwarder.process(),
     )
 
 
@@ -327,21 +332,7 @@ class RuntimeCollector:
                            ["actuator"], dict(link.sent_late))  # fmt: skip
         if io.spool is not None:
             yield from _spool_families(io.spool)
-        fw = io.forwarder
-        state = fw.state if fw is not None else "disabled"
-        up = Family("edgegw_uplink_state", "Kafka uplink state (1 for the current one)", "gauge", ("state",))
-        for name in _UPLINK_STATES:
-            up.add([name], 1.0 if name == state else 0.0)
-        yield up
-        if fw is not None:
-            yield _total("edgegw_forwarder_sent", "Events shipped to Kafka", fw.shipped)
-            yield _total("edgegw_forwarder_retries", "Uplink reconnects", max(0, fw.reconnects - 1))
-            yield _total("edgegw_forwarder_dead_lettered", "Events moved to dead letters", fw.dead_lettered)
-            yield _total(
-                "edgegw_forwarder_yields",
-                "Backlog rounds followed by a pause because the event loop ran late",
-                fw.yields,
-            )
+        yield from _uplink_families(io)
         yield _total(
             "edgegw_loop_late_ticks",
             "Event loop wakeups more than 2 ms late while mostly idle",
@@ -357,6 +348,37 @@ class RuntimeCollector:
         )
         if st.ready_mono is not None:
             yield _gauge("edgegw_ready_seconds", "Time from start to READY", st.ready_mono - st.started_mono)
+
+
+def _uplink_families(io: IoStats) -> Iterator[Family]:
+    fw = io.forwarder
+    state = fw.state if fw is not None else "disabled"
+    up = Family("edgegw_uplink_state", "Kafka uplink state (1 for the current one)", "gauge", ("state",))
+    for name in _UPLINK_STATES:
+        up.add([name], 1.0 if name == state else 0.0)
+    yield up
+    if fw is not None:
+        yield _total("edgegw_forwarder_sent", "Events shipped to Kafka", fw.shipped)
+        yield _total("edgegw_forwarder_retries", "Uplink reconnects", max(0, fw.reconnects - 1))
+        yield _total("edgegw_forwarder_dead_lettered", "Events moved to dead letters", fw.dead_lettered)
+        yield _total(
+            "edgegw_forwarder_yields",
+            "Backlog rounds followed by a pause because the event loop ran late",
+            fw.yields,
+        )
+    if io.uplink is not None:
+        yield from _uplink_process_families(io.uplink)
+
+
+def _uplink_process_families(u: UplinkProcessStats) -> Iterator[Family]:
+    yield _gauge("edgegw_uplink_process_up", "1 while the Kafka uplink process runs", 1.0 if u.up else 0.0)
+    yield _total("edgegw_uplink_process_restarts", "Uplink process restarts (it died and was started again)",
+                 u.restarts)  # fmt: skip
+    if u.pid is not None:
+        yield _gauge("edgegw_uplink_process_pid", "Process id of the uplink process", float(u.pid))
+    if u.rss_bytes is not None:
+        yield _gauge("edgegw_uplink_process_resident_memory_bytes", "Resident memory of the uplink process",
+                     float(u.rss_bytes))  # fmt: skip
 
 
 UNACKED_LIMIT_S = 30.0
@@ -457,6 +479,10 @@ def health(runtime: Runtime, io: IoStats) -> tuple[bool, dict[str, Any]]:
             "error": fw.last_error,
         }
     )
+    if io.uplink is not None:  # the uplink process away is not unhealthy: local automation works
+        u = io.uplink
+        components["uplink"]["process"] = {"state": u.state, "pid": u.pid, "restarts": u.restarts,
+                                           "last_exit": u.last_exit, "rss_bytes": u.rss_bytes}  # fmt: skip
     mono = time.monotonic()
     offline = [d.id for d in rt.config.devices if str(rt.health.state(d.id, mono)) == "offline"]
     components["devices"] = {"configured": len(rt.config.devices), "offline": offline}

@@ -11,9 +11,19 @@ import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from bridge.config import KafkaSecrets, KafkaSecurity, SaslConfig, SecretRef, TlsConfig
+from bridge.config import (
+    KafkaConfig,
+    KafkaSecrets,
+    KafkaSecurity,
+    SaslConfig,
+    SecretRef,
+    SpoolConfig,
+    TlsConfig,
+)
 from bridge.forwarder import Forwarder
+from bridge.policy import lane_priorities
 from bridge.spool import Spool
+from bridge.uplink import UplinkProcess
 from simulators.testbed import KafkaNode, TlsFiles, java_problem, make_tls_files
 from tests.bridge.conftest import make_topics, wait_until
 from tests.bridge.helpers import read_topic, readings
@@ -162,3 +172,43 @@ def test_mutual_tls_without_a_client_certificate_is_refused(
     wait_until(lambda: forwarder.stats().state in ("refused", "backoff"), 60, "the uplink to fail")
     assert forwarder.stats().shipped == 0
     assert spool.stats().depth == 5
+
+
+def test_the_uplink_process_gets_the_password_over_its_socket_only(
+    secure_kafka: tuple[KafkaNode, TlsFiles],
+    topic_prefix: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """``edgegw run``'s uplink process (bridge/uplink.py) ships over SASL_SSL with the
+    password it was sent on its socket pair: not in its argv, its environment or its logs."""
+    node, tls = secure_kafka
+    topics = make_topics(node, topic_prefix)
+    security = KafkaSecurity(
+        protocol="SASL_SSL",
+        sasl=SaslConfig(mechanism="SCRAM-SHA-512", username=USER, password=SecretRef(env="EDGEGW_KAFKA_PW")),
+        tls=TlsConfig(ca_file=tls.ca_cert),
+    )
+    kafka = KafkaConfig(bootstrap=_endpoint(node, "SASL_SSL"), topics=topics, security=security,
+                        backoff_initial=0.2, backoff_max=2.0)  # fmt: skip
+    spool = Spool.open(SpoolConfig(path=tmp_path / "spool.db"), lanes=lane_priorities(topics.of_kind()))
+    uplink = UplinkProcess(spool, kafka, gateway_id="gw-uplink-sasl",
+                           secrets=KafkaSecrets(sasl_password=SecretStr(PASSWORD)))  # fmt: skip
+    try:
+        spool.append_many(readings(200))
+        uplink.start()
+        wait_until(lambda: uplink.stats().shipped == 200, 60, "records over SASL_SSL from the uplink process")
+        pid = uplink.process().pid
+        assert pid is not None
+        for what in ("cmdline", "environ"):
+            assert PASSWORD.encode() not in Path(f"/proc/{pid}/{what}").read_bytes(), what
+    finally:
+        uplink.stop(2.0)
+        depth = spool.stats().depth
+        spool.close()
+    assert depth == 0
+    assert uplink.process().state == "stopped"
+    assert len(read_topic(node.bootstrap, topics.readings, 200)) == 200
+    out, err = capfd.readouterr()
+    assert "uplink process started" in out + err
+    assert PASSWORD not in out + err
