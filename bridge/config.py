@@ -49,13 +49,14 @@ class SpoolConfig(_Model):
     """A group is committed when its first row has waited this long..."""
     commit_rows: int = Field(2000, ge=1)
     """...or when it holds this many rows, whichever comes first."""
-    commit_max_delay: Duration = Field(0.1, ge=0, le=10)
+    commit_max_delay: Duration = Field(0.1, ge=0, le=1)
     """At a low rate (below ``commit_batch_rows`` per ``commit_max_delay``: 2,560 rows/s by
     default) a group gathers on after ``commit_interval`` until it holds
-    ``commit_batch_rows`` rows, nothing came for a while, or its first batch has waited
-    this long: a few commits a second at a trickle instead of one per MQTT message (CPU,
-    fsyncs and SD card wear). QoS 1 PUBACKs wait for the commit, so they leave up to this
-    much later; commands never wait for the spool. 0 (or no more than
+    ``commit_batch_rows`` rows or 16 QoS 1 messages waiting for their PUBACK (a broker
+    sends no more than its in-flight window), nothing came for a while, or its first batch
+    has waited this long (1 s at most): a few commits a second at a trickle instead of one
+    per MQTT message (CPU, fsyncs and SD card wear). QoS 1 PUBACKs wait for the commit,
+    so they leave up to this much later; commands never wait for the spool. 0 (or no more than
     ``commit_interval``): commit every window, as before."""
     commit_batch_rows: int = Field(256, ge=1)
     """A group gathered on at a low rate is committed once it holds this many rows."""

@@ -148,6 +148,8 @@ class Spool:
         self.data_ready = self._writer.data_ready
         """Set after each commit that added rows (the forwarder waits on it)."""
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        """Set when an operation someone waits on is queued: it ends a batching nap."""
         self._pending = 0
         self._lock = threading.Lock()
         self._failed: SpoolError | None = None
@@ -179,7 +181,7 @@ class Spool:
         with self._lock:
             self._pending += len(items)
         op = Submit(items, on_durable, on_void=on_void, marks=marks, state=state, dead=dead)
-        self._queue.put(op)
+        self._put(op)
         if self.failed is not None:  # the writer failed while we queued: nobody else will void it
             self._void_queue([])
         return op
@@ -202,7 +204,7 @@ class Spool:
         """Forwarder side: move ``dead`` rows to the dead-letter table, then delete each lane's
         rows up to its sequence, in one transaction."""
         done = threading.Event() if wait else None
-        self._queue.put(Settle(dict(delete_upto or {}), list(dead), done))
+        self._put(Settle(dict(delete_upto or {}), list(dead), done))
         if done is not None:
             self._wait(done, timeout)
 
@@ -213,15 +215,21 @@ class Spool:
         sequences the forwarder takes for shipped. Returns how many rows were renumbered.
         The forwarder calls it when it reads the checkpoint, before it ships anything."""
         op = Rebase(floor)
-        self._queue.put(op)
+        self._put(op)
         self._wait(op.done, timeout)
         return op.moved
 
     def flush(self, timeout: float | None = 60.0) -> None:
         """Wait until everything queued before this call is committed."""
         barrier = Barrier()
-        self._queue.put(barrier)
+        self._put(barrier)
         self._wait(barrier.done, timeout)
+
+    def _put(self, op: object) -> None:
+        """Queue ``op`` for the writer; one someone waits on also ends a batching nap."""
+        self._queue.put(op)
+        if _urgent(op):
+            self._wake.set()
 
     def _wait(self, done: threading.Event, timeout: float | None) -> None:
         if not done.wait(timeout):
@@ -234,7 +242,7 @@ class Spool:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
+        self._put(_STOP)
         self._thread.join(timeout)
         if self._failed is not None and not self._thread.is_alive():
             with contextlib.suppress(sqlite3.Error):  # the writer died without closing it
@@ -352,6 +360,7 @@ class Spool:
                 first = None
             group = [] if first is None else [first]
             rows = len(first.items) if isinstance(first, Submit) else 0
+            acks = len(first.marks) if isinstance(first, Submit) else 0
             first_at = first.at if isinstance(first, Submit) else monotonic()
             deadline = monotonic() + interval
             urgent = _urgent(first)
@@ -364,17 +373,20 @@ class Spool:
                     remaining = deadline - now
                     if remaining <= 0:
                         # a low rate: gather on (see CommitPacer) unless someone waits on this group
-                        remaining = 0.0 if urgent else pacer.gather_on(rows, first_at, now, napped_at)
+                        remaining = 0.0 if urgent else pacer.gather_on(rows, first_at, now, napped_at, acks)
                         if remaining <= 0:
                             break
                         napped_at = rows
                     # sleep out the window, then take what came: waiting on the queue instead
-                    # woke this thread (and made it fight for the GIL) once per submitted batch
-                    time.sleep(remaining)
+                    # woke this thread (and made it fight for the GIL) once per submitted batch;
+                    # an operation someone waits on (a flush, a close...) ends the nap
+                    if self._wake.wait(remaining):
+                        self._wake.clear()
                     continue
                 group.append(op)
                 if isinstance(op, Submit):
                     rows += len(op.items)
+                    acks += len(op.marks)
                 if _urgent(op):
                     urgent = True
             stop = bool(group) and group[-1] is _STOP

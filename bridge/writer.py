@@ -129,6 +129,13 @@ class CommitPacer:
     """The recent rate is rows committed over at least this long."""
     NAP_ROWS = 4
     """A nap lasts as long as this many rows should take to come at the recent rate."""
+    ACKS_PER_GROUP = 16
+    """A group holding this many QoS 1 messages is committed without gathering on. A broker
+    stops sending once its in-flight window of unacknowledged messages is full (Mosquitto's
+    default ``max_inflight_messages`` is 20): a group that held the whole window would wait
+    for a nap to bring nothing before every commit, and the readings behind the window, the
+    rules they fire included, would wait at the broker (measured with a window of 20 at
+    1k readings/s: command p99 2.9 ms before time batching, 73 ms with it, without this)."""
 
     __slots__ = ("_period_rows", "_period_start", "batch_rows", "interval", "max_delay", "rate")
 
@@ -150,12 +157,13 @@ class CommitPacer:
             and self.rate * self.max_delay < self.batch_rows
         )
 
-    def gather_on(self, rows: int, first_at: float, now: float, napped_at_rows: int | None) -> float:
-        """The group holds ``rows`` rows, its first batch was queued at ``first_at``, the
-        ``commit_interval`` window is over and the queue is empty; ``napped_at_rows`` is how
-        many it held before the last nap (None: no nap yet). Seconds to nap before looking
-        again, or 0 to commit now."""
-        if not self.low_rate or rows >= self.batch_rows:
+    def gather_on(self, rows: int, first_at: float, now: float, napped_at_rows: int | None,
+                  acks: int = 0) -> float:  # fmt: skip
+        """The group holds ``rows`` rows and ``acks`` QoS 1 messages waiting for their PUBACK,
+        its first batch was queued at ``first_at``, the ``commit_interval`` window is over
+        and the queue is empty; ``napped_at_rows`` is how many rows it held before the last
+        nap (None: no nap yet). Seconds to nap before looking again, or 0 to commit now."""
+        if not self.low_rate or rows >= self.batch_rows or acks >= self.ACKS_PER_GROUP:
             return 0.0
         if napped_at_rows is not None and rows <= napped_at_rows:
             return 0.0  # the last nap brought nothing: the sender stopped or waits for us

