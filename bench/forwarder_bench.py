@@ -25,7 +25,7 @@ from bridge.config import KafkaConfig, SpoolConfig, TopicsConfig
 from bridge.forwarder import Forwarder
 from bridge.policy import lane_priorities
 from bridge.spool import Spool
-from gateway.logs import configure_logging
+from common.logs import configure_logging
 from simulators.testbed import KafkaNode
 
 

@@ -68,7 +68,7 @@ IMPORT_STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("paho-mqtt", ("paho.mqtt.client",)),
     ("edgegw: gateway.cli, `run` parsed", ("gateway.cli:build_parser",)),
     ("edgegw: run (config, rules, devices, bridge, runtime)",
-     ("gateway.config", "gateway.identity", "gateway.logs", "gateway.runtime", "gateway.sdnotify")),
+     ("gateway.config", "gateway.identity", "common.logs", "gateway.runtime", "gateway.sdnotify")),
     ("edgegw: http, metrics", ("gateway.http", "gateway.metrics")),
     ("the config (1000 devices, 100 rules), loaded as `run` loads it", ("@config",)),
     ("the Kafka uplink: bridge.kafka (confluent_kafka)", ("bridge.kafka",)),

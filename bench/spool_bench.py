@@ -29,7 +29,7 @@ from pathlib import Path
 from bridge.config import SpoolConfig
 from bridge.envelope import encode_item
 from bridge.spool import Spool
-from gateway.logs import configure_logging
+from common.logs import configure_logging
 from gateway.model import Reading
 
 

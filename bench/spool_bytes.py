@@ -150,7 +150,7 @@ def _sqlite_worker(path: Path, sync: str, rows: int) -> dict[str, float]:
 
 
 def _worker(args: argparse.Namespace) -> None:
-    from gateway.logs import configure_logging  # noqa: PLC0415
+    from common.logs import configure_logging  # noqa: PLC0415
 
     configure_logging(level="warning", json=False)
     path = Path(args.dir) / f"{args.worker}-{args.sync}-{os.getpid()}.db"

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from bridge.config import SpoolConfig
 from bridge.spool import Spool
-from gateway.logs import configure_logging
+from common.logs import configure_logging
 from simulators.testbed import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]

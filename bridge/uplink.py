@@ -24,6 +24,7 @@ child reads the checkpoint and rebases, as a restarted gateway would.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -188,6 +189,9 @@ class UplinkProcess:
                 thread.join(budget + 15.0)
         self._supervisor = self._feeder = None
         self._state = "stopped"
+        if self.spool.writer_alive and self.spool.failed is None:
+            with contextlib.suppress(GatewayError):
+                self.spool.flush(SETTLE_TIMEOUT_S)  # the deletes the child asked for are committed
 
     @property
     def running(self) -> bool:

@@ -352,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not isinstance(first, Start):
         print("edgegw uplink: no start message from the gateway", file=sys.stderr)
         return 2
-    from gateway.logs import configure_logging  # noqa: PLC0415 - the parent's settings, known now
+    from common.logs import configure_logging  # noqa: PLC0415 - the parent's settings, known now
 
     configure_logging(level=first.log_level, json=first.log_json)
     child = UplinkChild(channel, first)

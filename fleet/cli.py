@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 
+from common.logs import configure_logging
 from fleet.config import FleetConfig, from_values, load_config
 from fleet.consumer import FleetConsumer, Progress
 from fleet.errors import FleetError
@@ -19,7 +20,6 @@ from fleet.projection import Projector
 from fleet.schemas import SCHEMA_DIR, Validators
 from fleet.store import open_store
 from fleet.web import FleetWeb, web_access
-from gateway.logs import configure_logging
 
 __all__ = ["config_from_args", "rebuild", "serve"]
 

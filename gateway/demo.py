@@ -28,8 +28,8 @@ from rich.table import Table
 from rich.text import Text
 from ruamel.yaml import YAML
 
+from common.logs import configure_logging
 from gateway.config import load_config
-from gateway.logs import configure_logging
 from gateway.runtime import Runtime
 from simulators.echo import EchoActuators
 from simulators.fleet import FleetSpec

@@ -54,8 +54,8 @@ def _run(args: argparse.Namespace) -> int:
     loaded = load_config_at_start(args.config)  # parsed in a child: see its docstring
     # after the config: a bad config exits before these modules (the runtime, its MQTT,
     # HTTP and Kafka parts) are imported
+    from common.logs import configure_logging  # noqa: PLC0415
     from gateway.identity import resolve_gateway_id  # noqa: PLC0415
-    from gateway.logs import configure_logging  # noqa: PLC0415
     from gateway.runtime import Runtime  # noqa: PLC0415
     from gateway.sdnotify import Notifier  # noqa: PLC0415
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.rules.test_architecture import ROOT, _id, _project_imports
 
-FLEET_MAY_IMPORT = ("fleet", "common", "gateway.errors", "gateway.secrets", "gateway.logs", "bridge.config",
+FLEET_MAY_IMPORT = ("fleet", "common", "gateway.errors", "gateway.secrets", "common.logs", "bridge.config",
                     "bridge.kafka")  # the gateway's own librdkafka settings (security), not re-written here
 IMPORTERS_OF_FLEET = {"gateway.commands.fleet", "gateway.demo_fleet"}  # both import it lazily, in a function
 

@@ -69,7 +69,7 @@ structlog = cli._import_structlog()
 args = cli.build_parser(sys.argv[1:]).parse_args(sys.argv[1:])
 from gateway.config import load_config_at_start
 loaded = load_config_at_start(args.config)
-import gateway.runtime, gateway.http, gateway.metrics, gateway.logs, gateway.identity, gateway.sdnotify
+import gateway.runtime, gateway.http, gateway.metrics, common.logs, gateway.identity, gateway.sdnotify
 print(json.dumps({"modules": sorted(sys.modules), "devices": len(loaded.config.devices),
                   "rules": len(loaded.rules.rules)}))
 """
