@@ -3,7 +3,7 @@
 Runtime API (what :class:`bridge.forwarder.Forwarder` offered in-thread)::
 
     uplink = UplinkProcess(spool, config.kafka, gateway_id=gid, secrets=resolved, busy=late)
-    uplink.start()        # spawns `python -m bridge.uplink_process`; restarted with backoff
+    uplink.start()        # spawns `python -P -m bridge.uplink_process`; restarted with backoff
     uplink.stats()        # ForwarderStats as the child last reported (backlog: this spool's)
     uplink.process()      # UplinkProcessStats: pid, up, restarts, last exit, resident memory
     uplink.stop(budget)   # the child ships what is committed within budget, then exits

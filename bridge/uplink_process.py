@@ -1,4 +1,4 @@
-"""The uplink process: ``python -m bridge.uplink_process --fd N``, started by ``edgegw run``.
+"""The uplink process: ``python -P -m bridge.uplink_process --fd N``, started by ``edgegw run``.
 
 It runs the Kafka :class:`~bridge.forwarder.Forwarder` out of the gateway's interpreter, so
 its Python work (envelopes, librdkafka calls) never competes for the GIL with the event
