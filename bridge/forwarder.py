@@ -230,6 +230,13 @@ class Forwarder:
             return not thread.is_alive()
         return True
 
+    def interrupt(self) -> None:
+        """End a :meth:`drain` (or the run) after the round in flight, without joining the
+        thread: whoever called :meth:`drain`/:meth:`stop` joins it and disconnects."""
+        self._stop.set()
+        self._wake.set()
+        self.spool.data_ready.set()
+
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
         self._wake.set()

@@ -1,4 +1,4 @@
-"""The uplink process: ``python -m bridge.uplink_process --fd N``, started by ``edgegw run``.
+"""The uplink process: ``python -P -m bridge.uplink_process --fd N``, started by ``edgegw run``.
 
 It runs the Kafka :class:`~bridge.forwarder.Forwarder` out of the gateway's interpreter, so
 its Python work (envelopes, librdkafka calls) never competes for the GIL with the event
@@ -62,7 +62,10 @@ __all__ = ["SpoolClient", "main"]
 _log = structlog.get_logger("edgegw.bridge.uplink")
 
 STATS_EVERY_S = 0.5
-"""The forwarder's figures go to the parent this often, and at once on a state change."""
+"""The forwarder's figures are looked at this often and sent when they changed."""
+STATS_IDLE_S = 1.0
+"""Unchanged figures go to the parent this often all the same: its sign of life (the parent
+kills an uplink process silent for ``bridge.uplink.SILENT_S``)."""
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 GONE = 3
 """``UplinkChild.run``: the gateway went away without a stop."""
@@ -79,15 +82,23 @@ class Channel:
         self._decoder = FrameDecoder()
         self._inbox: list[Message] = []
         self._send_lock = threading.Lock()
+        self.stalled = False
+        """A send timed out (``SO_SNDTIMEO`` on the socket: the peer stopped reading); the
+        stream may hold part of a frame, so nothing more is sent."""
 
     def send(self, msg: Message) -> bool:
-        """False when the peer is gone."""
+        """False when the peer is gone, or not reading (see :attr:`stalled`)."""
         data = encode(msg)
-        try:
-            with self._send_lock:
+        with self._send_lock:
+            if self.stalled:
+                return False
+            try:
                 self.sock.sendall(data)
-        except OSError:
-            return False
+            except (BlockingIOError, TimeoutError):  # EAGAIN after SO_SNDTIMEO
+                self.stalled = True
+                return False
+            except OSError:
+                return False
         return True
 
     def recv(self) -> Message | None:
@@ -290,8 +301,8 @@ class UplinkChild:
         """Drain for ``budget`` s (0: finish the transaction in flight), report, close the socket."""
         with self._stopping:
             if self._stopper is not None:
-                if budget == 0:
-                    self.forwarder.stop(0.0)  # SIGTERM during a drain: cut it short
+                if budget == 0:  # SIGTERM during a drain: cut it short; _stop joins the thread
+                    self.forwarder.interrupt()
                 return
             self._stopper = threading.Thread(target=self._stop, args=(budget,), name="edgegw-uplink-stop",
                                              daemon=True)  # fmt: skip
@@ -312,10 +323,10 @@ class UplinkChild:
         name_os_thread()
         last: ForwarderStats | None = None
         sent = 0.0
-        while not self._done.wait(0.1):
+        while not self._done.wait(STATS_EVERY_S):
             stats = self.forwarder.stats()
             now = time.monotonic()
-            if last is None or stats.state != last.state or now - sent >= STATS_EVERY_S:
+            if stats != last or now - sent >= STATS_IDLE_S:
                 if not self.channel.send(Stats(asdict(stats))):
                     return
                 last, sent = stats, now

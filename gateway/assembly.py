@@ -15,7 +15,7 @@ import structlog
 from pydantic import SecretStr
 
 from bridge import KafkaSecrets, Spool, lane_priorities
-from bridge.uplink import UplinkProcess
+from bridge.uplink import UplinkProcess, secret_env_names
 from devices import (
     Actuators,
     BadInputCounter,
@@ -131,7 +131,8 @@ def start_forwarder(config: GatewayConfig, spool: Spool, *, gateway_id: str, env
     fmt = config.log.format
     uplink = UplinkProcess(spool, kafka, gateway_id=gateway_id, secrets=secrets, busy=busy,
                            heartbeat_extra=heartbeat_extra, log_level=log_level or config.log.level,
-                           log_json=None if fmt == "auto" else fmt == "json")  # fmt: skip
+                           log_json=None if fmt == "auto" else fmt == "json",
+                           hidden_env=secret_env_names(config))  # fmt: skip
     uplink.start()
     return uplink
 

@@ -179,10 +179,13 @@ def test_the_uplink_process_gets_the_password_over_its_socket_only(
     topic_prefix: str,
     tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``edgegw run``'s uplink process (bridge/uplink.py) ships over SASL_SSL with the
-    password it was sent on its socket pair: not in its argv, its environment or its logs."""
+    password it was sent on its socket pair: not in its argv, its environment (the variable
+    the config names is removed from it) or its logs."""
     node, tls = secure_kafka
+    monkeypatch.setenv("EDGEGW_KAFKA_PW", PASSWORD)  # where the gateway resolved it from
     topics = make_topics(node, topic_prefix)
     security = KafkaSecurity(
         protocol="SASL_SSL",

@@ -1,14 +1,18 @@
-"""The messages between edgegw run and its uplink process (bridge/uplink_protocol.py): pure."""
+"""The messages between edgegw run and its uplink process (bridge/uplink_protocol.py), the
+socket channel that carries them and the uplink process's stop (a fake forwarder): pure."""
 
 from __future__ import annotations
 
 import json
+import socket
 import struct
+import threading
 from dataclasses import asdict
 
 import pytest
 
 from bridge.forwarder import ForwarderStats
+from bridge.uplink_process import Channel, UplinkChild
 from bridge.uplink_protocol import (
     MAX_FRAME,
     Busy,
@@ -142,3 +146,69 @@ def test_a_heartbeat_field_json_cannot_carry_is_sent_as_text() -> None:
     assert isinstance(msg, Status)
     assert msg.extra == {"x": "odd"}
     assert json.loads(encode(Ready())[4:]) == {"t": "ready"}
+
+
+def test_a_send_the_peer_does_not_read_times_out_and_the_channel_stays_shut() -> None:
+    """``SO_SNDTIMEO`` on the socket (the gateway sets it): a peer that stopped reading makes
+    ``send`` return False, marked ``stalled`` (part of a frame may be out), never block."""
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 0, 100_000))
+    channel = Channel(ours)
+    try:
+        big = Status(0, 0, None, 0, {}, [], extra={"pad": "x" * 60_000})
+        sent = 0
+        while channel.send(big):
+            sent += 1
+            assert sent < 10_000, "the buffer never filled"
+        assert channel.stalled
+        theirs.recv(1 << 20)  # room again: still nothing more goes out on a broken stream
+        assert not channel.send(Ready())
+    finally:
+        ours.close()
+        theirs.close()
+
+
+class _DrainingForwarder:
+    """Drains until it is interrupted (or stopped)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self._ended = threading.Event()
+
+    def drain(self, budget: float) -> bool:
+        self.calls.append("drain")
+        self._ended.wait(30)
+        self.calls.append("drained")
+        return True
+
+    def interrupt(self) -> None:
+        self.calls.append("interrupt")
+        self._ended.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.calls.append("stop")
+        self._ended.set()
+
+    def stats(self) -> ForwarderStats:
+        return STATS
+
+
+def test_a_second_stop_cuts_the_drain_short_and_the_stop_path_joins() -> None:
+    """SIGTERM during a drain: the forwarder is interrupted, and stopped (joined, producer
+    closed) once, by the thread that drained it, not from the signal thread mid-send."""
+    ours, theirs = socket.socketpair()
+    forwarder = _DrainingForwarder()
+    child = object.__new__(UplinkChild)  # without Kafka: the stop logic only
+    vars(child).update(channel=Channel(ours), forwarder=forwarder, _stopping=threading.Lock(), _stopper=None,
+                       _closing=False)  # fmt: skip
+    try:
+        child.stop(5.0)
+        child.stop(0.0)
+        assert child._stopper is not None
+        child._stopper.join(10)
+        assert not child._stopper.is_alive()
+        assert forwarder.calls == ["drain", "interrupt", "drained", "stop"]
+        assert child._closing
+    finally:
+        ours.close()
+        theirs.close()

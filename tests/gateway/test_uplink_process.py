@@ -8,7 +8,11 @@ Mosquitto and the real Kafka:
   ``edgegw run`` does; everything the gateway took is in Kafka without another start;
 - the uplink process SIGTERMed alone exits 0 and is started again; ``edgegw run``
   SIGKILLed: its uplink process exits by itself (no orphan);
-- the main process never loads librdkafka; the uplink process does.
+- the main process never loads librdkafka; the uplink process does;
+- the uplink process SIGSTOPped (frozen) is killed and started again, and readings still
+  reach Kafka exactly once; SIGTERM to the gateway while it is frozen ends the gateway;
+- the uplink process runs the gateway's code whatever the cwd holds, without the
+  environment variables the config's secrets name; its supervisor outlives a bug.
 """
 
 from __future__ import annotations
@@ -24,8 +28,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
+from structlog.testing import capture_logs
 
+from bridge.config import KafkaConfig, KafkaSecrets, KafkaSecurity, SaslConfig, SecretRef, SpoolConfig
+from bridge.policy import lane_priorities
+from bridge.spool import Spool
+from bridge.uplink import SEND_TIMEOUT_S, SILENT_S, UplinkProcess
 from simulators.testbed import KafkaEndpoint, Mosquitto
+from simulators.testbed._process import free_port
 from tests.gateway.conftest import (
     DEMO_RULES,
     ROOT,
@@ -214,3 +225,148 @@ def test_the_uplink_process_exits_when_the_gateway_is_killed(
     assert _alive(child)
     gateway.kill()
     _until(lambda: not _alive(child), "the orphaned uplink process to exit", timeout=15)
+
+
+def test_the_uplink_process_runs_our_code_without_the_secret_env_whatever_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``edgegw run`` started in a directory holding a ``bridge`` package: the uplink process
+    still runs the gateway's own (``python -P``, PYTHONPATH), and its environment lacks the
+    variables the config's ``env:`` secrets name (it gets the secrets on its socket)."""
+    decoy = tmp_path / "bridge"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("")
+    marker = tmp_path / "decoy-ran"
+    (decoy / "uplink_process.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EDGEGW_TEST_UPLINK_PW", "kafka-secret")
+    monkeypatch.setenv("EDGEGW_TEST_MQTT_PW", "mqtt-secret")
+    sasl = SaslConfig(username="gw", password=SecretRef(env="EDGEGW_TEST_UPLINK_PW"))
+    kafka = KafkaConfig(bootstrap=f"127.0.0.1:{free_port()}",  # nobody there: it need not ship
+                        security=KafkaSecurity(protocol="SASL_PLAINTEXT", sasl=sasl))  # fmt: skip
+    spool = Spool.open(SpoolConfig(path=tmp_path / "spool.db"), lanes=lane_priorities(kafka.topics.of_kind()))
+    secrets = KafkaSecrets(sasl_password=SecretStr("pw"))
+    uplink = UplinkProcess(spool, kafka, gateway_id="gw-cwd", secrets=secrets,
+                           hidden_env={"EDGEGW_TEST_MQTT_PW"})  # fmt: skip
+    try:
+        uplink.start()
+        # the real child reports its figures; the decoy would only leave its marker
+        _until(lambda: marker.exists() or uplink.stats().state not in ("starting", "restarting"),
+               "figures from the uplink process")  # fmt: skip
+        assert not marker.exists(), "the uplink process ran the cwd's bridge package"
+        pid = uplink.process().pid
+        assert pid is not None
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        environ = dict(
+            item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item
+        )
+    finally:
+        uplink.stop(0.5)
+        spool.close()
+    assert "EDGEGW_TEST_UPLINK_PW" not in environ
+    assert "EDGEGW_TEST_MQTT_PW" not in environ
+    assert environ["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT.resolve())
+    assert argv[1:3] == [b"-P", b"-m"], argv
+
+
+@pytest.mark.mqtt
+@pytest.mark.kafka
+def test_a_frozen_uplink_process_is_killed_and_restarted_and_does_not_hold_up_the_stop(
+    broker: Mosquitto, kafka: KafkaEndpoint, topic_prefix: str, tmp_path: Path, http_port: int,
+    gateways: MakeGateway,
+) -> None:  # fmt: skip
+    topics = kafka_topics(kafka, topic_prefix)
+    config = gateway_config(tmp_path, (broker.host, broker.port), http_port=http_port, include=[DEMO_RULES],
+                            kafka=kafka, topics=topics)  # fmt: skip
+    gateway = gateways(write_config(tmp_path / "edgegw.yaml", config), http_port).start()
+    _until(lambda: _uplink_pid(gateway) is not None, "the uplink process in /metrics")
+    first = _uplink_pid(gateway)
+    assert first is not None
+
+    count, rate = 4000, 500.0
+    fleet = subprocess.Popen(
+        simulate_command(broker, count=count, rate=rate),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        _until(lambda: (_metric(gateway, "edgegw_forwarder_sent_total") or 0) > 0, "records shipped")
+        os.kill(first, signal.SIGSTOP)  # frozen: alive, silent, reading nothing
+        window = SILENT_S + 60.0
+        _until(lambda: _uplink_pid(gateway) not in (None, first), "a new uplink process", timeout=window)
+        assert not _alive(first)
+        # under load the gateway's messages fill the socket first (its send times out);
+        # idle (below), only the silence tells
+        killed = gateway.wait_log("uplink process unresponsive; killing it")
+        assert killed["pid"] == first
+        assert killed["reason"] in (
+            f"killed: silent for {SILENT_S:g} s",
+            f"killed: not reading for {SEND_TIMEOUT_S} s",
+        )
+        process = gateway.healthz()[1]["components"]["uplink"]["process"]
+        assert process["restarts"] >= 1
+        assert process["last_exit"] == killed["reason"]
+        out, err = fleet.communicate(timeout=120)
+    finally:
+        if fleet.poll() is None:
+            fleet.kill()
+            fleet.communicate(timeout=10)
+    assert fleet.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["acked"] == count, summary
+
+    expected = expected_readings(count, rate=rate)
+    total = sum(expected.values())
+    records = read_kafka(kafka.bootstrap, [topics.readings], until=lambda rs: len(rs) >= total, timeout=120)
+    _no_duplicates(records)
+    assert readings_by_device(records, topics.readings) == expected
+
+    second = _uplink_pid(gateway)
+    assert second is not None
+    up = ("edgegw_uplink_state", (("state", "up"),))
+    _until(lambda: gateway.metrics().get(up) == 1, "the new uplink process up")
+    mark = len(gateway.logs)
+    os.kill(second, signal.SIGSTOP)  # idle now: only its silence tells
+    _until(lambda: _uplink_pid(gateway) not in (None, second), "a third uplink process", timeout=window)
+    killed = gateway.wait_log("uplink process unresponsive; killing it", after=mark)
+    assert (killed["pid"], killed["reason"]) == (second, f"killed: silent for {SILENT_S:g} s")
+    assert gateway.healthz()[1]["components"]["uplink"]["process"]["last_exit"] == killed["reason"]
+
+    third = _uplink_pid(gateway)
+    assert third is not None
+    _until(lambda: gateway.metrics().get(up) == 1, "the third uplink process up")
+    os.kill(third, signal.SIGSTOP)
+    mark = len(gateway.logs)
+    code, _took = gateway.terminate(timeout=60)
+    assert code == 0
+    assert not _alive(third)
+    events = [str(e.get("event")) for e in gateway.logs[mark:]]
+    assert "uplink process did not stop in time; killed" in events, events
+
+
+def test_the_supervisor_outlives_an_unexpected_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in the supervisor thread (here: the first spawn raises) is logged with its
+    traceback, and the uplink process is started all the same."""
+    kafka = KafkaConfig(bootstrap=f"127.0.0.1:{free_port()}")  # nobody there: it need not ship
+    spool = Spool.open(SpoolConfig(path=tmp_path / "spool.db"), lanes=lane_priorities(kafka.topics.of_kind()))
+    uplink = UplinkProcess(spool, kafka, gateway_id="gw-bug")
+    spawn = uplink._spawn
+    calls: list[int] = []
+
+    def buggy() -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return spawn()
+
+    monkeypatch.setattr(uplink, "_spawn", buggy)
+    try:
+        with capture_logs() as logs:
+            uplink.start()
+            _until(lambda: uplink.stats().state not in ("starting", "restarting"), "figures from the child")
+    finally:
+        uplink.stop(0.5)
+        spool.close()
+    failed = [e for e in logs if e["event"].startswith("uplink supervisor failed unexpectedly")]
+    assert failed, logs
+    assert failed[0]["log_level"] == "error"
+    assert failed[0].get("exc_info"), failed[0]
