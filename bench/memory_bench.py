@@ -93,7 +93,12 @@ for label, names in steps:
             getattr(gc, "load_config_at_start", gc.load_config)(config)
             continue
         module, _, call = name.partition(":")
-        imported = importlib.import_module(module)
+        try:
+            imported = importlib.import_module(module)
+        except ModuleNotFoundError:  # an older tree (gateway.logs before common.logs)
+            if module != "common.logs":
+                raise
+            imported = importlib.import_module("gateway.logs")
         if call == "build_parser":
             try:
                 imported.build_parser(["run"])  # this tree: `run` registers alone
