@@ -73,8 +73,13 @@ class Cloud:
         produce(self.conf, self.commands, key, json.dumps(body).encode())
         return command_id
 
-    def events(self, ce_type: str, until: Any, *, timeout: float = 60.0) -> list[KRecord]:
-        """The events of ``ce_type`` in the events topic, read until ``until(those)`` holds."""
+    def events(
+        self, ce_type: str, until: Any, *, timeout: float = 60.0, required: bool = True
+    ) -> list[KRecord]:
+        """The events of ``ce_type`` in the events topic, read until ``until(those)`` holds.
+
+        ``required``: fail here, naming what was found, when it does not hold by ``timeout``
+        (set it False to look for events that should not come)."""
 
         def of_type(records: list[KRecord]) -> list[KRecord]:
             return [r for r in records if r.headers.get("ce_type") == ce_type]
@@ -87,7 +92,12 @@ class Cloud:
             settle=1.0,
             idle=timeout,
         )
-        return of_type(records)
+        found = of_type(records)
+        if required and not until(found):
+            raise AssertionError(
+                f"{ce_type}: the awaited event is not in {self.topics.events} within {timeout} s: {found}"
+            )
+        return found
 
 
 @pytest.fixture

@@ -181,7 +181,9 @@ def test_a_gateway_that_was_offline_applies_the_newest_version_only(
     gateway = gateways(config_path, http_port).start()
     gateway.wait_log("running the last-good deployment")
     time.sleep(3)
-    assert [version_of(e) for e in cloud.events(APPLIED, lambda es: len(es) > 2, timeout=4)] == [2, 5]
+    assert [
+        version_of(e) for e in cloud.events(APPLIED, lambda es: len(es) > 2, timeout=4, required=False)
+    ] == [2, 5]
     assert gateway.terminate()[0] == 0
 
 
@@ -204,11 +206,10 @@ def test_a_deployment_that_trips_a_loop_guard_is_rolled_back(
     commands = watch([GARAGE_SET])
     gateway = gateways(config_path, http_port).start()
     cloud.deploy(gid, 2, rules=[HEATING, GARAGE])
-    mark = len(gateway.logs)
     cloud.events(APPLIED, lambda es: any(version_of(e) == 2 for e in es))
 
     cloud.deploy(gid, 3, rules=[HEATING, FLAPPING])
-    gateway.wait_log("applying deployment", after=mark + 1)
+    gateway.wait_log("deployment v3")  # v3's rules are in force: the flaps reach them
     flaps = [("zigbee2mqtt/temp-03", {"temperature": 30 if i % 2 == 0 else 20}) for i in range(8)]
     publish(broker, flaps)
     rolled = cloud.events(ROLLED_BACK, lambda es: any(version_of(e) == 3 for e in es))
