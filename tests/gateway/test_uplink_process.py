@@ -17,6 +17,7 @@ Mosquitto and the real Kafka:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,14 +25,24 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from bridge.config import KafkaConfig, KafkaSecrets, KafkaSecurity, SaslConfig, SecretRef, SpoolConfig
+from bridge.config import (
+    KafkaConfig,
+    KafkaSecrets,
+    KafkaSecurity,
+    SaslConfig,
+    SecretRef,
+    SpoolConfig,
+    TopicsConfig,
+)
 from bridge.policy import lane_priorities
 from bridge.spool import Spool
 from bridge.uplink import SEND_TIMEOUT_S, SILENT_S, UplinkProcess
@@ -92,6 +103,47 @@ def _no_duplicates(records: list) -> None:  # type: ignore[type-arg]
     assert [i for i, n in ids.items() if n > 1] == [], "a record reached Kafka twice"
 
 
+def _start(
+    broker: Mosquitto, kafka: KafkaEndpoint, topic_prefix: str, tmp_path: Path, http_port: int,
+    gateways: MakeGateway, *, linger: str | None = None,
+) -> tuple[TopicsConfig, Gateway]:  # fmt: skip
+    """``edgegw run`` with the demo rules and the Kafka uplink, once its uplink process is up."""
+    topics = kafka_topics(kafka, topic_prefix)
+    config = gateway_config(tmp_path, (broker.host, broker.port), http_port=http_port, include=[DEMO_RULES],
+                            kafka=kafka, topics=topics)  # fmt: skip
+    if linger is not None:
+        config["bridge"]["kafka"]["linger"] = linger
+    gateway = gateways(write_config(tmp_path / "edgegw.yaml", config), http_port).start()
+    _until(lambda: _uplink_pid(gateway) is not None, "the uplink process in /metrics")
+    return topics, gateway
+
+
+@dataclass
+class _Fleet:
+    process: subprocess.Popen[str]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _fleet(broker: Mosquitto, count: int, rate: float) -> Iterator[_Fleet]:
+    """A simulated fleet publishing in the background; on leaving, it has ended (killed on
+    an error) and ``summary`` holds its last line."""
+    process = subprocess.Popen(
+        simulate_command(broker, count=count, rate=rate),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    fleet = _Fleet(process)
+    try:
+        yield fleet
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    fleet.summary = json.loads(out.strip().splitlines()[-1])
+
+
 def test_the_main_process_path_imports_no_kafka_client() -> None:
     """What ``edgegw run`` imports to run with a Kafka uplink: confluent_kafka stays out."""
     code = (
@@ -124,11 +176,7 @@ def test_the_uplink_process_killed_under_load_is_restarted_and_nothing_is_lost_o
     assert (_metric(gateway, "edgegw_uplink_process_resident_memory_bytes") or 0) > 0
 
     count, rate = 8000, 2000.0
-    fleet = subprocess.Popen(
-        simulate_command(broker, count=count, rate=rate),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
-    try:
+    with _fleet(broker, count, rate) as fleet:
         _until(lambda: (_metric(gateway, "edgegw_forwarder_sent_total") or 0) > 0, "records shipped")
         os.kill(first, signal.SIGKILL)
         status, health = gateway.healthz()
@@ -141,14 +189,7 @@ def test_the_uplink_process_killed_under_load_is_restarted_and_nothing_is_lost_o
         process = health["components"]["uplink"]["process"]
         assert process["restarts"] >= 1
         assert process["last_exit"] == "signal SIGKILL"
-        out, err = fleet.communicate(timeout=120)
-    finally:
-        if fleet.poll() is None:
-            fleet.kill()
-            fleet.communicate(timeout=10)
-    assert fleet.returncode == 0, err
-    summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["acked"] == count, summary
+    assert fleet.summary["acked"] == count, fleet.summary
 
     expected = expected_readings(count, rate=rate)
     total = sum(expected.values())
@@ -166,12 +207,8 @@ def test_sigterm_drains_the_spool_through_the_uplink_process_before_the_gateway_
     broker: Mosquitto, kafka: KafkaEndpoint, topic_prefix: str, tmp_path: Path, http_port: int,
     gateways: MakeGateway,
 ) -> None:  # fmt: skip
-    topics = kafka_topics(kafka, topic_prefix)
-    config = gateway_config(tmp_path, (broker.host, broker.port), http_port=http_port, include=[DEMO_RULES],
-                            kafka=kafka, topics=topics)  # fmt: skip
-    config["bridge"]["kafka"]["linger"] = "10s"  # rows wait in the spool between rounds
-    gateway = gateways(write_config(tmp_path / "edgegw.yaml", config), http_port).start()
-    _until(lambda: _uplink_pid(gateway) is not None, "the uplink process in /metrics")
+    # rows wait in the spool between rounds
+    topics, gateway = _start(broker, kafka, topic_prefix, tmp_path, http_port, gateways, linger="10s")
     child = _uplink_pid(gateway)
     assert child is not None
     up = ("edgegw_uplink_state", (("state", "up"),))
@@ -207,11 +244,7 @@ def test_the_uplink_process_exits_when_the_gateway_is_killed(
     broker: Mosquitto, kafka: KafkaEndpoint, topic_prefix: str, tmp_path: Path, http_port: int,
     gateways: MakeGateway,
 ) -> None:  # fmt: skip
-    topics = kafka_topics(kafka, topic_prefix)
-    config = gateway_config(tmp_path, (broker.host, broker.port), http_port=http_port, include=[DEMO_RULES],
-                            kafka=kafka, topics=topics)  # fmt: skip
-    gateway = gateways(write_config(tmp_path / "edgegw.yaml", config), http_port).start()
-    _until(lambda: _uplink_pid(gateway) is not None, "the uplink process in /metrics")
+    _topics, gateway = _start(broker, kafka, topic_prefix, tmp_path, http_port, gateways)
     first = _uplink_pid(gateway)
     assert first is not None
     up = ("edgegw_uplink_state", (("state", "up"),))
@@ -275,20 +308,12 @@ def test_a_frozen_uplink_process_is_killed_and_restarted_and_does_not_hold_up_th
     broker: Mosquitto, kafka: KafkaEndpoint, topic_prefix: str, tmp_path: Path, http_port: int,
     gateways: MakeGateway,
 ) -> None:  # fmt: skip
-    topics = kafka_topics(kafka, topic_prefix)
-    config = gateway_config(tmp_path, (broker.host, broker.port), http_port=http_port, include=[DEMO_RULES],
-                            kafka=kafka, topics=topics)  # fmt: skip
-    gateway = gateways(write_config(tmp_path / "edgegw.yaml", config), http_port).start()
-    _until(lambda: _uplink_pid(gateway) is not None, "the uplink process in /metrics")
+    topics, gateway = _start(broker, kafka, topic_prefix, tmp_path, http_port, gateways)
     first = _uplink_pid(gateway)
     assert first is not None
 
     count, rate = 4000, 500.0
-    fleet = subprocess.Popen(
-        simulate_command(broker, count=count, rate=rate),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
-    try:
+    with _fleet(broker, count, rate) as fleet:
         _until(lambda: (_metric(gateway, "edgegw_forwarder_sent_total") or 0) > 0, "records shipped")
         os.kill(first, signal.SIGSTOP)  # frozen: alive, silent, reading nothing
         window = SILENT_S + 60.0
@@ -305,14 +330,7 @@ def test_a_frozen_uplink_process_is_killed_and_restarted_and_does_not_hold_up_th
         process = gateway.healthz()[1]["components"]["uplink"]["process"]
         assert process["restarts"] >= 1
         assert process["last_exit"] == killed["reason"]
-        out, err = fleet.communicate(timeout=120)
-    finally:
-        if fleet.poll() is None:
-            fleet.kill()
-            fleet.communicate(timeout=10)
-    assert fleet.returncode == 0, err
-    summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["acked"] == count, summary
+    assert fleet.summary["acked"] == count, fleet.summary
 
     expected = expected_readings(count, rate=rate)
     total = sum(expected.values())
