@@ -86,7 +86,7 @@ def _examples_dir(options: DemoOptions) -> Path:
 
 def run_demo(options: DemoOptions) -> int:
     """Set up the house, run the gateway until Ctrl-C or ``duration``, print a summary."""
-    console = Console(stderr=False)
+    console = Console(stderr=False, soft_wrap=True)  # piped or logged: one line per status line
     workdir = options.workdir or Path(tempfile.mkdtemp(prefix="edgegw-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     demo = _Demo(options, console, workdir)
@@ -210,8 +210,12 @@ async def _main(demo: _Demo, fleet: threading.Thread, stop_fleet: threading.Even
                     live.update(_render(demo))
         else:
             last = 0.0
+            shown_url = False
             while not task.done() and (deadline is None or time.monotonic() < deadline):
                 await asyncio.sleep(0.25)
+                if not shown_url and runtime.ready and runtime.http_port:
+                    shown_url = True
+                    demo.console.print(f"[green]status page[/] http://127.0.0.1:{runtime.http_port}/")
                 if time.monotonic() - last >= 5:
                     last = time.monotonic()
                     demo.console.print(_status_line(demo))

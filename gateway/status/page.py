@@ -135,6 +135,11 @@ def gather(rt: Runtime, io: IoStats, *, healthy: bool, fingerprint: str) -> Stat
         spool = {"depth": s.depth, "bytes": s.bytes, "oldest_age_s": s.oldest_age,
                  "dead_letters": s.dead_letters, "failed": s.failed, "disk_full": s.disk_full,
                  "readings_shed": sum(rt.state.shed.values())}  # fmt: skip
+    uplink = None
+    if io.uplink is not None:
+        u = io.uplink
+        uplink = {"state": u.state, "pid": u.pid, "restarts": u.restarts, "last_exit": u.last_exit,
+                  "rss_bytes": u.rss_bytes}  # fmt: skip
     deployment = _deployment(rt)
     events = [
         {"at": e.ts, "kind": str(e.kind), "rule": e.rule_id, "severity": e.severity, "message": e.message,
@@ -161,6 +166,7 @@ def gather(rt: Runtime, io: IoStats, *, healthy: bool, fingerprint: str) -> Stat
         actuators=_actuators(rt),
         events=events,
         bad_input=bad_lines,
+        uplink=uplink,
     )
 
 

@@ -112,6 +112,8 @@ class StatusInputs:
     """The last rule events, oldest first: at, kind, rule, severity, message, values."""
     bad_input: Sequence[Mapping[str, Any]]
     """The last bad-input log lines, oldest first: at, device, reason, detail, suppressed."""
+    uplink: Mapping[str, Any] | None = None
+    """The Kafka uplink's process (state, pid, restarts, last_exit, rss_bytes); None without Kafka."""
 
 
 def rule_state(rule: RuleView, now: float, offline: frozenset[str] | set[str]) -> str:
@@ -200,6 +202,7 @@ def build_status(inputs: StatusInputs) -> dict[str, Any]:
             "config": dict(inputs.config),
             "links": links,
             "spool": None if inputs.spool is None else dict(inputs.spool),
+            "uplink": None if inputs.uplink is None else dict(inputs.uplink),
             "clock_synced": inputs.clock_synced,
         },
         "summary": {"devices": states, "rules": rule_states},

@@ -117,6 +117,9 @@ def test_status_document() -> None:
     assert (gw["id"], gw["version"], gw["uptime_s"]) == ("hall-pi", "1.2.3", 3600)
     assert gw["links"]["kafka"] == {"up": False, "state": "backoff", "since": NOW - 7, "detail": "down"}
     assert gw["spool"] == {"depth": 12, "oldest_age_s": 7.5}
+    assert gw["uplink"] is None  # no Kafka
+    uplink = {"state": "up", "pid": 4242, "restarts": 1, "last_exit": "signal SIGKILL", "rss_bytes": 56 << 20}
+    assert build_status(inputs(uplink=uplink))["gateway"]["uplink"] == uplink
     assert doc["summary"]["devices"] == {"offline": 1, "online": 1, "unknown": 1}
     temp = doc["devices"][0]
     assert temp["values"] == [{"metric": "temperature", "value": 21.5, "at": NOW - 900}]
