@@ -225,6 +225,18 @@ def edit_config(
 
 
 # ---------------------------------------------------------------------- the gateway process
+def gateway_argv(python: str, config: Path) -> list[str]:
+    """``edgegw run`` of ``config`` with JSON logs."""
+    return [python, "-m", "gateway", "run", "--config", str(config), "--log-format", "json"]
+
+
+def gateway_env(root: Path) -> dict[str, str]:
+    """This environment with ``root`` (a checkout) as the import root, without systemd's socket."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop("NOTIFY_SOCKET", None)
+    return env
+
+
 class Gateway:
     """``python -m gateway run`` with JSON logs; a reader thread notes when ``ready`` appears."""
 
@@ -235,24 +247,13 @@ class Gateway:
         (default this interpreter)."""
         self.http_port = http_port
         self.spawned = time.monotonic()
-        env = {**os.environ, "PYTHONPATH": str(root or ROOT)}
-        env.pop("NOTIFY_SOCKET", None)
         self.proc = subprocess.Popen(
-            [
-                python or sys.executable,
-                "-m",
-                "gateway",
-                "run",
-                "--config",
-                str(config),
-                "--log-format",
-                "json",
-            ],
+            gateway_argv(python or sys.executable, config),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             cwd=cwd,
-            env=env,
+            env=gateway_env(root or ROOT),
         )
         self.ready = threading.Event()
         self.ready_seconds = 0.0

@@ -72,6 +72,8 @@ from bench.e2e_bench import (
     Layout,
     edit_config,
     forget_session,
+    gateway_argv,
+    gateway_env,
     make_layout,
     make_topics,
     write_config,
@@ -167,12 +169,6 @@ class Bed:
     nodered: NodeRed | None
 
 
-def _env(root: Path) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    env.pop("NOTIFY_SOCKET", None)
-    return env
-
-
 def edgegw_config(bed: Bed, path: Path, qos: int, *, kafka: bool, client_id: str) -> None:
     """e2e_bench's gateway config for this bench's shape: no ``else`` (one command per hot
     reading), actuators at ``qos``, no Kafka section for spool only, logs at warning."""
@@ -191,7 +187,7 @@ def start_peer(bed: Bed, peer: Peer, qos: int) -> PeerProcess:
     log = bed.work / f"{tag}.log"
     if peer.kind == "bare":
         argv = [sys.executable, "-c", BARE, "--port", str(bed.broker.port), "--qos", str(qos)]
-        return PeerProcess(argv, ROOT, _env(ROOT), log)
+        return PeerProcess(argv, ROOT, gateway_env(ROOT), log)
     if peer.kind == "nodered":
         assert bed.nodered is not None
         user_dir = bed.work / tag
@@ -201,17 +197,8 @@ def start_peer(bed: Bed, peer: Peer, qos: int) -> PeerProcess:
     config = bed.work / f"{tag}.json"
     client_id = f"edgegw-peers-{uuid.uuid4().hex[:6]}"
     edgegw_config(bed, config, qos, kafka=peer.kind == "edgegw-eos", client_id=client_id)
-    argv = [
-        str(peer.checkout.python),
-        "-m",
-        "gateway",
-        "run",
-        "--config",
-        str(config),
-        "--log-format",
-        "json",
-    ]
-    proc = PeerProcess(argv, peer.checkout.root, _env(peer.checkout.root), log)
+    argv = gateway_argv(str(peer.checkout.python), config)
+    proc = PeerProcess(argv, peer.checkout.root, gateway_env(peer.checkout.root), log)
     proc.client_ids = [client_id, f"{client_id}-cmd"]
     return proc
 
