@@ -77,7 +77,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,7 @@ import confluent_kafka
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from bench import proctree
 from bench.e2e_backlog import (
     BacklogRun,
     Latency,
@@ -190,22 +191,69 @@ def write_config(
     path.write_text(json.dumps(config, indent=1) + "\n")
 
 
+def edit_config(
+    path: Path,
+    *,
+    client_id: str | None = None,
+    log_level: str | None = None,
+    otherwise: bool = True,
+    actuator_qos: int | None = None,
+    kafka: bool | dict[str, Any] = True,
+    spool: dict[str, Any] | None = None,
+) -> None:
+    """Change a config :func:`write_config` wrote: the MQTT client id, the log level, the
+    rules' ``else`` actions (``otherwise=False``: none, one command per hot reading), the
+    actuators' QoS, the Kafka section (``False``: none, spool only; a dict: settings added)
+    and spool settings added."""
+    config = json.loads(path.read_text())
+    if client_id:
+        config["mqtt"]["client_id"] = client_id
+    if log_level:
+        config["log"]["level"] = log_level
+    if not otherwise:
+        for rule in config["rules"]:
+            rule.pop("else", None)
+    if actuator_qos is not None:
+        for actuator in config["actuators"]:
+            actuator["qos"] = actuator_qos
+    if kafka is False:
+        config["bridge"].pop("kafka", None)
+    elif isinstance(kafka, dict):
+        config["bridge"]["kafka"].update(kafka)
+    config["bridge"]["spool"].update(spool or {})
+    path.write_text(json.dumps(config, indent=1) + "\n")
+
+
 # ---------------------------------------------------------------------- the gateway process
+def gateway_argv(python: str, config: Path) -> list[str]:
+    """``edgegw run`` of ``config`` with JSON logs."""
+    return [python, "-m", "gateway", "run", "--config", str(config), "--log-format", "json"]
+
+
+def gateway_env(root: Path) -> dict[str, str]:
+    """This environment with ``root`` (a checkout) as the import root, without systemd's socket."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop("NOTIFY_SOCKET", None)
+    return env
+
+
 class Gateway:
     """``python -m gateway run`` with JSON logs; a reader thread notes when ``ready`` appears."""
 
-    def __init__(self, config: Path, cwd: Path, http_port: int) -> None:
+    def __init__(
+        self, config: Path, cwd: Path, http_port: int, *, root: Path | None = None, python: str | None = None
+    ) -> None:
+        """``root``: the checkout run (on ``PYTHONPATH``; default this one) with ``python``
+        (default this interpreter)."""
         self.http_port = http_port
         self.spawned = time.monotonic()
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        env.pop("NOTIFY_SOCKET", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "--config", str(config), "--log-format", "json"],
+            gateway_argv(python or sys.executable, config),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             cwd=cwd,
-            env=env,
+            env=gateway_env(root or ROOT),
         )
         self.ready = threading.Event()
         self.ready_seconds = 0.0
@@ -272,37 +320,20 @@ class Gateway:
         return None if series is None else metric(series, "edgegw_readings_total")
 
     def cpu_seconds(self) -> float:
-        text = Path(f"/proc/{self.pid}/stat").read_text()
-        rest = text.rsplit(")", 1)[1].split()
-        return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+        """utime + stime of the gateway's main process (not its children)."""
+        return proctree.cpu_seconds(self.pid, tree=False)
 
     def thread_cpu(self) -> dict[str, float]:
-        """CPU seconds per thread name (the gateway names its threads in the kernel: the
-        event loop is ``python``, then ``edgegw-spool``, ``edgegw-uplink``, librdkafka's
-        ``rdk:*``); threads of one name are summed, threads that ended are not counted."""
-        out: dict[str, float] = {}
-        tick = os.sysconf("SC_CLK_TCK")
-        for task in Path(f"/proc/{self.pid}/task").iterdir():
-            try:
-                name = (task / "comm").read_text().strip()
-                rest = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:  # the thread ended meanwhile
-                continue
-            if name == "python":
-                name = "event loop"
-            elif name.startswith("rdk"):
-                name = "librdkafka"
-            out[name] = out.get(name, 0.0) + (int(rest[11]) + int(rest[12])) / tick
-        return out
+        """CPU seconds per thread name of the main process (the gateway names its threads in
+        the kernel: the event loop is ``python``, then ``edgegw-spool``, ``edgegw-uplink``,
+        librdkafka's ``rdk:*``; :func:`bench.proctree.thread_label`); threads of one name are
+        summed, threads that ended are not counted."""
+        return proctree.thread_cpu(self.pid, tree=False)
 
     def memory_mb(self) -> tuple[float, float]:
         """(VmRSS, VmHWM) in MiB."""
-        values: dict[str, float] = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) / 1024
-        return values["VmRSS"], values["VmHWM"]
+        status = proctree.parse_status(Path(f"/proc/{self.pid}/status").read_text())
+        return proctree.status_kib(status, "VmRSS") / 1024, proctree.status_kib(status, "VmHWM") / 1024
 
 
 def metric(series: dict[str, float], name: str) -> float:
@@ -333,20 +364,30 @@ def _payload(value: float, sent_ns: int | None = None) -> bytes:
     return b'{"temperature":%r,"linkquality":96,"sent_ns":%d}' % (value, sent_ns)
 
 
-def _publish_child(job: PubJob, out: mp.Queue[dict[str, Any]]) -> None:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:8]}")
-    client.max_queued_messages_set(20_000)
+def publisher_client(
+    port: int, name: str, queued: int, on_publish: Callable[..., None] | None = None
+) -> mqtt.Client:
+    """A connected paho publisher (``TCP_NODELAY``, its network thread started): at most
+    ``queued`` messages waiting in paho (0: no bound), 1000 in flight."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{name}-{uuid.uuid4().hex[:8]}")
+    client.max_queued_messages_set(queued)
     client.max_inflight_messages_set(1000)
-    acked = [0]
     connected = threading.Event()
     client.on_connect = lambda *_: connected.set()
-    client.on_publish = lambda *_: acked.__setitem__(0, acked[0] + 1)
-    client.connect("127.0.0.1", job.port)
+    if on_publish is not None:
+        client.on_publish = on_publish
+    client.connect("127.0.0.1", port)
     sock = client.socket()
     if isinstance(sock, socket.socket):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     client.loop_start()
     connected.wait(15)
+    return client
+
+
+def _publish_child(job: PubJob, out: mp.Queue[dict[str, Any]]) -> None:
+    acked = [0]
+    client = publisher_client(job.port, "bench-pub", 20_000, lambda *_: acked.__setitem__(0, acked[0] + 1))
     per_device = dict.fromkeys(job.devices, 0)
     sends: list[int] = []
     n_dev = len(job.devices)
@@ -387,11 +428,15 @@ def _publish_child(job: PubJob, out: mp.Queue[dict[str, Any]]) -> None:
 
 
 @contextlib.contextmanager
-def publishers(jobs: list[PubJob]) -> Iterator[list[dict[str, Any]]]:
-    """Run one process per job; yields their results once all are done. Kills them on exit."""
+def publishers(
+    jobs: Sequence[object], target: Callable[[Any, Any], None] | None = None
+) -> Iterator[list[dict[str, Any]]]:
+    """Run one process per job (``target(job, results)``, default the :class:`PubJob`
+    publisher); yields their results once all are done. Kills them on exit."""
     ctx = mp.get_context("spawn")
     results: mp.Queue[dict[str, Any]] = ctx.Queue()
-    procs = [ctx.Process(target=_publish_child, args=(job, results), daemon=True) for job in jobs]
+    child = target or _publish_child
+    procs = [ctx.Process(target=child, args=(job, results), daemon=True) for job in jobs]
     try:
         for proc in procs:
             proc.start()

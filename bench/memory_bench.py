@@ -47,10 +47,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import proctree
 from bench.e2e_bench import Gateway, Layout, burst_jobs, make_layout, publishers, write_config
 from bench.machine import ROOT, git_rev, machine_lines, write_result
 from simulators.testbed import KafkaNode, Mosquitto, free_port
@@ -132,13 +132,10 @@ class Snapshot:
 
 
 def snapshot(pid: int) -> Snapshot:
-    status: dict[str, str] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        status[key] = rest.strip()
+    status = proctree.parse_status(Path(f"/proc/{pid}/status").read_text())
 
     def mib(key: str) -> float:
-        return int(status[key].split()[0]) / 1024
+        return proctree.status_kib(status, key) / 1024
 
     parts: dict[str, float] = {}
     name = "?"
@@ -156,8 +153,8 @@ def snapshot(pid: int) -> Snapshot:
                 name = Path(path).name
         elif first[0] == "Rss:":
             parts[name] = parts.get(name, 0.0) + int(first[1]) / 1024
-    return Snapshot(mib("VmRSS"), mib("VmHWM"), mib("RssAnon"), mib("RssFile"), int(status["Threads"]),
-                    dict(parts))  # fmt: skip
+    threads = proctree.status_kib(status, "Threads")
+    return Snapshot(mib("VmRSS"), mib("VmHWM"), mib("RssAnon"), mib("RssFile"), threads, dict(parts))
 
 
 @dataclass
@@ -172,14 +169,10 @@ class Tree:
 def processes(pid: int) -> list[tuple[int, str]]:
     """The child processes of ``pid`` (any of its threads may have started them): pid, command."""
     out: list[tuple[int, str]] = []
-    with contextlib.suppress(OSError):
-        for task in sorted(Path(f"/proc/{pid}/task").iterdir()):
-            with contextlib.suppress(OSError):
-                for child in (task / "children").read_text().split():
-                    with contextlib.suppress(OSError):
-                        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-                        command = " ".join(a.decode(errors="replace") for a in argv if a)
-                        out.append((int(child), command[:120]))
+    for child in proctree.children(pid):
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            out.append((child, " ".join(a.decode(errors="replace") for a in argv if a)[:120]))
     return out
 
 
@@ -191,34 +184,6 @@ def import_breakdown(figures: Figures, tree: Tree, config: Path) -> None:
     figures.imports = [(s[0], float(s[1]), int(s[2]), list(s[3])) for s in data["steps"]]
     figures.packages = data["packages"]
     figures.rich = (float(data["rich"][0]), int(data["rich"][1]))
-
-
-class TreeGateway(Gateway):
-    """:class:`bench.e2e_bench.Gateway` of another checkout: its root and its interpreter."""
-
-    def __init__(self, config: Path, cwd: Path, http_port: int, tree: Tree) -> None:
-        saved = sys.executable, os.environ.get("PYTHONPATH")
-        # Gateway starts `sys.executable -m gateway` with PYTHONPATH=ROOT; both are swapped
-        # for the duration of the Popen only (its reader thread reads no globals)
-        sys.executable = tree.python
-        try:
-            with _root_as(tree.root):
-                super().__init__(config, cwd, http_port)
-        finally:
-            sys.executable = saved[0]
-
-
-@contextlib.contextmanager
-def _root_as(root: Path) -> Iterator[None]:
-    import bench.e2e_bench as e2e  # noqa: PLC0415
-
-    namespace = vars(e2e)  # its ROOT, imported from bench.machine
-    saved = namespace["ROOT"]
-    namespace["ROOT"] = root
-    try:
-        yield
-    finally:
-        namespace["ROOT"] = saved
 
 
 def metric(gw: Gateway, name: str) -> float | None:
@@ -258,7 +223,7 @@ def children_snapshots(pid: int) -> list[tuple[int, str, Snapshot]]:
 
 
 def phase_idle(config: Path, work: Path, http_port: int, settle: float, figures: Figures, tree: Tree) -> None:
-    gw = TreeGateway(config, work, http_port, tree)
+    gw = Gateway(config, work, http_port, root=tree.root, python=tree.python)
     try:
         gw.wait_ready()
         time.sleep(settle)

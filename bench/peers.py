@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import multiprocessing as mp
 import os
@@ -62,12 +61,23 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.e2e_bench import CommandListener, Layout, forget_session, make_layout, make_topics, write_config
+from bench import proctree
+from bench.e2e_bench import (
+    CommandListener,
+    Layout,
+    edit_config,
+    forget_session,
+    gateway_argv,
+    gateway_env,
+    make_layout,
+    make_topics,
+    write_config,
+)
 from bench.machine import ROOT, git_rev, machine_lines, write_result
 from bench.peers_load import COLD, HOT, LoadJob, reading, run_job
 from bench.peers_nodered import NodeRed, NodeRedMissing, install, prepare
@@ -91,49 +101,6 @@ PREFIX = "zigbee2mqtt"
 DEVICES = 100
 SETTLE_S = 10.0  # done when no command arrived for this long (or all did): a held peer is late, not lossy
 BARE = "import sys; from bench.peers_bare import main; sys.exit(main(sys.argv[1:]))"
-
-
-# ---------------------------------------------------------------------- /proc
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError):
-                out += [int(c) for c in (task / "children").read_text().split()]
-    return out
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its live descendants (``/proc/<pid>/task/*/children``, recursively)."""
-    tree, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo += _children(p)
-    return tree
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` and its live descendants, plus what each reaped (cutime + cstime)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for p in process_tree(pid):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            rest = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in rest[11:15])
-    return total / tick
-
-
-def rss_mib(pid: int) -> dict[str, float]:
-    """VmRSS (MiB) of ``pid`` ("main") and of each live descendant ("<comm> <pid>")."""
-    out: dict[str, float] = {}
-    for p in process_tree(pid):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            status = Path(f"/proc/{p}/status").read_text()
-            kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-            name = "main" if p == pid else Path(f"/proc/{p}/comm").read_text().strip()
-            out[name] = out.get(name, 0.0) + kb / 1024
-    return out
 
 
 # ---------------------------------------------------------------------- peers
@@ -185,7 +152,7 @@ class PeerProcess:
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                for p in reversed(process_tree(self.proc.pid)):
+                for p in reversed(proctree.descendants(self.proc.pid)):
                     with contextlib.suppress(OSError):
                         os.kill(p, signal.SIGKILL)
                 self.proc.wait()
@@ -202,12 +169,6 @@ class Bed:
     nodered: NodeRed | None
 
 
-def _env(root: Path) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    env.pop("NOTIFY_SOCKET", None)
-    return env
-
-
 def edgegw_config(bed: Bed, path: Path, qos: int, *, kafka: bool, client_id: str) -> None:
     """e2e_bench's gateway config for this bench's shape: no ``else`` (one command per hot
     reading), actuators at ``qos``, no Kafka section for spool only, logs at warning."""
@@ -216,16 +177,9 @@ def edgegw_config(bed: Bed, path: Path, qos: int, *, kafka: bool, client_id: str
     write_config(path, bed.layout, bed.devices, mqtt_port=bed.broker.port,
                  bootstrap=bed.node.bootstrap if kafka and bed.node else "", topics=topics,
                  http_port=free_port(), state=state)  # fmt: skip
-    config = json.loads(path.read_text())
-    config["mqtt"]["client_id"] = client_id
-    config["log"]["level"] = "warning"
-    for rule in config["rules"]:
-        rule.pop("else", None)
-    for actuator in config["actuators"]:
-        actuator["qos"] = qos
-    if not kafka:
-        del config["bridge"]["kafka"]
-    path.write_text(json.dumps(config, indent=1) + "\n")
+    edit_config(
+        path, client_id=client_id, log_level="warning", otherwise=False, actuator_qos=qos, kafka=kafka
+    )
 
 
 def start_peer(bed: Bed, peer: Peer, qos: int) -> PeerProcess:
@@ -233,7 +187,7 @@ def start_peer(bed: Bed, peer: Peer, qos: int) -> PeerProcess:
     log = bed.work / f"{tag}.log"
     if peer.kind == "bare":
         argv = [sys.executable, "-c", BARE, "--port", str(bed.broker.port), "--qos", str(qos)]
-        return PeerProcess(argv, ROOT, _env(ROOT), log)
+        return PeerProcess(argv, ROOT, gateway_env(ROOT), log)
     if peer.kind == "nodered":
         assert bed.nodered is not None
         user_dir = bed.work / tag
@@ -243,17 +197,8 @@ def start_peer(bed: Bed, peer: Peer, qos: int) -> PeerProcess:
     config = bed.work / f"{tag}.json"
     client_id = f"edgegw-peers-{uuid.uuid4().hex[:6]}"
     edgegw_config(bed, config, qos, kafka=peer.kind == "edgegw-eos", client_id=client_id)
-    argv = [
-        str(peer.checkout.python),
-        "-m",
-        "gateway",
-        "run",
-        "--config",
-        str(config),
-        "--log-format",
-        "json",
-    ]
-    proc = PeerProcess(argv, peer.checkout.root, _env(peer.checkout.root), log)
+    argv = gateway_argv(str(peer.checkout.python), config)
+    proc = PeerProcess(argv, peer.checkout.root, gateway_env(peer.checkout.root), log)
     proc.client_ids = [client_id, f"{client_id}-cmd"]
     return proc
 
@@ -269,19 +214,24 @@ def command_topic(device: str) -> str:
     return f"{PREFIX}/{Layout.actuator(device)}/set"
 
 
-def probe(bed: Bed, proc: PeerProcess, qos: int, timeout: float = 120.0) -> float:
-    """A cold then a hot reading of the first sensor, every 2 s until its command arrives:
-    the peer is subscribed and its rule path works. Seconds it took."""
-    device = bed.layout.devices[0]
-    listener = CommandListener(bed.broker.port, [command_topic(device)])
+class Probed(Protocol):
+    def alive(self) -> bool: ...
+
+    def tail(self, lines: int = 20) -> str: ...
+
+
+def probe(port: int, device: str, proc: Probed, qos: int, timeout: float = 120.0) -> float:
+    """A cold then a hot reading of ``device``, every 2 s until its command arrives: the
+    peer is subscribed and its rule path works (whatever it logs). Seconds it took."""
+    listener = CommandListener(port, [command_topic(device)])
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-probe-{uuid.uuid4().hex[:6]}")
-    client.connect("127.0.0.1", bed.broker.port)
+    client.connect("127.0.0.1", port)
     client.loop_start()
     began = time.monotonic()
     try:
         while time.monotonic() - began < timeout:
             if not proc.alive():
-                raise RuntimeError(f"the peer exited ({proc.proc.returncode}):\n{proc.tail()}")
+                raise RuntimeError(f"the peer exited:\n{proc.tail()}")
             client.publish(f"{PREFIX}/{device}", reading(COLD), qos=qos)
             client.publish(f"{PREFIX}/{device}", reading(HOT), qos=qos)
             step = time.monotonic() + 2.0
@@ -376,7 +326,7 @@ def run_rate(bed: Bed, proc: PeerProcess, qos: int, rate: int, seconds: float, p
     listener = CommandListener(bed.broker.port, [f"{PREFIX}/+/set"])
     try:
         with Loaders(jobs) as load:
-            cpu0 = cpu_seconds(proc.pid)
+            cpu0 = proctree.cpu_seconds(proc.pid)
             load.start()
             results = load.results()
         sends: dict[str, list[int]] = {}
@@ -389,7 +339,7 @@ def run_rate(bed: Bed, proc: PeerProcess, qos: int, rate: int, seconds: float, p
             time.sleep(0.1)
             if (now := listener.count()) != seen:
                 last, seen = time.monotonic(), now
-        cpu1 = cpu_seconds(proc.pid)
+        cpu1 = proctree.cpu_seconds(proc.pid)
     finally:
         listener.close()
     sent = sum(r["sent"] for r in results)
@@ -403,9 +353,9 @@ def run_peer(
 ) -> None:
     proc = start_peer(bed, peer, qos)
     try:
-        took = probe(bed, proc, qos)
+        took = probe(bed.broker.port, bed.layout.devices[0], proc, qos)
         time.sleep(2.0)
-        idle = rss_mib(proc.pid)
+        idle = proctree.rss_mib(proc.pid)
         print(f"  {peer.label}, QoS {qos}: ready after {took:.1f} s; idle RSS "
               + ", ".join(f"{k} {v:.1f} MiB" for k, v in idle.items()), flush=True)  # fmt: skip
         failed = False
@@ -433,7 +383,7 @@ def run_peer(
             run = combine(repeats)
             result.runs.append(run)
             failed = failed or not run.passed
-        end = rss_mib(proc.pid)
+        end = proctree.rss_mib(proc.pid)
         result.note_rss(idle, end)
     finally:
         stop_peer(bed, proc)

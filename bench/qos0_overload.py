@@ -37,18 +37,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import multiprocessing as mp
-import os
-import queue
 import re
-import socket
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,43 +50,25 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from bench.e2e_bench import THRESHOLD, CommandListener, Gateway, Layout, make_layout, make_topics, metric
+from bench import proctree
+from bench.e2e_bench import (
+    THRESHOLD,
+    CommandListener,
+    Gateway,
+    Layout,
+    edit_config,
+    make_layout,
+    make_topics,
+    metric,
+    publisher_client,
+    publishers,
+    write_config,
+)
 from bench.machine import machine_lines
 from simulators.testbed import KafkaNode, Mosquitto, free_port
 
 HOT_EVERY = 10
 DROPPED_SYS = "$SYS/broker/publish/messages/dropped"
-
-
-# ---------------------------------------------------------------------- config
-def write_config(path: Path, layout: Layout, devices: list[dict[str, Any]], *, mqtt_port: int,
-                 http_port: int, state: Path, kafka: dict[str, Any] | None) -> None:  # fmt: skip
-    rules = [
-        {
-            "id": f"r-{dev}",
-            "when": {"sensor": f"{dev}/temperature", "above": THRESHOLD},
-            "then": [{"set": Layout.actuator(dev), "to": {"state": "ON"}}],
-            "max_fires_per_minute": 1_000_000,
-        }
-        for dev in layout.rule_devices
-    ]
-    bridge: dict[str, Any] = {"spool": {"path": str(state / "spool.db")}}
-    if kafka is not None:
-        bridge["kafka"] = kafka
-    config = {
-        "gateway": {"id": "bench-gw", "state_dir": str(state)},
-        "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "client_id": f"edgegw-q0-{uuid.uuid4().hex[:6]}"},
-        "devices": devices,
-        "actuators": [
-            {"id": Layout.actuator(d), "profile": "zigbee2mqtt", "name": Layout.actuator(d)}
-            for d in layout.rule_devices
-        ],
-        "rules": rules,
-        "bridge": bridge,
-        "http": {"host": "127.0.0.1", "port": http_port},
-        "log": {"level": "info", "format": "json"},
-    }
-    path.write_text(json.dumps(config, indent=1) + "\n")
 
 
 # ---------------------------------------------------------------------- publishers (child processes)
@@ -105,16 +81,7 @@ class Job:
 
 
 def _publish_child(job: Job, out: mp.Queue[dict[str, Any]]) -> None:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-q0-{uuid.uuid4().hex[:8]}")
-    client.max_queued_messages_set(0)
-    connected = threading.Event()
-    client.on_connect = lambda *_: connected.set()
-    client.connect("127.0.0.1", job.port)
-    sock = client.socket()
-    if isinstance(sock, socket.socket):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    client.loop_start()
-    connected.wait(15)
+    client = publisher_client(job.port, "bench-q0", 0)
     per_device = dict.fromkeys(job.devices, 0)
     hot = 0
     errors = 0
@@ -139,29 +106,6 @@ def _publish_child(job: Job, out: mp.Queue[dict[str, Any]]) -> None:
     client.disconnect()
     client.loop_stop()
     out.put({"sent": count - errors, "hot": hot, "elapsed": elapsed})
-
-
-@contextlib.contextmanager
-def publishers(jobs: list[Job]) -> Iterator[list[dict[str, Any]]]:
-    ctx = mp.get_context("spawn")
-    results: mp.Queue[dict[str, Any]] = ctx.Queue()
-    procs = [ctx.Process(target=_publish_child, args=(job, results), daemon=True) for job in jobs]
-    try:
-        for proc in procs:
-            proc.start()
-        got: list[dict[str, Any]] = []
-        while len(got) < len(procs):
-            try:
-                got.append(results.get(timeout=1.0))
-            except queue.Empty:
-                if not any(p.is_alive() for p in procs) and results.empty():
-                    raise RuntimeError("a publisher process died") from None
-        yield got
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
-            proc.join(timeout=5)
 
 
 # ---------------------------------------------------------------------- the broker's side
@@ -225,14 +169,15 @@ def run_one(work: Path, broker: Mosquitto, node: KafkaNode | None, rate: int, se
     row = Row(rate, uplink)
     layout, gw_devices = make_layout(devices, devices)
     name = f"r{rate}-{uplink}-{uuid.uuid4().hex[:4]}"
-    kafka = None
-    if node is not None:
-        topics = make_topics(node, f"q0-{name}")
-        kafka = {"bootstrap": node.bootstrap, "mode": "exactly_once", "topics": topics}
+    topics = make_topics(node, f"q0-{name}") if node is not None else {}
     http_port = free_port()
     config = work / f"{name}.json"
     write_config(config, layout, gw_devices, mqtt_port=broker.port, http_port=http_port,
-                 state=work / f"state-{name}", kafka=kafka)  # fmt: skip
+                 bootstrap=node.bootstrap if node is not None else "", topics=topics,
+                 state=work / f"state-{name}")  # fmt: skip
+    edit_config(
+        config, client_id=f"edgegw-q0-{uuid.uuid4().hex[:6]}", otherwise=False, kafka=node is not None
+    )
     log_start = broker.log_path.stat().st_size
     command_topics = [f"zigbee2mqtt/{Layout.actuator(d)}/set" for d in layout.rule_devices]
     listener = CommandListener(broker.port, command_topics)
@@ -242,10 +187,10 @@ def run_one(work: Path, broker: Mosquitto, node: KafkaNode | None, rate: int, se
         gw.wait_ready(90)
         time.sleep(1.0)  # subscriptions confirmed
         dropped0 = sys_watch.settled()
-        broker_cpu0 = _cpu_seconds(broker.pid) if broker.pid else 0.0
+        broker_cpu0 = proctree.cpu_seconds(broker.pid, tree=False) if broker.pid else 0.0
         shards = [layout.devices[k::processes] for k in range(processes)]
         jobs = [Job(broker.port, shard, rate / processes, seconds) for shard in shards]
-        with publishers(jobs) as results:
+        with publishers(jobs, _publish_child) as results:
             row.published = sum(r["sent"] for r in results)
             row.hot = sum(r["hot"] for r in results)
             row.pub_rate = row.published / max(r["elapsed"] for r in results)
@@ -283,7 +228,7 @@ def run_one(work: Path, broker: Mosquitto, node: KafkaNode | None, rate: int, se
                     reasons[reason.group(1)] = reasons.get(reason.group(1), 0.0) + value
         row.drop_reasons = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(reasons.items()))
         threads = gw.thread_cpu()
-        broker_cpu = _cpu_seconds(broker.pid) - broker_cpu0 if broker.pid else 0.0
+        broker_cpu = proctree.cpu_seconds(broker.pid, tree=False) - broker_cpu0 if broker.pid else 0.0
         per_thread = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(threads.items()))
         row.cpu = f"broker {broker_cpu:.1f} s, {per_thread}"
     finally:
@@ -291,11 +236,6 @@ def run_one(work: Path, broker: Mosquitto, node: KafkaNode | None, rate: int, se
         listener.close()
         sys_watch.close()
     return row
-
-
-def _cpu_seconds(pid: int) -> float:
-    rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _pct(part: float, whole: float) -> str:
