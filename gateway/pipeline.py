@@ -318,7 +318,7 @@ class Pipeline:
                 self._from_writer(self._durable, spool, batch, taken, handle)
 
             def settle_void() -> None:
-                self._from_writer(self._voided_by_spool, spool, batch)
+                self._from_writer(self._voided_by_spool, spool, batch, handle)
         try:
             handle.append(spool.submit(items, settle_ok, on_void=settle_void,
                                        marks=[(o.mid, o.digest) for o in taken] if taken else (),
@@ -348,6 +348,7 @@ class Pipeline:
                 self.ledger.durable(taken)
         # committed, even by a spool that failed since (then the ledger is rebuilt from it)
         batch.spool_seq = handle[0].last_seq if handle else 0
+        handle.clear()  # the submission and settle_ok held each other: now refcounting frees them
         if batch.messages:
             batch.on_acked = self._acked
             batch.durable()
@@ -358,7 +359,8 @@ class Pipeline:
     def _acked(self, batch: SourceBatch) -> None:
         self.acked_seq = max(self.acked_seq, batch.spool_seq)
 
-    def _voided_by_spool(self, spool: Spool, batch: SourceBatch) -> None:
+    def _voided_by_spool(self, spool: Spool, batch: SourceBatch, handle: list[Any]) -> None:
+        handle.clear()
         if spool is self.spool:
             self._in_flight -= 1
             self._failed(str(spool.failed or "spool failed"))
