@@ -469,6 +469,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-this", action="store_true", help="no edgegw rows of this tree (only --edgegw ones)"
     )
+    parser.add_argument(
+        "--broker-autosave", type=int, default=1, metavar="S",
+        help="Mosquitto's autosave_interval (the test bed's 1 s; Debian's default is 1800)",
+    )  # fmt: skip
     parser.add_argument("--write", action="store_true", help="write bench/results/peers-<date>[-quick].md")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -511,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "starting Mosquitto" + (" and Kafka" if "edgegw-eos" in args.kinds else "") + " ...", flush=True
         )
-        broker = Mosquitto(work / "mqtt")
+        broker = Mosquitto(work / "mqtt", autosave_interval_s=args.broker_autosave)
         with broker.config_path.open("a") as conf:
             conf.write("set_tcp_nodelay true\n")
         stack.callback(broker.stop)
