@@ -210,19 +210,17 @@ async def test_a_settled_batch_is_freed_at_once_not_by_the_garbage_collector(tmp
     gc.disable()
     try:
         before = batches_alive()
-        states = []
+        held: list[SourceBatch] = []
         for i in range(40):
-            batch = mqtt_batch([35.0 if i % 2 else 20.0], mid=i + 1)
-            p.on_batch(batch)
-            states.append(lambda b=batch: b.state)
-        del batch
+            held.append(mqtt_batch([35.0 if i % 2 else 20.0], mid=i + 1))
+            p.on_batch(held[-1])
         spool.flush()
         for _ in range(200):  # settled on the loop, from the writer thread
-            if all(state() is BatchState.DURABLE for state in states):
+            if all(b.state is BatchState.DURABLE for b in held):
                 break
             await asyncio.sleep(0.01)
-        assert all(state() is BatchState.DURABLE for state in states)
-        states.clear()
+        assert all(b.state is BatchState.DURABLE for b in held)
+        held.clear()
         spool.flush()  # the writer thread lets go of the group it wrote last
         await asyncio.sleep(0)
         assert batches_alive() == before, "settled batches still alive: a reference cycle holds them"
