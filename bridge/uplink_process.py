@@ -54,6 +54,7 @@ from bridge.uplink_protocol import (
     Stop,
     encode,
 )
+from common import gcsettle
 from common.libc import name_os_thread
 from gateway.errors import SpoolError
 
@@ -262,6 +263,7 @@ class UplinkChild:
         """Set just before this side closes the socket (a stop): any other EOF is the parent gone."""
 
     def run(self) -> int:
+        gcsettle.settle()  # the imports and the config out of the collector's reach (common/gcsettle.py)
         self.forwarder.start()
         reporter = threading.Thread(target=self._report, name="edgegw-uplink-stats", daemon=True)
         reporter.start()

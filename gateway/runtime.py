@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 import sys
@@ -39,6 +38,7 @@ import structlog
 
 from bridge import ForwarderStats, Spool
 from bridge.uplink import UplinkProcess
+from common import gcsettle
 from common.backoff import Backoff
 from devices import (
     Actuators,
@@ -85,22 +85,9 @@ committed before it exits (within systemd's TimeoutStopSec, with STOP_BUDGET_S).
 LAG_LIMIT_S = 0.002
 """The event loop waking this much later than asked means the local path is short of CPU
 (or of the GIL): a draining backlog then pauses between rounds (see Forwarder ``busy``)."""
-GC_THRESHOLDS = (20_000, 20, 50)
-"""gen0 collects after 20,000 allocations (CPython: 700); see _settle_gc."""
 GIL_SWITCH_S = 0.0005
 """How long the event loop may wait for the GIL while the spool writer or the forwarder
 runs Python code. CPython's default (5 ms) showed up whole in the sensor-to-actuator p99."""
-
-
-def _settle_gc() -> None:
-    """Move what start-up built (modules, config, compiled rules: ~100k objects) out of the
-    collector's reach and collect the young generation less often. With CPython's defaults
-    the batches in flight (readings, spool rows, Kafka records) kept triggering full
-    collections that walked every start-up object again: milliseconds each, on whichever
-    thread allocated, the event loop included."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class Runtime:
@@ -445,7 +432,7 @@ class Runtime:
                 await asyncio.sleep(0.05)
         self.state.ready_mono = time.monotonic()
         took = self.state.ready_mono - self.state.started_mono
-        _settle_gc()
+        gcsettle.settle()  # start-up's objects out of the collector's reach
         self.notifier.ready(f"ready: {len(self.config.devices)} devices, {len(self.engine.rules)} rules")
         _log.info("ready", gateway_id=self.gateway_id, seconds=round(took, 3),
                   devices=len(self.config.devices), rules=len(self.engine.rules))  # fmt: skip
