@@ -23,6 +23,7 @@ under the reader.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from common import gcsettle
 from gateway import __version__
 from gateway.supervisor import crash_looping
 
@@ -141,6 +143,7 @@ class ProcessMetrics:
             pass
 
     def collect(self) -> Iterator[Family]:
+        yield from _gc_families()
         if self._boot is None:
             return
         me = self._proc / "self"
@@ -171,6 +174,24 @@ class ProcessMetrics:
             return
         yield _gauge("process_open_fds", "Number of open file descriptors.", float(fds))
         yield _gauge("process_max_fds", "Maximum number of open file descriptors.", float(limit.split()[3]))
+
+
+def _gc_families() -> Iterator[Family]:
+    """prometheus-client's ``python_gc_*`` (per generation), and how long the passes took:
+    with nearly everything freed by reference counting they should be rare and short."""
+    stats = gc.get_stats()
+    for name, doc, key in (
+        ("python_gc_collections", "Number of times this generation was collected", "collections"),
+        ("python_gc_objects_collected", "Objects collected during gc", "collected"),
+    ):
+        family = Family(name, doc, "counter", ("generation",))
+        for generation, stat in enumerate(stats):
+            family.add([str(generation)], stat[key])
+        yield family
+    yield _total("edgegw_gc_pause_seconds", "Time the cyclic collector held the GIL (every thread stopped)",
+                 gcsettle.PAUSES.seconds)  # fmt: skip
+    yield _gauge("edgegw_gc_pause_longest_seconds", "The longest collector pass since start",
+                 gcsettle.PAUSES.longest)  # fmt: skip
 
 
 def _pipeline_families(rt: Runtime) -> Iterator[Family]:

@@ -26,3 +26,16 @@ def test_settle_freezes_what_exists_and_raises_the_gen0_threshold() -> None:
     assert gc.get_freeze_count() >= len(built_at_start)
     assert gc.get_threshold() == gcsettle.GC_THRESHOLDS
     assert gcsettle.GC_THRESHOLDS[0] > 700  # rarer than CPython's default
+
+
+@pytest.mark.usefixtures("restore_gc")
+def test_every_pass_after_settle_is_timed() -> None:
+    gcsettle.settle()
+    passes, seconds = gcsettle.PAUSES.passes, gcsettle.PAUSES.seconds
+    cycle: list[object] = []
+    cycle.append(cycle)
+    del cycle
+    assert gc.collect() >= 1
+    assert gcsettle.PAUSES.passes == passes + 1
+    assert gcsettle.PAUSES.seconds > seconds
+    assert gcsettle.PAUSES.longest > 0

@@ -78,7 +78,9 @@ def test_metrics_text_is_what_prometheus_client_writes() -> None:
 def test_process_metrics() -> None:
     names = [f.name for f in ProcessMetrics().collect()]
     assert names == [
-        "process_virtual_memory_bytes", "process_resident_memory_bytes", "process_start_time_seconds",
+        "python_gc_collections", "python_gc_objects_collected", "edgegw_gc_pause_seconds",
+        "edgegw_gc_pause_longest_seconds", "process_virtual_memory_bytes", "process_resident_memory_bytes",
+        "process_start_time_seconds",
         "process_cpu_seconds", "process_open_fds", "process_max_fds",
     ]  # fmt: skip
     assert b"process_cpu_seconds_total " in render(ProcessMetrics().collect())
