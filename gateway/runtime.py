@@ -495,10 +495,7 @@ class Runtime:
             woke = time.monotonic()
             lag = woke - slept - delay
             working = (source.link.busy_seconds if source is not None else 0.0) - busy
-            if lag > LAG_LIMIT_S and working < (woke - slept) / 2:
-                # late while mostly idle: other threads or processes hold the CPU (or the GIL)
-                # the local path needs; the backlog drain makes room for a second. Late because
-                # of our own ingest (a burst) is not the drain's fault: it goes on at full speed.
+            if _starved(lag, working, woke - slept, readings_flowing=woke < active_until):
                 self._late_until = woke + 1.0
                 self.state.late_ticks += 1
 
@@ -693,6 +690,16 @@ def _longest_quiet_sleep(engine: RuleEngine | None) -> float:
         spans += [leaf.after for leaf in rule.all_leaves() if isinstance(leaf, StaleLeaf)]
         shortest = min([shortest, *(float(s) for s in spans if s)])
     return max(TICK_S, shortest)
+
+
+def _starved(lag: float, working: float, elapsed: float, *, readings_flowing: bool) -> bool:
+    """Whether a ticker wakeup ``lag`` s late says the local path is short of CPU, so that a
+    backlog drain should make room for a second (Forwarder ``busy``): late while the loop was
+    mostly idle (other threads or processes held the CPU or the GIL), and while readings come
+    in. Late because of our own ingest (a burst) is not the drain's fault, and with no
+    reading coming there is nothing to make room for (the uplink process runs niced: a
+    reading that comes wakes the loop ahead of it): the drain goes on at full speed."""
+    return readings_flowing and lag > LAG_LIMIT_S and working < elapsed / 2
 
 
 def _quiet_sleep(mono: float, engine: RuleEngine | None, longest: float, due: list[float]) -> float:
