@@ -8,6 +8,17 @@ Records are stored a group at a time (one ``groups`` row per commit and lane, se
 :mod:`bridge.packing` and :mod:`bridge.groups`); taking a lane's head (shipped, cap, TTL)
 deletes the groups it covers whole and raises the lane's floor when it ends inside a
 group. Only a dead letter rewrites a group (without the record Kafka refused).
+
+What commits beside the records (the MQTT packet ids a batch took, the rules' state it
+changed) is a *side row* of ``groups`` (lane :data:`~bridge.groups.SIDE_LANE`, one
+zlib-packed JSON row per commit, taking a sequence number of its own) instead of upserts
+into ``recent_origins`` and ``rule_state`` there and then: an upsert rewrites the leaf
+(and often an overflow page) each key lives on, a handful of 4 KiB pages per commit at
+home rates, while the side row lands on the page the commit's groups are appended to.
+Side rows are folded into the two tables (:meth:`Store.fold_side`) once there are
+:data:`FOLD_ROWS` of them or :data:`FOLD_BYTES` bytes, and at close; reading the tables
+(:meth:`Store.load_origins`, :meth:`Store.load_state`) replays what is not folded yet, in
+commit order.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ import contextlib
 import os
 import sqlite3
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -25,7 +37,7 @@ import orjson
 import structlog
 
 from bridge.config import SpoolConfig
-from bridge.groups import floors, lane_figures
+from bridge.groups import SIDE_LANE, floors, lane_figures
 from bridge.lanes import LaneWrites
 from bridge.migrations import migrate
 from bridge.policy import Usage
@@ -40,6 +52,12 @@ READER_CACHE_KIB = 512
 """SQLite page cache per connection (SQLite's default is 2 MiB). The writer appends at the
 end of each lane and deletes at its start, the forwarder and /metrics read in sequence
 order: the hot pages are the B-tree's edges. -8000 filled 8 MiB in a 300k drain."""
+FOLD_ROWS = 2000
+FOLD_BYTES = 2 << 20
+"""Side rows are folded into ``recent_origins`` and ``rule_state`` once it holds this many
+rows or bytes (at 100 readings/s, ~10 commits/s: every few minutes). A fold rewrites the
+pages of every key changed since the last one, once; replaying a log this long at open
+takes milliseconds."""
 def _identity(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -193,6 +211,7 @@ class Store(LaneWrites):
         self.usage = {prio: Usage(rows, size) for prio, (rows, size, _) in lane_figures(self.conn).items()}
         self.floors = floors(self.conn)
         self.dead_letters = int(self.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+        self.reload_side()
         drops: dict[str, int] = defaultdict(int)
         for reason, rows in self.conn.execute("SELECT reason, sum(rows) FROM drops GROUP BY reason"):
             drops[reason] = int(rows)
@@ -235,19 +254,92 @@ class Store(LaneWrites):
         return sum(u.bytes for u in self.usage.values())
 
     # ------------------------------------------------------------------ writes (inside a transaction)
-    def remember(self, origins: Sequence[tuple[int, int, float]]) -> None:
-        self.conn.executemany(
-            "INSERT OR REPLACE INTO recent_origins(slot, digest, at) VALUES (?, ?, ?)", origins
+    def reload_side(self) -> None:
+        """The side rows not folded yet (at open, after a rollback or a renumbering)."""
+        self.side_seqs: list[int] = []
+        self.side_bytes = 0
+        for seq, size in self.conn.execute(
+            "SELECT first_seq, length(blob) FROM groups WHERE prio = ? ORDER BY first_seq", (SIDE_LANE,)
+        ):
+            self.side_seqs.append(int(seq))
+            self.side_bytes += int(size)
+
+    def log_side(self, origins: Sequence[tuple[int, int, float]] = (),
+                 state: Mapping[str, Any] | None = None, now: float = 0.0) -> None:  # fmt: skip
+        """One side row: MQTT packet ids taken (``(slot, digest, at)``) and rule-state rows
+        (upserts), as one commit made them. See the module docstring."""
+        if not origins and not state:
+            return
+        entry: dict[str, Any] = {}
+        if origins:
+            entry["o"] = [list(o) for o in origins]
+        if state:
+            entry["s"] = state
+        blob = zlib.compress(orjson.dumps(entry), 1)
+        seq = self.next_seq
+        self.next_seq += 1
+        self.conn.execute(
+            "INSERT INTO groups(prio, first_seq, last_seq, n, size, spooled_at, blob)"
+            " VALUES (?, ?, ?, 0, 0, ?, ?)",
+            (SIDE_LANE, seq, seq, now, blob),
         )
+        self.side_seqs.append(seq)
+        self.side_bytes += len(blob)
+
+    def remember(self, origins: Sequence[tuple[int, int, float]]) -> None:
+        self.log_side(origins)
+
+    def _side_entries(self) -> list[dict[str, Any]]:
+        out = []
+        for seq in self.side_seqs:
+            row = self.conn.execute("SELECT blob FROM groups WHERE first_seq = ?", (seq,)).fetchone()
+            try:
+                out.append(orjson.loads(zlib.decompress(row[0])))
+            except (TypeError, zlib.error, orjson.JSONDecodeError) as exc:  # cannot be torn; never stop on it
+                _log.error("spool: side row unreadable, skipped", seq=seq, error=str(exc))
+        return out
+
+    def fold_side(self, *, force: bool = False) -> bool:
+        """Apply the side rows to ``recent_origins`` and ``rule_state`` and delete them
+        (inside the caller's transaction), when there are enough (or ``force``). Each key
+        is written once, with its last value."""
+        n = len(self.side_seqs)
+        if not n or (not force and n < FOLD_ROWS and self.side_bytes < FOLD_BYTES):
+            return False
+        origins: dict[int, tuple[int, float]] = {}
+        state: dict[str, Any] = {}
+        for entry in self._side_entries():
+            for slot, digest, at in entry.get("o", ()):
+                origins[int(slot)] = (int(digest), float(at))
+            state.update(entry.get("s", {}))
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO recent_origins(slot, digest, at) VALUES (?, ?, ?)",
+            [(slot, digest, at) for slot, (digest, at) in origins.items()],
+        )
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO rule_state(key, data) VALUES (?, ?)",
+            [(key, orjson.dumps(value)) for key, value in state.items()],
+        )
+        self.conn.executemany("DELETE FROM groups WHERE first_seq = ?", [(seq,) for seq in self.side_seqs])
+        self.groups_deleted = True
+        self.side_seqs = []
+        self.side_bytes = 0
+        return True
 
     def save_next_seq(self, *, force: bool = False) -> None:
         """Store the sequence counter, when this transaction deleted groups (the highest
         sequence in the file may have gone with them) or when forced. Otherwise the file
         says it already: at open the counter is the largest of ``meta``, the groups' last
         sequence and the dead letters' (+1). An append-only commit writes no ``meta`` page."""
-        if force or self.groups_deleted:
+        if force or (self.groups_deleted and not self._newest_kept()):
             self.conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(self.next_seq),))
-            self.groups_deleted = False
+        self.groups_deleted = False
+
+    def _newest_kept(self) -> bool:
+        """The file still says the counter: its newest group ends right below it (mostly the
+        commit's side row), so a delete at the head needs no ``meta`` page written."""
+        row = self.conn.execute("SELECT last_seq FROM groups ORDER BY first_seq DESC LIMIT 1").fetchone()
+        return row is not None and int(row[0]) >= self.next_seq - 1
 
     def count_drop(self, reason: str, prio: int, rows: int, size: int) -> None:
         if rows <= 0:
@@ -261,15 +353,17 @@ class Store(LaneWrites):
 
     def load_origins(self) -> list[tuple[int, int, float]]:
         """(packet id, digest, when) of the MQTT messages taken last, oldest first."""
-        cur = self.conn.execute("SELECT slot, digest, at FROM recent_origins ORDER BY at, rowid")
-        return [(int(a), int(b), float(c)) for a, b, c in cur]
+        slots = {int(a): (int(b), float(c)) for a, b, c in self.conn.execute(
+            "SELECT slot, digest, at FROM recent_origins")}  # fmt: skip
+        for entry in self._side_entries():
+            for slot, digest, at in entry.get("o", ()):
+                slots[int(slot)] = (int(digest), float(at))
+        ordered = sorted(slots.items(), key=lambda item: (item[1][1], item[0]))
+        return [(slot, digest, at) for slot, (digest, at) in ordered]
 
     def save_state(self, entries: Mapping[str, Any]) -> None:
-        """Upsert rule-state rows (inside the caller's transaction)."""
-        self.conn.executemany(
-            "INSERT OR REPLACE INTO rule_state(key, data) VALUES (?, ?)",
-            [(key, orjson.dumps(value)) for key, value in entries.items()],
-        )
+        """Upsert rule-state rows (inside the caller's transaction; logged, see the module docstring)."""
+        self.log_side(state=entries)
 
     def load_state(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -278,6 +372,8 @@ class Store(LaneWrites):
                 out[str(key)] = orjson.loads(data)
             except orjson.JSONDecodeError:
                 continue  # a torn row cannot be (SQLite's transactions); skip rather than stop
+        for entry in self._side_entries():
+            out.update(entry.get("s", {}))
         return out
 
     def dead_input(self, key: str, data: bytes, reason: str, error: str, now: float) -> None:
@@ -295,6 +391,16 @@ class Store(LaneWrites):
         return sorted(p for p, u in self.usage.items() if u.rows > 0)
 
     def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # closing anyway: the next open replays the side rows
+            if self.side_seqs:
+                self.begin()
+                try:
+                    self.fold_side(force=True)
+                    self.save_next_seq()
+                    self.commit()
+                except sqlite3.Error:
+                    self.rollback()
+                    raise
         with contextlib.suppress(sqlite3.Error):  # closing anyway
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.conn.close()

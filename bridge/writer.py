@@ -351,10 +351,7 @@ class GroupWriter:
                    dead: Sequence[DeadInput], now: float) -> None:  # fmt: skip
         """What commits with the batch's rows: MQTT marks, rule state, dead input."""
         store = self.store
-        if origins:
-            store.remember(origins)
-        if state:
-            store.save_state(state)
+        store.log_side(origins, state, now)  # one side row for both (see bridge.store)
         for d in dead:
             store.dead_input(d.key, d.data, d.reason, d.error, now)
 
@@ -486,6 +483,7 @@ class GroupWriter:
         store.begin()
         try:
             op.moved = store.shift_seqs(store.opened_seq, delta)
+            store.reload_side()  # side rows of this run moved too
             store.next_seq += delta
             store.save_next_seq(force=True)
             store.commit()
@@ -524,6 +522,7 @@ class GroupWriter:
             self.config.reserve_bytes <= 0 or store.reserve_path.exists()
         ):
             self.disk_full = False
+        store.fold_side()
         for prio in list(store.prios()):
             oldest = store.oldest_spooled_at(prio)
             if oldest is not None and now - oldest > self.config.ttl:
