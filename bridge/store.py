@@ -11,7 +11,7 @@ group. Only a dead letter rewrites a group (without the record Kafka refused).
 
 What commits beside the records (the MQTT packet ids a batch took, the rules' state it
 changed) is a *side row* of ``groups`` (lane :data:`~bridge.groups.SIDE_LANE`, one
-zlib-packed JSON row per commit, taking a sequence number of its own) instead of upserts
+row per commit, :func:`bridge.packing.pack_side`, taking a sequence number of its own) instead of upserts
 into ``recent_origins`` and ``rule_state`` there and then: an upsert rewrites the leaf
 (and often an overflow page) each key lives on, a handful of 4 KiB pages per commit at
 home rates, while the side row lands on the page the commit's groups are appended to.
@@ -26,8 +26,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import struct
 import time
-import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -40,6 +40,7 @@ from bridge.config import SpoolConfig
 from bridge.groups import SIDE_LANE, floors, lane_figures
 from bridge.lanes import LaneWrites
 from bridge.migrations import migrate
+from bridge.packing import pack_side, unpack_side
 from bridge.policy import Usage
 from gateway.errors import SpoolError
 
@@ -255,7 +256,8 @@ class Store(LaneWrites):
 
     # ------------------------------------------------------------------ writes (inside a transaction)
     def reload_side(self) -> None:
-        """The side rows not folded yet (at open, after a rollback or a renumbering)."""
+        """The side rows not folded yet (at open, after a rollback or a renumbering), and
+        the rule state they and the table say (what the next side row is a change from)."""
         self.side_seqs: list[int] = []
         self.side_bytes = 0
         for seq, size in self.conn.execute(
@@ -263,19 +265,31 @@ class Store(LaneWrites):
         ):
             self.side_seqs.append(int(seq))
             self.side_bytes += int(size)
+        self.state_last: dict[str, Any] = self.load_state()
 
     def log_side(self, origins: Sequence[tuple[int, int, float]] = (),
                  state: Mapping[str, Any] | None = None, now: float = 0.0) -> None:  # fmt: skip
-        """One side row: MQTT packet ids taken (``(slot, digest, at)``) and rule-state rows
-        (upserts), as one commit made them. See the module docstring."""
+        """One side row: MQTT packet ids taken (``(slot, digest, at)``; one ``at`` is kept,
+        the commit's, the last) and rule-state rows (upserts), as one commit made them.
+
+        A state value that is a dict like the key's last one is written as the top-level
+        fields that changed (most rules change a leaf value and their ``wall`` stamp per
+        reading): ``{"d": {key: fields}}``; anything else whole: ``{"s": {key: value}}``."""
         if not origins and not state:
             return
-        entry: dict[str, Any] = {}
-        if origins:
-            entry["o"] = [list(o) for o in origins]
-        if state:
-            entry["s"] = state
-        blob = zlib.compress(orjson.dumps(entry), 1)
+        doc: dict[str, dict[str, Any]] = {}
+        last = self.state_last
+        for key, value in (state or {}).items():
+            prev = last.get(key)
+            if isinstance(value, dict) and isinstance(prev, dict) and prev.keys() <= value.keys():
+                changed = {k: v for k, v in value.items() if k not in prev or prev[k] != v}
+                if changed:
+                    doc.setdefault("d", {})[key] = changed
+            else:
+                doc.setdefault("s", {})[key] = value
+            last[key] = value
+        at = origins[-1][2] if origins else now
+        blob = pack_side(at, [(o[0], o[1]) for o in origins], doc)
         seq = self.next_seq
         self.next_seq += 1
         self.conn.execute(
@@ -289,15 +303,22 @@ class Store(LaneWrites):
     def remember(self, origins: Sequence[tuple[int, int, float]]) -> None:
         self.log_side(origins)
 
-    def _side_entries(self) -> list[dict[str, Any]]:
+    def _side_entries(self) -> list[tuple[float, list[tuple[int, int]], dict[str, Any]]]:
         out = []
         for seq in self.side_seqs:
             row = self.conn.execute("SELECT blob FROM groups WHERE first_seq = ?", (seq,)).fetchone()
             try:
-                out.append(orjson.loads(zlib.decompress(row[0])))
-            except (TypeError, zlib.error, orjson.JSONDecodeError) as exc:  # cannot be torn; never stop on it
+                out.append(unpack_side(bytes(row[0])))
+            except (TypeError, ValueError, struct.error) as exc:  # cannot be torn; never stop on it
                 _log.error("spool: side row unreadable, skipped", seq=seq, error=str(exc))
         return out
+
+    @staticmethod
+    def _replay(state: dict[str, Any], doc: Mapping[str, Mapping[str, Any]]) -> None:
+        state.update(doc.get("s", {}))
+        for key, fields in doc.get("d", {}).items():
+            prev = state.get(key)
+            state[key] = {**prev, **fields} if isinstance(prev, dict) else dict(fields)
 
     def fold_side(self, *, force: bool = False) -> bool:
         """Apply the side rows to ``recent_origins`` and ``rule_state`` and delete them
@@ -308,17 +329,20 @@ class Store(LaneWrites):
             return False
         origins: dict[int, tuple[int, float]] = {}
         state: dict[str, Any] = {}
-        for entry in self._side_entries():
-            for slot, digest, at in entry.get("o", ()):
-                origins[int(slot)] = (int(digest), float(at))
-            state.update(entry.get("s", {}))
+        self._table_state(state)
+        folded: set[str] = set()
+        for at, taken, doc in self._side_entries():
+            for slot, digest in taken:
+                origins[slot] = (digest, at)
+            self._replay(state, doc)
+            folded.update(doc.get("s", ()), doc.get("d", ()))
         self.conn.executemany(
             "INSERT OR REPLACE INTO recent_origins(slot, digest, at) VALUES (?, ?, ?)",
             [(slot, digest, at) for slot, (digest, at) in origins.items()],
         )
         self.conn.executemany(
             "INSERT OR REPLACE INTO rule_state(key, data) VALUES (?, ?)",
-            [(key, orjson.dumps(value)) for key, value in state.items()],
+            [(key, orjson.dumps(value)) for key, value in state.items() if key in folded],
         )
         self.conn.executemany("DELETE FROM groups WHERE first_seq = ?", [(seq,) for seq in self.side_seqs])
         self.groups_deleted = True
@@ -355,9 +379,9 @@ class Store(LaneWrites):
         """(packet id, digest, when) of the MQTT messages taken last, oldest first."""
         slots = {int(a): (int(b), float(c)) for a, b, c in self.conn.execute(
             "SELECT slot, digest, at FROM recent_origins")}  # fmt: skip
-        for entry in self._side_entries():
-            for slot, digest, at in entry.get("o", ()):
-                slots[int(slot)] = (int(digest), float(at))
+        for at, taken, _doc in self._side_entries():
+            for slot, digest in taken:
+                slots[slot] = (digest, at)
         ordered = sorted(slots.items(), key=lambda item: (item[1][1], item[0]))
         return [(slot, digest, at) for slot, (digest, at) in ordered]
 
@@ -365,15 +389,19 @@ class Store(LaneWrites):
         """Upsert rule-state rows (inside the caller's transaction; logged, see the module docstring)."""
         self.log_side(state=entries)
 
-    def load_state(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    def _table_state(self, out: dict[str, Any]) -> None:
         for key, data in self.conn.execute("SELECT key, data FROM rule_state"):
             try:
                 out[str(key)] = orjson.loads(data)
             except orjson.JSONDecodeError:
                 continue  # a torn row cannot be (SQLite's transactions); skip rather than stop
-        for entry in self._side_entries():
-            out.update(entry.get("s", {}))
+
+    def load_state(self) -> dict[str, Any]:
+        """The rule-state rows as committed: the table, then the side rows not folded yet."""
+        out: dict[str, Any] = {}
+        self._table_state(out)
+        for _at, _taken, doc in self._side_entries():
+            self._replay(out, doc)
         return out
 
     def dead_input(self, key: str, data: bytes, reason: str, error: str, now: float) -> None:

@@ -231,9 +231,12 @@ def test_side_rows_are_one_log_row_per_commit_replayed_at_open_and_folded_at_clo
     cfg = spool_config(tmp_path)
     spool = Spool.open(cfg)
     for i in range(5):
-        spool.append_many(readings(1, start=i), marks=[(i % 2, 100 + i)], state={"rule:a": {"n": i}})
+        spool.append_many(readings(1, start=i), marks=[(i % 2, 100 + i)],
+                          state={"rule:a": {"n": i, "fp": "x", "deep": {"v": [i]}}})  # fmt: skip
+    spool.append_many([], state={"rule:b": {"gone": 1}})
+    spool.append_many([], state={"rule:b": {"other": 2}})  # a field less: written whole
     with sqlite3.connect(cfg.path) as conn:
-        assert conn.execute("SELECT count(*) FROM groups WHERE prio = -1").fetchone()[0] == 5
+        assert conn.execute("SELECT count(*) FROM groups WHERE prio = -1").fetchone()[0] == 7
         assert conn.execute("SELECT count(*) FROM rule_state").fetchone()[0] == 0
     # a killed process: nothing folded, the log replayed
     with sqlite3.connect(cfg.path) as conn:
@@ -241,15 +244,16 @@ def test_side_rows_are_one_log_row_per_commit_replayed_at_open_and_folded_at_clo
         conn.backup(copy)
         copy.close()
     replayed = Spool.open(SpoolConfig(path=tmp_path / "copy.db"))
-    assert replayed.rule_state() == {"rule:a": {"n": 4}}
+    state = {"rule:a": {"n": 4, "fp": "x", "deep": {"v": [4]}}, "rule:b": {"other": 2}}
+    assert replayed.rule_state() == state
     assert replayed.marks() == [(1, 103), (0, 104)]
     replayed.close()
     spool.close()
     with sqlite3.connect(cfg.path) as conn:
         assert conn.execute("SELECT count(*) FROM groups WHERE prio = -1").fetchone()[0] == 0
-        assert conn.execute("SELECT key FROM rule_state").fetchall() == [("rule:a",)]
+        assert [k for (k,) in conn.execute("SELECT key FROM rule_state ORDER BY key")] == ["rule:a", "rule:b"]
     again = Spool.open(cfg)
-    assert again.rule_state() == {"rule:a": {"n": 4}}
+    assert again.rule_state() == state
     assert again.marks() == [(1, 103), (0, 104)]
     again.close()
 
