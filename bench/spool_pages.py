@@ -103,6 +103,10 @@ def page_map(db: Path) -> dict[int, str]:
         for name, pageno, pagetype in dst.execute("SELECT name, pageno, pagetype FROM dbstat"):
             if int(pageno) != 1:
                 out[int(pageno)] = f"{name} {pagetype}"
+        rows = dst.execute(
+            "SELECT prio, count(*), avg(length(blob)), sum(n) FROM groups GROUP BY prio"
+        ).fetchall()
+        out[0] = "; ".join(f"lane {p}: {c} rows, {b:.0f} B a blob, {n} records" for p, c, b, n in rows)
         count = dst.execute("PRAGMA page_count").fetchone()[0]
         trunk = dst.execute("PRAGMA freelist_count").fetchone()[0]
         dst.close()
@@ -154,6 +158,7 @@ def analyse(phase: Phase, db: str, pages: dict[int, str], page_size: int) -> str
         for tree, k in ckpt_pages.most_common(8):
             lines.append(f"  {tree:<40} {k}")
     lines.append(f"fsync/fdatasync/ftruncate: {dict(phase.syncs)}")
+    lines.append(f"groups in the file at the end: {pages.get(0, '')}")
     return "\n".join(lines)
 
 
