@@ -172,7 +172,7 @@ class Store(LaneWrites):
             return False
         try:
             st = os.statvfs(path.parent)
-            if st.f_bavail * st.f_frsize < 2 * size + int(self.config.wal_autocheckpoint) * 4096:
+            if st.f_bavail * st.f_frsize < 2 * size + int(self.config.wal_autocheckpoint) * self.page_size:
                 return False
             with path.open("wb") as f:
                 f.write(b"\0" * size)
@@ -197,7 +197,7 @@ class Store(LaneWrites):
                 self.conn.execute("PRAGMA page_count").fetchone()[0],
                 self.conn.execute("PRAGMA freelist_count").fetchone()[0],
             )
-            free = min(free, (int(self.config.max_pages) - int(pages) + int(freelist)) * 4096)
+            free = min(free, (int(self.config.max_pages) - int(pages) + int(freelist)) * self.page_size)
         return free
 
     def release_reserve(self) -> bool:
@@ -221,12 +221,15 @@ class Store(LaneWrites):
     def _pragmas(self) -> None:
         c = self.config
         conn = self.conn
+        if conn.execute("PRAGMA page_count").fetchone()[0] == 0:  # a new file: its page size is ours to set
+            conn.execute(f"PRAGMA page_size = {int(c.page_size)}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise SpoolError(f"spool {self.path}: cannot switch to WAL mode (got {mode})")
         conn.execute(f"PRAGMA synchronous = {c.synchronous.upper()}")
         conn.execute(f"PRAGMA wal_autocheckpoint = {int(c.wal_autocheckpoint)}")
-        conn.execute(f"PRAGMA journal_size_limit = {int(c.wal_autocheckpoint) * 4096}")
+        self.page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        conn.execute(f"PRAGMA journal_size_limit = {int(c.wal_autocheckpoint) * self.page_size}")
         conn.execute("PRAGMA temp_store = MEMORY")
         # Debian builds SQLite with SECURE_DELETE: zeroing every shipped row doubles the disk writes
         conn.execute("PRAGMA secure_delete = OFF")

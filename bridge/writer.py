@@ -517,7 +517,8 @@ class GroupWriter:
         if store.ensure_reserve():
             _log.info("spool: reserve file made again", path=str(store.reserve_path))
         if self.full_cap is not None:
-            wanted = 2 * int(self.config.reserve_bytes) + int(self.config.wal_autocheckpoint) * 4096
+            wal = int(self.config.wal_autocheckpoint) * store.page_size
+            wanted = 2 * int(self.config.reserve_bytes) + wal
             if store.room() > max(wanted, self.full_cap // 10):
                 _log.info("spool: room again after a full disk", learned_cap=self.full_cap)
                 self.full_cap = None
