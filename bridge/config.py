@@ -65,8 +65,9 @@ class SpoolConfig(_Model):
     in-flight window (Mosquitto's ``max_inflight_messages``, 20 by default): a group that
     waits for more messages than the broker will send before it is acknowledged waits out
     ``commit_max_delay`` every time. With the window raised (1000, docs/devices.md), raising
-    this to ``commit_max_delay`` times the message rate lets a slow trickle commit once per
-    ``commit_max_delay``: fewer pages written (SD-card wear, docs/bridge.md)."""
+    this (and ``commit_batch_rows``) to ``commit_max_delay`` times the message rate lets a
+    trickle commit once per ``commit_max_delay``: fewer pages written (SD-card wear,
+    docs/bridge.md)."""
     dedup_window: Duration = 7 * 86400.0
     """No longer used (kept so that older configs load): a redelivery is recognised by its
     MQTT packet id with no time limit (docs/bridge.md, "Redelivery")."""

@@ -75,11 +75,12 @@ def oldest_spooled_at(conn: sqlite3.Connection, prio: int) -> float | None:
 _LANE_SQL = (
     "SELECT first_seq, last_seq, blob, coalesce((SELECT seq FROM floors WHERE prio = ?1), 0)"
     " FROM groups WHERE prio = ?1 AND first_seq >= coalesce("
-    "(SELECT max(first_seq) FROM groups WHERE prio = ?1 AND first_seq <= ?2), 0)"
+    "(SELECT max(first_seq) FROM groups WHERE prio = ?1 AND first_seq <= ?2), ?2 + 1)"
     " ORDER BY first_seq"
 )
 """The lane's groups holding records above ``after``, with the floor: one statement, so
-one snapshot of both."""
+one snapshot of both. Without a group of the lane at or below ``after`` the scan starts
+right above it, not at the table's head (other lanes' and side rows lie there)."""
 
 
 def read_lane(conn: sqlite3.Connection, lane: int, after: int, limit: int) -> list[RawRow]:
