@@ -10,9 +10,9 @@ deletes the groups it covers whole and raises the lane's floor when it ends insi
 group. Only a dead letter rewrites a group (without the record Kafka refused).
 
 What commits beside the records (the MQTT packet ids a batch took, the rules' state it
-changed) is a *side row* of ``groups`` (lane :data:`~bridge.groups.SIDE_LANE`, one
-row per commit, :func:`bridge.packing.pack_side`, taking a sequence number of its own) instead of upserts
-into ``recent_origins`` and ``rule_state`` there and then: an upsert rewrites the leaf
+changed) is a *side row* of ``groups`` (lane :data:`~bridge.groups.SIDE_LANE`, one row
+per commit, :func:`bridge.packing.pack_side`, with a sequence number of its own) instead
+of upserts into ``recent_origins`` and ``rule_state`` there and then: an upsert rewrites the leaf
 (and often an overflow page) each key lives on, a handful of 4 KiB pages per commit at
 home rates, while the side row lands on the page the commit's groups are appended to.
 Side rows are folded into the two tables (:meth:`Store.fold_side`) once there are
@@ -55,9 +55,9 @@ end of each lane and deletes at its start, the forwarder and /metrics read in se
 order: the hot pages are the B-tree's edges. -8000 filled 8 MiB in a 300k drain."""
 FOLD_ROWS = 2000
 FOLD_BYTES = 2 << 20
-"""Side rows are folded into ``recent_origins`` and ``rule_state`` once it holds this many
-rows or bytes (at 100 readings/s, ~10 commits/s: every few minutes). A fold rewrites the
-pages of every key changed since the last one, once; replaying a log this long at open
+"""Side rows are folded into ``recent_origins`` and ``rule_state`` once there are this many
+of them, or bytes (at 100 readings/s, ~10 commits/s: every few minutes). A fold rewrites
+the pages of every key changed since the last one, once; replaying this many at open
 takes milliseconds."""
 def _identity(path: Path) -> tuple[int, int] | None:
     try:
@@ -290,7 +290,7 @@ class Store(LaneWrites):
                     doc.setdefault("d", {})[key] = changed
             else:
                 doc.setdefault("s", {})[key] = value
-            last[key] = value
+            last[key] = dict(value) if isinstance(value, dict) else value  # a caller may reuse its dict
         at = origins[-1][2] if origins else now
         blob = pack_side(at, [(o[0], o[1]) for o in origins], doc)
         seq = self.next_seq
