@@ -348,8 +348,7 @@ class Spool:
         name_os_thread("edgegw-spool")
         interval = self.config.commit_interval
         max_rows = self.config.commit_rows
-        pacer = CommitPacer(interval, self.config.commit_max_delay, self.config.commit_batch_rows,
-                            self.config.commit_batch_acks)  # fmt: skip
+        pacer = CommitPacer(interval, self.config.commit_max_delay, self.config.commit_batch_rows)
         get = self._queue.get
         get_nowait = self._queue.get_nowait
         monotonic = time.monotonic
