@@ -30,7 +30,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -501,9 +501,7 @@ def health(runtime: Runtime, io: IoStats) -> tuple[bool, dict[str, Any]]:
         }
     )
     if io.uplink is not None:  # the uplink process away is not unhealthy: local automation works
-        u = io.uplink
-        components["uplink"]["process"] = {"state": u.state, "pid": u.pid, "restarts": u.restarts,
-                                           "last_exit": u.last_exit, "rss_bytes": u.rss_bytes}  # fmt: skip
+        components["uplink"]["process"] = asdict(io.uplink)  # state, pid, restarts, last_exit, rss_bytes
     mono = time.monotonic()
     offline = [d.id for d in rt.config.devices if str(rt.health.state(d.id, mono)) == "offline"]
     components["devices"] = {"configured": len(rt.config.devices), "offline": offline}

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import time
+from dataclasses import asdict
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -135,11 +136,6 @@ def gather(rt: Runtime, io: IoStats, *, healthy: bool, fingerprint: str) -> Stat
         spool = {"depth": s.depth, "bytes": s.bytes, "oldest_age_s": s.oldest_age,
                  "dead_letters": s.dead_letters, "failed": s.failed, "disk_full": s.disk_full,
                  "readings_shed": sum(rt.state.shed.values())}  # fmt: skip
-    uplink = None
-    if io.uplink is not None:
-        u = io.uplink
-        uplink = {"state": u.state, "pid": u.pid, "restarts": u.restarts, "last_exit": u.last_exit,
-                  "rss_bytes": u.rss_bytes}  # fmt: skip
     deployment = _deployment(rt)
     events = [
         {"at": e.ts, "kind": str(e.kind), "rule": e.rule_id, "severity": e.severity, "message": e.message,
@@ -166,7 +162,7 @@ def gather(rt: Runtime, io: IoStats, *, healthy: bool, fingerprint: str) -> Stat
         actuators=_actuators(rt),
         events=events,
         bad_input=bad_lines,
-        uplink=uplink,
+        uplink=None if io.uplink is None else asdict(io.uplink),  # as /healthz shows it
     )
 
 

@@ -15,7 +15,7 @@ from bridge import DeadInput, Spool
 from bridge.config import SpoolConfig, TopicsConfig
 from bridge.policy import lane_priorities
 from devices import Actuators, BadInputCounter, BatchState, SourceBatch
-from gateway.config import load_config
+from gateway.config import LoadedConfig, load_config
 from gateway.errors import SpoolError
 from gateway.ledger import DeliveryLedger
 from gateway.model import Event, Origin, Reading
@@ -54,15 +54,20 @@ def now() -> Now:
     return Now(time.monotonic(), time.time())
 
 
-@pytest.fixture
-def pipeline(tmp_path: Path) -> tuple[Pipeline, FakeSpool, list[str]]:
+def _loaded(tmp_path: Path) -> LoadedConfig:
+    """Device ``a`` (``home/a``, metric ``t``) and rule ``hot`` (``a/t`` above 30: emit)."""
     config = tmp_path / "edgegw.yaml"
     config.write_text(
         f"gateway: {{id: p, state_dir: {tmp_path}}}\nhttp: {{enabled: false}}\n"
         "devices:\n  - {id: a, topic: home/a, profile: plain, metric: t}\n"
         "rules:\n  - {id: hot, when: {sensor: a/t, above: 30}, then: [{emit: {severity: warning}}]}\n"
     )
-    loaded = load_config(config)
+    return load_config(config)
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> tuple[Pipeline, FakeSpool, list[str]]:
+    loaded = _loaded(tmp_path)
     failures: list[str] = []
     p = Pipeline(Actuators([]), Counters(), now=now, bad_input=BadInputCounter(), on_failure=failures.append)
     spool = FakeSpool()
@@ -191,13 +196,7 @@ async def test_a_settled_batch_is_freed_at_once_not_by_the_garbage_collector(tmp
     held each other) left ~15 objects a reading to the cyclic collector, whose passes then
     stopped every thread for 5-30 ms several times a second at 5k readings/s: the
     sensor-to-actuator p99."""
-    config = tmp_path / "edgegw.yaml"
-    config.write_text(
-        f"gateway: {{id: p, state_dir: {tmp_path}}}\nhttp: {{enabled: false}}\n"
-        "devices:\n  - {id: a, topic: home/a, profile: plain, metric: t}\n"
-        "rules:\n  - {id: hot, when: {sensor: a/t, above: 30}, then: [{emit: {severity: warning}}]}\n"
-    )
-    loaded = load_config(config)
+    loaded = _loaded(tmp_path)
     lanes = lane_priorities(TopicsConfig().of_kind())
     spool = Spool.open(SpoolConfig(path=tmp_path / "spool.db"), lanes=lanes)
     p = Pipeline(Actuators([]), Counters(), now=now, bad_input=BadInputCounter(), on_failure=lambda _r: None)

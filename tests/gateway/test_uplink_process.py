@@ -98,16 +98,12 @@ def _maps(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
 
-def _no_duplicates(records: list) -> None:  # type: ignore[type-arg]
-    ids = Counter(r.headers["ce_id"] for r in records)
-    assert [i for i, n in ids.items() if n > 1] == [], "a record reached Kafka twice"
-
-
 def _start(
     broker: Mosquitto, kafka: KafkaEndpoint, topic_prefix: str, tmp_path: Path, http_port: int,
     gateways: MakeGateway, *, linger: str | None = None,
-) -> tuple[TopicsConfig, Gateway]:  # fmt: skip
-    """``edgegw run`` with the demo rules and the Kafka uplink, once its uplink process is up."""
+) -> tuple[TopicsConfig, Gateway, int]:  # fmt: skip
+    """``edgegw run`` with the demo rules and the Kafka uplink, once its uplink process is up
+    (its pid, from /metrics, last)."""
     topics = kafka_topics(kafka, topic_prefix)
     config = gateway_config(tmp_path, (broker.host, broker.port), http_port=http_port, include=[DEMO_RULES],
                             kafka=kafka, topics=topics)  # fmt: skip
@@ -115,7 +111,21 @@ def _start(
         config["bridge"]["kafka"]["linger"] = linger
     gateway = gateways(write_config(tmp_path / "edgegw.yaml", config), http_port).start()
     _until(lambda: _uplink_pid(gateway) is not None, "the uplink process in /metrics")
-    return topics, gateway
+    pid = _uplink_pid(gateway)
+    assert pid is not None
+    return topics, gateway, pid
+
+
+def _exactly_once_in_kafka(kafka: KafkaEndpoint, topics: TopicsConfig, count: int, rate: float,
+                           timeout: float = 120.0) -> None:  # fmt: skip
+    """A read_committed consumer finds every reading the fleet sent, each once."""
+    expected = expected_readings(count, rate=rate)
+    total = sum(expected.values())
+    records = read_kafka(kafka.bootstrap, [topics.readings], until=lambda rs: len(rs) >= total,
+                         timeout=timeout)  # fmt: skip
+    ids = Counter(r.headers["ce_id"] for r in records)
+    assert [i for i, n in ids.items() if n > 1] == [], "a record reached Kafka twice"
+    assert readings_by_device(records, topics.readings) == expected
 
 
 @dataclass
@@ -162,14 +172,8 @@ def test_the_uplink_process_killed_under_load_is_restarted_and_nothing_is_lost_o
     broker: Mosquitto, kafka: KafkaEndpoint, topic_prefix: str, tmp_path: Path, http_port: int,
     gateways: MakeGateway,
 ) -> None:  # fmt: skip
-    topics = kafka_topics(kafka, topic_prefix)
-    config = gateway_config(tmp_path, (broker.host, broker.port), http_port=http_port, include=[DEMO_RULES],
-                            kafka=kafka, topics=topics)  # fmt: skip
-    gateway = gateways(write_config(tmp_path / "edgegw.yaml", config), http_port).start()
+    topics, gateway, first = _start(broker, kafka, topic_prefix, tmp_path, http_port, gateways)
     assert gateway.process is not None
-    _until(lambda: _uplink_pid(gateway) is not None, "the uplink process in /metrics")
-    first = _uplink_pid(gateway)
-    assert first is not None
     assert first != gateway.process.pid
     assert "librdkafka" not in _maps(gateway.process.pid), "the main process loaded librdkafka"
     _until(lambda: "librdkafka" in _maps(first), "librdkafka in the uplink process")
@@ -191,11 +195,7 @@ def test_the_uplink_process_killed_under_load_is_restarted_and_nothing_is_lost_o
         assert process["last_exit"] == "signal SIGKILL"
     assert fleet.summary["acked"] == count, fleet.summary
 
-    expected = expected_readings(count, rate=rate)
-    total = sum(expected.values())
-    records = read_kafka(kafka.bootstrap, [topics.readings], until=lambda rs: len(rs) >= total, timeout=120)
-    _no_duplicates(records)
-    assert readings_by_device(records, topics.readings) == expected
+    _exactly_once_in_kafka(kafka, topics, count, rate)
     assert gateway.wait_log("uplink process ended; restarting")["how"] == "signal SIGKILL"
     code, _took = gateway.terminate()
     assert code == 0
@@ -208,17 +208,14 @@ def test_sigterm_drains_the_spool_through_the_uplink_process_before_the_gateway_
     gateways: MakeGateway,
 ) -> None:  # fmt: skip
     # rows wait in the spool between rounds
-    topics, gateway = _start(broker, kafka, topic_prefix, tmp_path, http_port, gateways, linger="10s")
-    child = _uplink_pid(gateway)
-    assert child is not None
+    topics, gateway, child = _start(broker, kafka, topic_prefix, tmp_path, http_port, gateways, linger="10s")
     up = ("edgegw_uplink_state", (("state", "up"),))
     _until(lambda: gateway.metrics().get(up) == 1, "the uplink up (its first round, a heartbeat, shipped)")
 
     count, rate = 2000, 2000.0
     summary = simulate(broker, count=count, rate=rate)
     assert summary["acked"] == count
-    expected = expected_readings(count, rate=rate)
-    total = sum(expected.values())
+    total = sum(expected_readings(count, rate=rate).values())
     _until(lambda: gateway.readings_seen() >= total, "every reading taken")
     depth = _metric(gateway, "edgegw_spool_depth")
     assert depth is not None
@@ -233,9 +230,7 @@ def test_sigterm_drains_the_spool_through_the_uplink_process_before_the_gateway_
     assert events.index("uplink process stopped") < events.index("stopped"), events
     assert not any(e.startswith("rows left in the spool") for e in events), events
 
-    records = read_kafka(kafka.bootstrap, [topics.readings], until=lambda rs: len(rs) >= total, timeout=60)
-    _no_duplicates(records)
-    assert readings_by_device(records, topics.readings) == expected  # without another start
+    _exactly_once_in_kafka(kafka, topics, count, rate, timeout=60)  # without another start
 
 
 @pytest.mark.mqtt
@@ -244,9 +239,7 @@ def test_the_uplink_process_exits_when_the_gateway_is_killed(
     broker: Mosquitto, kafka: KafkaEndpoint, topic_prefix: str, tmp_path: Path, http_port: int,
     gateways: MakeGateway,
 ) -> None:  # fmt: skip
-    _topics, gateway = _start(broker, kafka, topic_prefix, tmp_path, http_port, gateways)
-    first = _uplink_pid(gateway)
-    assert first is not None
+    _topics, gateway, first = _start(broker, kafka, topic_prefix, tmp_path, http_port, gateways)
     up = ("edgegw_uplink_state", (("state", "up"),))
     _until(lambda: gateway.metrics().get(up) == 1, "the uplink up (its signal handling set up)")
     os.kill(first, signal.SIGTERM)  # to the child alone: it stops, and the gateway starts another
@@ -308,9 +301,7 @@ def test_a_frozen_uplink_process_is_killed_and_restarted_and_does_not_hold_up_th
     broker: Mosquitto, kafka: KafkaEndpoint, topic_prefix: str, tmp_path: Path, http_port: int,
     gateways: MakeGateway,
 ) -> None:  # fmt: skip
-    topics, gateway = _start(broker, kafka, topic_prefix, tmp_path, http_port, gateways)
-    first = _uplink_pid(gateway)
-    assert first is not None
+    topics, gateway, first = _start(broker, kafka, topic_prefix, tmp_path, http_port, gateways)
 
     count, rate = 4000, 500.0
     with _fleet(broker, count, rate) as fleet:
@@ -332,11 +323,7 @@ def test_a_frozen_uplink_process_is_killed_and_restarted_and_does_not_hold_up_th
         assert process["last_exit"] == killed["reason"]
     assert fleet.summary["acked"] == count, fleet.summary
 
-    expected = expected_readings(count, rate=rate)
-    total = sum(expected.values())
-    records = read_kafka(kafka.bootstrap, [topics.readings], until=lambda rs: len(rs) >= total, timeout=120)
-    _no_duplicates(records)
-    assert readings_by_device(records, topics.readings) == expected
+    _exactly_once_in_kafka(kafka, topics, count, rate)
 
     second = _uplink_pid(gateway)
     assert second is not None
