@@ -49,12 +49,16 @@ def make_readings(n: int, devices: int = 100) -> list[Reading]:
     ]  # fmt: skip
 
 
+PAGE_SIZE = 1024
+"""SQLite page size of the spool files made here (--page-size)."""
+
+
 def append_run(base: Path, sync: str, items: list[Reading], batch: int) -> tuple[float, float]:
     """Rows per second, disk bytes written per row."""
     path = base / f"spool-{sync}.db"
     for suffix in ("", "-wal", "-shm", "-reserve"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
-    spool = Spool.open(SpoolConfig(path=path, synchronous=sync, max_bytes=8 << 30))
+    spool = Spool.open(SpoolConfig(path=path, synchronous=sync, max_bytes=8 << 30, page_size=PAGE_SIZE))
     written = _io_write_bytes()
     started = time.perf_counter()
     for i in range(0, len(items), batch):
@@ -69,7 +73,7 @@ def append_run(base: Path, sync: str, items: list[Reading], batch: int) -> tuple
 def paced_run(base: Path, sync: str, rate: int, seconds: float) -> dict[str, float | None]:
     """Submit 10-reading batches at ``rate`` readings/s; what on_durable waits, per group."""
     path = base / f"paced-{sync}-{rate}.db"
-    spool = Spool.open(SpoolConfig(path=path, synchronous=sync))
+    spool = Spool.open(SpoolConfig(path=path, synchronous=sync, page_size=PAGE_SIZE))
     items = make_readings(int(rate * seconds) + 10)
     waits: list[float] = []
     lock = threading.Lock()
@@ -111,7 +115,10 @@ def main() -> None:
     parser.add_argument("--sd-card", type=float, default=None, metavar="MS",
                         help="on the power-cut FUSE file system, every fsync taking MS ms")  # fmt: skip
     parser.add_argument("--rates", default="5000,20000", help="paced rates, readings/s (comma-separated)")
+    parser.add_argument("--page-size", type=int, default=1024, help="SQLite page size of the spool files")
     args = parser.parse_args()
+    global PAGE_SIZE  # noqa: PLW0603 - a benchmark's one setting
+    PAGE_SIZE = args.page_size
     base = Path(tempfile.mkdtemp(prefix="edgegw-spool-bench-", dir=args.dir))
     work = base
     mount = None
@@ -125,7 +132,8 @@ def main() -> None:
     try:
         items = make_readings(args.rows)
         payload = statistics.mean(len(encode_item(r)[3]) for r in items[:1000])
-        print(f"spool append: {args.rows} readings in batches of {args.batch}, {args.runs} runs, dir {base}")
+        print(f"spool append: {args.rows} readings in batches of {args.batch}, {args.runs} runs, dir {base}, "
+              f"page size {PAGE_SIZE}")  # fmt: skip
         print(f"  payload (CloudEvents data JSON): {payload:.0f} bytes per reading")
         for sync in ("normal", "full"):
             runs = [append_run(base, sync, items, args.batch) for _ in range(args.runs)]

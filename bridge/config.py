@@ -60,6 +60,14 @@ class SpoolConfig(_Model):
     ``commit_interval``): commit every window, as before."""
     commit_batch_rows: int = Field(256, ge=1)
     """A group gathered on at a low rate is committed once it holds this many rows."""
+    commit_batch_acks: int = Field(16, ge=1)
+    """...or this many QoS 1 messages waiting for their PUBACK. Keep it below the broker's
+    in-flight window (Mosquitto's ``max_inflight_messages``, 20 by default): a group that
+    waits for more messages than the broker will send before it is acknowledged waits out
+    ``commit_max_delay`` every time. With the window raised (1000, docs/devices.md), raising
+    this (and ``commit_batch_rows``) to ``commit_max_delay`` times the message rate lets a
+    trickle commit once per ``commit_max_delay``: fewer pages written (SD-card wear,
+    docs/bridge.md)."""
     dedup_window: Duration = 7 * 86400.0
     """No longer used (kept so that older configs load): a redelivery is recognised by its
     MQTT packet id with no time limit (docs/bridge.md, "Redelivery")."""
@@ -67,9 +75,15 @@ class SpoolConfig(_Model):
     """How many MQTT packet ids (with the digest of the message last taken under each) the
     redelivery check keeps; far more than a broker's in-flight window."""
     max_pages: int | None = Field(None, ge=16)
-    """SQLite ``max_page_count`` (a hard file size limit in 4 KiB pages); none by default."""
+    """SQLite ``max_page_count`` (a hard file size limit in pages of ``page_size``); none by default."""
     wal_autocheckpoint: int = Field(1000, ge=16)
     """Pages in the WAL before SQLite copies them into the database file."""
+    page_size: Literal[1024, 2048, 4096, 8192, 16384, 32768, 65536] = 1024
+    """SQLite page size of a *new* spool file (an existing file keeps its own). Every commit
+    writes at least one page to the WAL: at a trickle (a house, commits of a few readings)
+    smaller pages write fewer bytes per reading (SD-card wear, docs/bridge.md); bulk
+    appends and drains prefer larger ones. ``max_pages`` and ``wal_autocheckpoint`` count
+    pages of this size."""
     reserve_bytes: ByteSize = ByteSize(1024 * 1024)
     """A ballast file beside the spool, given back when the disk is full so that SQLite can
     checkpoint and delete (which need room too); made again once there is room. 0: none."""

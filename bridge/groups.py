@@ -1,4 +1,4 @@
-"""Reading the spool's groups (schema 4): the lanes' records, figures and floors.
+"""Reading the spool's groups (schema 5): the lanes' records, figures and floors.
 
 Shared by the writer (:class:`bridge.store.Store`), the forwarder's reader, ``/metrics``
 and ``edgegw spool status``; plain functions over a connection, no state.
@@ -8,6 +8,11 @@ A lane's records are the records of its groups (``groups``, one row per commit a
 is gone (shipped, dropped by the cap or TTL) even while the rest of its group is still
 waiting. A group is deleted whole once the floor reaches its last record, so at most one
 group per lane straddles its floor.
+
+``groups`` is keyed by ``first_seq`` alone (schema 5): a commit appends its groups, every
+lane's, at the table's right edge, on one page. Its rows of the *side lane*
+(:data:`SIDE_LANE`) are not records: they hold what the commit wrote beside them (MQTT
+packet ids, rule state; see :mod:`bridge.store`) and no lane reader ever asks for them.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ import sqlite3
 from bridge.envelope import RawRow
 from bridge.packing import record_sizes, unpack
 
-__all__ = ["Figures", "floors", "lane_figures", "oldest_spooled_at", "read_lane", "straddling"]
+__all__ = ["SIDE_LANE", "Figures", "floors", "lane_figures", "oldest_spooled_at", "read_lane", "straddling"]
+
+SIDE_LANE = -1
+"""``groups.prio`` of a side row (see :mod:`bridge.store`): not a drain lane."""
 
 Figures = tuple[int, int, float]
 """(records, bytes as the overflow policy counts them, oldest spooled_at) of one lane."""
@@ -44,7 +52,7 @@ def lane_figures(conn: sqlite3.Connection) -> dict[int, Figures]:
     a consistent snapshot)."""
     out: dict[int, Figures] = {}
     for prio, rows, size, first in conn.execute(
-        "SELECT prio, sum(n), sum(size), min(spooled_at) FROM groups GROUP BY prio"
+        "SELECT prio, sum(n), sum(size), min(spooled_at) FROM groups WHERE prio >= 0 GROUP BY prio"
     ):
         out[int(prio)] = (int(rows), int(size), float(first))
     for prio, floor in floors(conn).items():
@@ -67,11 +75,12 @@ def oldest_spooled_at(conn: sqlite3.Connection, prio: int) -> float | None:
 _LANE_SQL = (
     "SELECT first_seq, last_seq, blob, coalesce((SELECT seq FROM floors WHERE prio = ?1), 0)"
     " FROM groups WHERE prio = ?1 AND first_seq >= coalesce("
-    "(SELECT max(first_seq) FROM groups WHERE prio = ?1 AND first_seq <= ?2), 0)"
+    "(SELECT max(first_seq) FROM groups WHERE prio = ?1 AND first_seq <= ?2), ?2 + 1)"
     " ORDER BY first_seq"
 )
 """The lane's groups holding records above ``after``, with the floor: one statement, so
-one snapshot of both."""
+one snapshot of both. Without a group of the lane at or below ``after`` the scan starts
+right above it, not at the table's head (other lanes' and side rows lie there)."""
 
 
 def read_lane(conn: sqlite3.Connection, lane: int, after: int, limit: int) -> list[RawRow]:

@@ -8,11 +8,18 @@
   changed it; ``recent_origins`` keyed by MQTT packet id (``slot`` is the packet id; the
   version 2 rows, keyed by a ring position, are cleared: see gateway/ledger.py). Kept
   here as :data:`SCHEMA_V3` (the whole layout) so tests can build such a file.
-- Version 4 (current): the compact spool. ``rows`` (one row per event) becomes ``groups``
+- Version 4: the compact spool. ``rows`` (one row per event) becomes ``groups``
   (one row per commit and lane, the records packed by :mod:`bridge.packing`) and
   ``floors`` (per lane, the sequence at or below which records are gone; see
   :mod:`bridge.groups`). The migration packs each lane's rows of one commit (same
   ``spooled_at``) into groups; sequences, kinds, keys, times and data are kept as they were.
+- Version 5 (current): one B-tree per commit's writes (SD-card wear, docs/bridge.md).
+  ``groups`` is keyed by ``first_seq`` alone (a rowid table; ``prio`` is a column), so the
+  groups of every lane of a commit are appended side by side at the table's right edge
+  instead of in the middle of the tree, one place per lane; and what commits beside the
+  records (MQTT packet ids taken, rule state) is a row of the same table, in the *side
+  lane* (``prio`` -1, :data:`bridge.groups.SIDE_LANE`), folded into ``recent_origins`` and
+  ``rule_state`` now and then (:mod:`bridge.store`). The migration copies the groups.
 
 A newer edgegw migrates an older file in place, in one transaction, at open. A row it
 does not understand (a kind it does not know) is never discarded: it moves to the
@@ -32,9 +39,9 @@ from bridge.packing import MAX_GROUP, pack
 from bridge.policy import KIND_NAMES, PRIORITY_OF_KIND, Kind
 from gateway.errors import SpoolError
 
-__all__ = ["SCHEMA_V1", "SCHEMA_V3", "SCHEMA_VERSION", "migrate"]
+__all__ = ["SCHEMA_V1", "SCHEMA_V3", "SCHEMA_V4", "SCHEMA_VERSION", "migrate"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _log = structlog.get_logger("edgegw.bridge.spool")
 
@@ -114,8 +121,22 @@ CREATE TABLE IF NOT EXISTS floors (
 );
 """
 
+_SCHEMA_V5 = """
+CREATE TABLE IF NOT EXISTS groups5 (
+    first_seq  INTEGER PRIMARY KEY,
+    prio       INTEGER NOT NULL,
+    last_seq   INTEGER NOT NULL,
+    n          INTEGER NOT NULL,
+    size       INTEGER NOT NULL,
+    spooled_at REAL NOT NULL,
+    blob       BLOB NOT NULL
+);
+"""
+
 SCHEMA_V3 = _SCHEMA_V2 + _SCHEMA_V3 + "PRAGMA user_version = 3;\n"
 """The whole version 3 layout (tests build such files; ``meta`` needs spool_id and next_seq)."""
+SCHEMA_V4 = _SCHEMA_V2 + _SCHEMA_V3 + _SCHEMA_V4 + "DROP TABLE rows;\nPRAGMA user_version = 4;\n"
+"""The whole version 4 layout (tests build such files; ``meta`` needs spool_id and next_seq)."""
 
 _V1_KINDS: dict[str, Kind] = {name: Kind(code) for code, name in KIND_NAMES.items()}
 
@@ -143,6 +164,7 @@ def _create(conn: sqlite3.Connection) -> None:
     _script(conn, _SCHEMA_V3)
     _script(conn, _SCHEMA_V4)
     conn.execute("DROP TABLE rows")
+    _v4_to_v5(conn, log=False)
     _init_meta(conn, 1)
 
 
@@ -227,7 +249,20 @@ def _v3_to_v4(conn: sqlite3.Connection) -> None:
     _log.info("spool migrated", from_version=3, to_version=4, rows=kept, groups=groups, dead_lettered=moved)
 
 
-_STEPS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+def _v4_to_v5(conn: sqlite3.Connection, *, log: bool = True) -> None:
+    """``groups`` keyed by ``first_seq`` alone (a record's sequence is unique across lanes)."""
+    _script(conn, _SCHEMA_V5)
+    moved = conn.execute(
+        "INSERT INTO groups5(first_seq, prio, last_seq, n, size, spooled_at, blob)"
+        " SELECT first_seq, prio, last_seq, n, size, spooled_at, blob FROM groups ORDER BY first_seq"
+    ).rowcount
+    conn.execute("DROP TABLE groups")
+    conn.execute("ALTER TABLE groups5 RENAME TO groups")
+    if log:
+        _log.info("spool migrated", from_version=4, to_version=5, groups=moved)
+
+
+_STEPS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 
 
 def migrate(conn: sqlite3.Connection) -> int:

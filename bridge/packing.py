@@ -28,9 +28,11 @@ from collections.abc import Sequence
 from itertools import accumulate, pairwise
 from typing import Any
 
+import orjson
+
 from bridge.policy import ROW_OVERHEAD
 
-__all__ = ["COMPRESS", "MAX_GROUP", "Packed", "pack", "record_sizes", "unpack"]
+__all__ = ["COMPRESS", "MAX_GROUP", "Packed", "pack", "pack_side", "record_sizes", "unpack", "unpack_side"]
 
 FORMAT = 1
 _ZLIB = 1
@@ -138,3 +140,47 @@ def record_sizes(first: int, blob: bytes) -> list[tuple[int, int]]:
     ends = list(accumulate(key_len, initial=at + 6 * n + 2 * k))
     chars = [len(body[a:b].decode()) + ROW_OVERHEAD for a, b in pairwise(ends)]
     return [(first + o, d + chars[i]) for o, d, i in zip(offsets, data_len, key_index, strict=True)]
+
+
+# ---------------------------------------------------------------------- side rows
+_SIDE_HEAD = struct.Struct("<BBdI")
+SIDE_FORMAT = 129
+"""Not a group's format (1): either unpacker refuses the other's blob."""
+
+
+def pack_side(at: float, origins: Sequence[tuple[int, int]], state: dict[str, Any] | None) -> bytes:
+    """A side row (see :mod:`bridge.store`)::
+
+        header  <BBdI: format (129), flags (bit 0: the JSON is zlib), at, origins n
+        body    u32[n] MQTT packet id, i64[n] digest, then the JSON of ``state`` (or nothing)
+
+    ``state`` is ``{"s": {key: value}, "d": {key: changed top-level fields}}`` (see
+    :meth:`bridge.store.Store.log_side`)."""
+    text = orjson.dumps(state) if state else b""
+    flags = 0
+    if text:
+        packed = zlib.compress(text, 1)
+        if len(packed) < len(text):
+            text, flags = packed, _ZLIB
+    slots = _arr("I", [o[0] for o in origins])
+    digests = _arr("q", [o[1] for o in origins])
+    return _SIDE_HEAD.pack(SIDE_FORMAT, flags, at, len(origins)) + slots + digests + text
+
+
+def unpack_side(blob: bytes) -> tuple[float, list[tuple[int, int]], dict[str, Any]]:
+    """``(at, [(packet id, digest)], state)`` of a side row; ValueError if it is not one."""
+    fmt, flags, at, n = _SIDE_HEAD.unpack_from(blob)
+    if fmt != SIDE_FORMAT:
+        raise ValueError(f"spool side row format {fmt} unknown to this edgegw")
+    view = memoryview(blob)
+    start = _SIDE_HEAD.size
+    slots = _load("I", view[start : start + 4 * n])
+    digests = _load("q", view[start + 4 * n : start + 12 * n])
+    text = blob[start + 12 * n :]
+    state: dict[str, Any] = {}
+    if text:
+        try:
+            state = orjson.loads(zlib.decompress(text) if flags & _ZLIB else text)
+        except (zlib.error, orjson.JSONDecodeError) as exc:
+            raise ValueError(f"spool side row: {exc}") from exc
+    return at, list(zip(slots, digests, strict=True)), state

@@ -348,7 +348,8 @@ class Spool:
         name_os_thread("edgegw-spool")
         interval = self.config.commit_interval
         max_rows = self.config.commit_rows
-        pacer = CommitPacer(interval, self.config.commit_max_delay, self.config.commit_batch_rows)
+        pacer = CommitPacer(interval, self.config.commit_max_delay, self.config.commit_batch_rows,
+                            self.config.commit_batch_acks)  # fmt: skip
         get = self._queue.get
         get_nowait = self._queue.get_nowait
         monotonic = time.monotonic

@@ -8,6 +8,17 @@ Records are stored a group at a time (one ``groups`` row per commit and lane, se
 :mod:`bridge.packing` and :mod:`bridge.groups`); taking a lane's head (shipped, cap, TTL)
 deletes the groups it covers whole and raises the lane's floor when it ends inside a
 group. Only a dead letter rewrites a group (without the record Kafka refused).
+
+What commits beside the records (the MQTT packet ids a batch took, the rules' state it
+changed) is a *side row* of ``groups`` (lane :data:`~bridge.groups.SIDE_LANE`, one row
+per commit, :func:`bridge.packing.pack_side`, with a sequence number of its own) instead
+of upserts into ``recent_origins`` and ``rule_state`` there and then: an upsert rewrites the leaf
+(and often an overflow page) each key lives on, a handful of 4 KiB pages per commit at
+home rates, while the side row lands on the page the commit's groups are appended to.
+Side rows are folded into the two tables (:meth:`Store.fold_side`) once there are
+:data:`FOLD_ROWS` of them or :data:`FOLD_BYTES` bytes, and at close; reading the tables
+(:meth:`Store.load_origins`, :meth:`Store.load_state`) replays what is not folded yet, in
+commit order.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import struct
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,9 +37,10 @@ import orjson
 import structlog
 
 from bridge.config import SpoolConfig
-from bridge.groups import floors, lane_figures
+from bridge.groups import SIDE_LANE, floors, lane_figures
 from bridge.lanes import LaneWrites
 from bridge.migrations import migrate
+from bridge.packing import pack_side, unpack_side
 from bridge.policy import Usage
 from gateway.errors import SpoolError
 
@@ -40,6 +53,12 @@ READER_CACHE_KIB = 512
 """SQLite page cache per connection (SQLite's default is 2 MiB). The writer appends at the
 end of each lane and deletes at its start, the forwarder and /metrics read in sequence
 order: the hot pages are the B-tree's edges. -8000 filled 8 MiB in a 300k drain."""
+FOLD_ROWS = 2000
+FOLD_BYTES = 2 << 20
+"""Side rows are folded into ``recent_origins`` and ``rule_state`` once there are this many
+of them, or bytes (at 100 readings/s, ~10 commits/s: every few minutes). A fold rewrites
+the pages of every key changed since the last one, once; replaying this many at open
+takes milliseconds."""
 def _identity(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -153,7 +172,7 @@ class Store(LaneWrites):
             return False
         try:
             st = os.statvfs(path.parent)
-            if st.f_bavail * st.f_frsize < 2 * size + int(self.config.wal_autocheckpoint) * 4096:
+            if st.f_bavail * st.f_frsize < 2 * size + int(self.config.wal_autocheckpoint) * self.page_size:
                 return False
             with path.open("wb") as f:
                 f.write(b"\0" * size)
@@ -178,7 +197,7 @@ class Store(LaneWrites):
                 self.conn.execute("PRAGMA page_count").fetchone()[0],
                 self.conn.execute("PRAGMA freelist_count").fetchone()[0],
             )
-            free = min(free, (int(self.config.max_pages) - int(pages) + int(freelist)) * 4096)
+            free = min(free, (int(self.config.max_pages) - int(pages) + int(freelist)) * self.page_size)
         return free
 
     def release_reserve(self) -> bool:
@@ -193,6 +212,7 @@ class Store(LaneWrites):
         self.usage = {prio: Usage(rows, size) for prio, (rows, size, _) in lane_figures(self.conn).items()}
         self.floors = floors(self.conn)
         self.dead_letters = int(self.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+        self.reload_side()
         drops: dict[str, int] = defaultdict(int)
         for reason, rows in self.conn.execute("SELECT reason, sum(rows) FROM drops GROUP BY reason"):
             drops[reason] = int(rows)
@@ -201,12 +221,15 @@ class Store(LaneWrites):
     def _pragmas(self) -> None:
         c = self.config
         conn = self.conn
+        if conn.execute("PRAGMA page_count").fetchone()[0] == 0:  # a new file: its page size is ours to set
+            conn.execute(f"PRAGMA page_size = {int(c.page_size)}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise SpoolError(f"spool {self.path}: cannot switch to WAL mode (got {mode})")
         conn.execute(f"PRAGMA synchronous = {c.synchronous.upper()}")
         conn.execute(f"PRAGMA wal_autocheckpoint = {int(c.wal_autocheckpoint)}")
-        conn.execute(f"PRAGMA journal_size_limit = {int(c.wal_autocheckpoint) * 4096}")
+        self.page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        conn.execute(f"PRAGMA journal_size_limit = {int(c.wal_autocheckpoint) * self.page_size}")
         conn.execute("PRAGMA temp_store = MEMORY")
         # Debian builds SQLite with SECURE_DELETE: zeroing every shipped row doubles the disk writes
         conn.execute("PRAGMA secure_delete = OFF")
@@ -235,19 +258,115 @@ class Store(LaneWrites):
         return sum(u.bytes for u in self.usage.values())
 
     # ------------------------------------------------------------------ writes (inside a transaction)
-    def remember(self, origins: Sequence[tuple[int, int, float]]) -> None:
-        self.conn.executemany(
-            "INSERT OR REPLACE INTO recent_origins(slot, digest, at) VALUES (?, ?, ?)", origins
+    def reload_side(self) -> None:
+        """The side rows not folded yet (at open, after a rollback or a renumbering), and
+        the rule state they and the table say (what the next side row is a change from)."""
+        self.side_seqs: list[int] = []
+        self.side_bytes = 0
+        for seq, size in self.conn.execute(
+            "SELECT first_seq, length(blob) FROM groups WHERE prio = ? ORDER BY first_seq", (SIDE_LANE,)
+        ):
+            self.side_seqs.append(int(seq))
+            self.side_bytes += int(size)
+        self.state_last: dict[str, Any] = self.load_state()
+
+    def log_side(self, origins: Sequence[tuple[int, int, float]] = (),
+                 state: Mapping[str, Any] | None = None, now: float = 0.0) -> None:  # fmt: skip
+        """One side row: MQTT packet ids taken (``(slot, digest, at)``; one ``at`` is kept,
+        the commit's, the last) and rule-state rows (upserts), as one commit made them.
+
+        A state value that is a dict like the key's last one is written as the top-level
+        fields that changed (most rules change a leaf value and their ``wall`` stamp per
+        reading): ``{"d": {key: fields}}``; anything else whole: ``{"s": {key: value}}``."""
+        if not origins and not state:
+            return
+        doc: dict[str, dict[str, Any]] = {}
+        last = self.state_last
+        for key, value in (state or {}).items():
+            prev = last.get(key)
+            if isinstance(value, dict) and isinstance(prev, dict) and prev.keys() <= value.keys():
+                changed = {k: v for k, v in value.items() if k not in prev or prev[k] != v}
+                if changed:
+                    doc.setdefault("d", {})[key] = changed
+            else:
+                doc.setdefault("s", {})[key] = value
+            last[key] = dict(value) if isinstance(value, dict) else value  # a caller may reuse its dict
+        at = origins[-1][2] if origins else now
+        blob = pack_side(at, [(o[0], o[1]) for o in origins], doc)
+        seq = self.next_seq
+        self.next_seq += 1
+        self.conn.execute(
+            "INSERT INTO groups(prio, first_seq, last_seq, n, size, spooled_at, blob)"
+            " VALUES (?, ?, ?, 0, 0, ?, ?)",
+            (SIDE_LANE, seq, seq, now, blob),
         )
+        self.side_seqs.append(seq)
+        self.side_bytes += len(blob)
+
+    def remember(self, origins: Sequence[tuple[int, int, float]]) -> None:
+        self.log_side(origins)
+
+    def _side_entries(self) -> list[tuple[float, list[tuple[int, int]], dict[str, Any]]]:
+        out = []
+        for seq in self.side_seqs:
+            row = self.conn.execute("SELECT blob FROM groups WHERE first_seq = ?", (seq,)).fetchone()
+            try:
+                out.append(unpack_side(bytes(row[0])))
+            except (TypeError, ValueError, struct.error) as exc:  # cannot be torn; never stop on it
+                _log.error("spool: side row unreadable, skipped", seq=seq, error=str(exc))
+        return out
+
+    @staticmethod
+    def _replay(state: dict[str, Any], doc: Mapping[str, Mapping[str, Any]]) -> None:
+        state.update(doc.get("s", {}))
+        for key, fields in doc.get("d", {}).items():
+            prev = state.get(key)
+            state[key] = {**prev, **fields} if isinstance(prev, dict) else dict(fields)
+
+    def fold_side(self, *, force: bool = False) -> bool:
+        """Apply the side rows to ``recent_origins`` and ``rule_state`` and delete them
+        (inside the caller's transaction), when there are enough (or ``force``). Each key
+        is written once, with its last value."""
+        n = len(self.side_seqs)
+        if not n or (not force and n < FOLD_ROWS and self.side_bytes < FOLD_BYTES):
+            return False
+        origins: dict[int, tuple[int, float]] = {}
+        state: dict[str, Any] = {}
+        self._table_state(state)
+        folded: set[str] = set()
+        for at, taken, doc in self._side_entries():
+            for slot, digest in taken:
+                origins[slot] = (digest, at)
+            self._replay(state, doc)
+            folded.update(doc.get("s", ()), doc.get("d", ()))
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO recent_origins(slot, digest, at) VALUES (?, ?, ?)",
+            [(slot, digest, at) for slot, (digest, at) in origins.items()],
+        )
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO rule_state(key, data) VALUES (?, ?)",
+            [(key, orjson.dumps(value)) for key, value in state.items() if key in folded],
+        )
+        self.conn.executemany("DELETE FROM groups WHERE first_seq = ?", [(seq,) for seq in self.side_seqs])
+        self.groups_deleted = True
+        self.side_seqs = []
+        self.side_bytes = 0
+        return True
 
     def save_next_seq(self, *, force: bool = False) -> None:
         """Store the sequence counter, when this transaction deleted groups (the highest
         sequence in the file may have gone with them) or when forced. Otherwise the file
         says it already: at open the counter is the largest of ``meta``, the groups' last
         sequence and the dead letters' (+1). An append-only commit writes no ``meta`` page."""
-        if force or self.groups_deleted:
+        if force or (self.groups_deleted and not self._newest_kept()):
             self.conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(self.next_seq),))
-            self.groups_deleted = False
+        self.groups_deleted = False
+
+    def _newest_kept(self) -> bool:
+        """The file still says the counter: its newest group ends right below it (mostly the
+        commit's side row), so a delete at the head needs no ``meta`` page written."""
+        row = self.conn.execute("SELECT last_seq FROM groups ORDER BY first_seq DESC LIMIT 1").fetchone()
+        return row is not None and int(row[0]) >= self.next_seq - 1
 
     def count_drop(self, reason: str, prio: int, rows: int, size: int) -> None:
         if rows <= 0:
@@ -261,23 +380,31 @@ class Store(LaneWrites):
 
     def load_origins(self) -> list[tuple[int, int, float]]:
         """(packet id, digest, when) of the MQTT messages taken last, oldest first."""
-        cur = self.conn.execute("SELECT slot, digest, at FROM recent_origins ORDER BY at, rowid")
-        return [(int(a), int(b), float(c)) for a, b, c in cur]
+        slots = {int(a): (int(b), float(c)) for a, b, c in self.conn.execute(
+            "SELECT slot, digest, at FROM recent_origins")}  # fmt: skip
+        for at, taken, _doc in self._side_entries():
+            for slot, digest in taken:
+                slots[slot] = (digest, at)
+        ordered = sorted(slots.items(), key=lambda item: (item[1][1], item[0]))
+        return [(slot, digest, at) for slot, (digest, at) in ordered]
 
     def save_state(self, entries: Mapping[str, Any]) -> None:
-        """Upsert rule-state rows (inside the caller's transaction)."""
-        self.conn.executemany(
-            "INSERT OR REPLACE INTO rule_state(key, data) VALUES (?, ?)",
-            [(key, orjson.dumps(value)) for key, value in entries.items()],
-        )
+        """Upsert rule-state rows (inside the caller's transaction; logged, see the module docstring)."""
+        self.log_side(state=entries)
 
-    def load_state(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    def _table_state(self, out: dict[str, Any]) -> None:
         for key, data in self.conn.execute("SELECT key, data FROM rule_state"):
             try:
                 out[str(key)] = orjson.loads(data)
             except orjson.JSONDecodeError:
                 continue  # a torn row cannot be (SQLite's transactions); skip rather than stop
+
+    def load_state(self) -> dict[str, Any]:
+        """The rule-state rows as committed: the table, then the side rows not folded yet."""
+        out: dict[str, Any] = {}
+        self._table_state(out)
+        for _at, _taken, doc in self._side_entries():
+            self._replay(out, doc)
         return out
 
     def dead_input(self, key: str, data: bytes, reason: str, error: str, now: float) -> None:
@@ -295,6 +422,16 @@ class Store(LaneWrites):
         return sorted(p for p, u in self.usage.items() if u.rows > 0)
 
     def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # closing anyway: the next open replays the side rows
+            if self.side_seqs:
+                self.begin()
+                try:
+                    self.fold_side(force=True)
+                    self.save_next_seq()
+                    self.commit()
+                except sqlite3.Error:
+                    self.rollback()
+                    raise
         with contextlib.suppress(sqlite3.Error):  # closing anyway
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.conn.close()

@@ -130,19 +130,22 @@ class CommitPacer:
     NAP_ROWS = 4
     """A nap lasts as long as this many rows should take to come at the recent rate."""
     ACKS_PER_GROUP = 16
-    """A group holding this many QoS 1 messages is committed without gathering on. A broker
+    """By default (``commit_batch_acks``) a group holding this many QoS 1 messages is
+    committed without gathering on. A broker
     stops sending once its in-flight window of unacknowledged messages is full (Mosquitto's
     default ``max_inflight_messages`` is 20): a group that held the whole window would wait
     for a nap to bring nothing before every commit, and the readings behind the window, the
     rules they fire included, would wait at the broker (measured with a window of 20 at
     1k readings/s: command p99 2.9 ms before time batching, 73 ms with it, without this)."""
 
-    __slots__ = ("_period_rows", "_period_start", "batch_rows", "interval", "max_delay", "rate")
+    __slots__ = ("_period_rows", "_period_start", "batch_acks", "batch_rows", "interval", "max_delay", "rate")
 
-    def __init__(self, interval: float, max_delay: float, batch_rows: int) -> None:
+    def __init__(self, interval: float, max_delay: float, batch_rows: int,
+                 batch_acks: int = ACKS_PER_GROUP) -> None:  # fmt: skip
         self.interval = interval
         self.max_delay = max_delay
         self.batch_rows = batch_rows
+        self.batch_acks = batch_acks
         self.rate = 0.0
         """Rows per second committed recently (0 until a period went by)."""
         self._period_start: float | None = None
@@ -163,7 +166,7 @@ class CommitPacer:
         its first batch was queued at ``first_at``, the ``commit_interval`` window is over
         and the queue is empty; ``napped_at_rows`` is how many rows it held before the last
         nap (None: no nap yet). Seconds to nap before looking again, or 0 to commit now."""
-        if not self.low_rate or rows >= self.batch_rows or acks >= self.ACKS_PER_GROUP:
+        if not self.low_rate or rows >= self.batch_rows or acks >= self.batch_acks:
             return 0.0
         if napped_at_rows is not None and rows <= napped_at_rows:
             return 0.0  # the last nap brought nothing: the sender stopped or waits for us
@@ -351,10 +354,7 @@ class GroupWriter:
                    dead: Sequence[DeadInput], now: float) -> None:  # fmt: skip
         """What commits with the batch's rows: MQTT marks, rule state, dead input."""
         store = self.store
-        if origins:
-            store.remember(origins)
-        if state:
-            store.save_state(state)
+        store.log_side(origins, state, now)  # one side row for both (see bridge.store)
         for d in dead:
             store.dead_input(d.key, d.data, d.reason, d.error, now)
 
@@ -486,6 +486,7 @@ class GroupWriter:
         store.begin()
         try:
             op.moved = store.shift_seqs(store.opened_seq, delta)
+            store.reload_side()  # side rows of this run moved too
             store.next_seq += delta
             store.save_next_seq(force=True)
             store.commit()
@@ -516,7 +517,8 @@ class GroupWriter:
         if store.ensure_reserve():
             _log.info("spool: reserve file made again", path=str(store.reserve_path))
         if self.full_cap is not None:
-            wanted = 2 * int(self.config.reserve_bytes) + int(self.config.wal_autocheckpoint) * 4096
+            wal = int(self.config.wal_autocheckpoint) * store.page_size
+            wanted = 2 * int(self.config.reserve_bytes) + wal
             if store.room() > max(wanted, self.full_cap // 10):
                 _log.info("spool: room again after a full disk", learned_cap=self.full_cap)
                 self.full_cap = None
@@ -524,6 +526,7 @@ class GroupWriter:
             self.config.reserve_bytes <= 0 or store.reserve_path.exists()
         ):
             self.disk_full = False
+        store.fold_side()
         for prio in list(store.prios()):
             oldest = store.oldest_spooled_at(prio)
             if oldest is not None and now - oldest > self.config.ttl:

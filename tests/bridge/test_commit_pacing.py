@@ -72,6 +72,15 @@ def test_a_delay_no_longer_than_the_interval_turns_it_off() -> None:
     assert not pacer.low_rate
 
 
+def test_a_group_holding_its_qos1_messages_commits_without_gathering_on() -> None:
+    """16 by default (under Mosquitto's default in-flight window of 20); configurable for a
+    broker with a larger window (commit_batch_acks)."""
+    pacer = CommitPacer(0.002, 1.0, 256)
+    assert pacer.gather_on(16, first_at=10.0, now=10.002, napped_at_rows=None, acks=16) == 0.0
+    pacer = CommitPacer(0.002, 1.0, 256, batch_acks=100)
+    assert pacer.gather_on(16, first_at=10.0, now=10.002, napped_at_rows=None, acks=16) > 0.9
+
+
 def test_the_rate_follows_the_commits() -> None:
     pacer = CommitPacer(0.002, 0.1, 256)
     pacer.committed(10, 0.0)

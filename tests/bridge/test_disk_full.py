@@ -46,7 +46,7 @@ def _fill(spool: Spool, batches: int, start: int = 0) -> int:
 
 
 def test_max_page_count_full_applies_the_policy_and_recovers(tmp_path: Path) -> None:
-    cfg = SpoolConfig(path=tmp_path / "spool.db", max_pages=100, wal_autocheckpoint=32)  # 400 KiB
+    cfg = SpoolConfig(path=tmp_path / "spool.db", max_pages=400, wal_autocheckpoint=128)  # 400 KiB
     spool = Spool.open(cfg)
     spool.append_many([Event(EventKind.FIRED, f"rule-{i}", 1.0) for i in range(20)])
     with capture_logs() as logs:

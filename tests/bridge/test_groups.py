@@ -194,3 +194,13 @@ def test_the_counter_is_not_written_by_appends_and_never_goes_back(tmp_path: Pat
     with Spool.open(cfg) as third:
         third.append_many(readings(1, start=11))
         assert [r.seq for r in third.reader().fetch(Priority.READING, 0, 100)] == [12]
+
+
+def test_a_side_row_round_trips_and_a_foreign_blob_is_refused() -> None:
+    state = {"d": {"rule:a": {"wall": 1.5, "leaves": [{"value": 21.3}]}}, "s": {"summary": {"x": None}}}
+    pack_side, unpack_side = packing.pack_side, packing.unpack_side
+    blob = pack_side(12.5, [(1, -(2**63)), (65535, 2**63 - 1)], state)
+    assert unpack_side(blob) == (12.5, [(1, -(2**63)), (65535, 2**63 - 1)], state)
+    assert unpack_side(pack_side(1.0, [], None)) == (1.0, [], {})
+    with pytest.raises(ValueError, match="side row format"):
+        unpack_side(packing.pack([1], [1], ["k"], [1.0], [b"x"])[4] + bytes(16))

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from bridge.config import SpoolConfig
 from bridge.envelope import Record
 from bridge.groups import floors, read_lane
 from bridge.policy import Kind, Priority
@@ -25,9 +26,10 @@ def _all_rows(path: Path) -> list[tuple[int, int, str]]:
     """(prio, seq, key) of every record in the file, above each lane's floor."""
     with contextlib.closing(sqlite3.connect(path)) as conn:
         lanes = floors(conn)
+        stored = {p for (p,) in conn.execute("SELECT DISTINCT prio FROM groups WHERE prio >= 0")}
         return [
             (prio, seq, key)
-            for prio in sorted({p for (p,) in conn.execute("SELECT DISTINCT prio FROM groups")})
+            for prio in sorted(stored)
             for seq, _kind, key, _ts, _data in read_lane(conn, prio, lanes.get(prio, 0), 1 << 30)
         ]
 
@@ -220,6 +222,40 @@ def test_marks_rule_state_and_dead_input_commit_with_the_batch_and_survive_reope
     assert spool.stats().depth == 3
     assert spool.stats().dead_letters == 1
     spool.close()
+
+
+def test_side_rows_are_one_log_row_per_commit_replayed_at_open_and_folded_at_close(tmp_path: Path) -> None:
+    """Marks and rule state are a side row of ``groups`` (one per commit, beside the
+    commit's groups, never an upsert of the pages the keys live on); an open replays what
+    was not folded, in commit order; a fold writes each key once, with its last value."""
+    cfg = spool_config(tmp_path)
+    spool = Spool.open(cfg)
+    for i in range(5):
+        spool.append_many(readings(1, start=i), marks=[(i % 2, 100 + i)],
+                          state={"rule:a": {"n": i, "fp": "x", "deep": {"v": [i]}}})  # fmt: skip
+    spool.append_many([], state={"rule:b": {"gone": 1}})
+    spool.append_many([], state={"rule:b": {"other": 2}})  # a field less: written whole
+    with sqlite3.connect(cfg.path) as conn:
+        assert conn.execute("SELECT count(*) FROM groups WHERE prio = -1").fetchone()[0] == 7
+        assert conn.execute("SELECT count(*) FROM rule_state").fetchone()[0] == 0
+    # a killed process: nothing folded, the log replayed
+    with sqlite3.connect(cfg.path) as conn:
+        copy = sqlite3.connect(tmp_path / "copy.db")
+        conn.backup(copy)
+        copy.close()
+    replayed = Spool.open(SpoolConfig(path=tmp_path / "copy.db"))
+    state = {"rule:a": {"n": 4, "fp": "x", "deep": {"v": [4]}}, "rule:b": {"other": 2}}
+    assert replayed.rule_state() == state
+    assert replayed.marks() == [(1, 103), (0, 104)]
+    replayed.close()
+    spool.close()
+    with sqlite3.connect(cfg.path) as conn:
+        assert conn.execute("SELECT count(*) FROM groups WHERE prio = -1").fetchone()[0] == 0
+        assert [k for (k,) in conn.execute("SELECT key FROM rule_state ORDER BY key")] == ["rule:a", "rule:b"]
+    again = Spool.open(cfg)
+    assert again.rule_state() == state
+    assert again.marks() == [(1, 103), (0, 104)]
+    again.close()
 
 
 def test_a_writer_thread_that_raises_anything_fails_the_spool_and_voids_every_batch(tmp_path: Path) -> None:
