@@ -148,19 +148,17 @@ SIDE_FORMAT = 129
 """Not a group's format (1): either unpacker refuses the other's blob."""
 
 
-def pack_side(at: float, origins: Sequence[tuple[int, int]], state: dict[str, Any] | None,
-              compress: bool = True) -> bytes:  # fmt: skip
+def pack_side(at: float, origins: Sequence[tuple[int, int]], state: dict[str, Any] | None) -> bytes:
     """A side row (see :mod:`bridge.store`)::
 
         header  <BBdI: format (129), flags (bit 0: the JSON is zlib), at, origins n
         body    u32[n] MQTT packet id, i64[n] digest, then the JSON of ``state`` (or nothing)
 
     ``state`` is ``{"s": {key: value}, "d": {key: changed top-level fields}}`` (see
-    :meth:`bridge.store.Store.log_side`); the JSON is compressed when ``compress`` and
-    it comes out smaller."""
+    :meth:`bridge.store.Store.log_side`)."""
     text = orjson.dumps(state) if state else b""
     flags = 0
-    if text and compress:
+    if text:
         packed = zlib.compress(text, 1)
         if len(packed) < len(text):
             text, flags = packed, _ZLIB

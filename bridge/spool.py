@@ -391,7 +391,7 @@ class Spool:
                 if _urgent(op):
                     urgent = True
             stop = bool(group) and group[-1] is _STOP
-            self._store.compress_side = pacer.low_rate  # see Store.compress_side
+            self._store.side_rows = pacer.low_rate  # see Store.side_rows
             try:
                 settled = self._writer.group(group)
             except Exception as exc:  # noqa: BLE001 - any failure ends the writer, recorded, never silent

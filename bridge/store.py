@@ -258,12 +258,14 @@ class Store(LaneWrites):
         return sum(u.bytes for u in self.usage.values())
 
     # ------------------------------------------------------------------ writes (inside a transaction)
-    compress_side = True
-    """Compress the rule state in side rows. The spool writer turns it off while the rate
-    is too high for time batching (``commit_max_delay``): there zlib took a tenth of the
-    writer's time at 10k QoS 1 readings/s (~40 KiB of state a commit) and every commit
-    waited on it, while at home rates, where the card's wear is decided, it saves ~60 %
-    of the side row's bytes for well under a millisecond a commit."""
+    side_rows = True
+    """Log what a commit writes beside its records as one side row (True), or upsert it
+    in place as schema 4 did (False). The spool writer keeps side rows while the rate is
+    low enough for time batching (``commit_max_delay``), where the card's wear is decided
+    and a commit is one page; above it, commits are many and the side rows a few KiB each:
+    deleting them at each fold held the writer for 45-65 ms a second at 10k QoS 1
+    readings/s, and every commit waited. Switching to upserts folds the side rows first,
+    so a replay never puts older state over newer."""
 
     def reload_side(self) -> None:
         """What the side rows not folded yet say (at open, after a rollback or a
@@ -305,6 +307,9 @@ class Store(LaneWrites):
         reading): ``{"d": {key: fields}}``; anything else whole: ``{"s": {key: value}}``."""
         if not origins and not state:
             return
+        if not self.side_rows:
+            self._upsert(origins, state or {})
+            return
         doc: dict[str, dict[str, Any]] = {}
         last = self.state_last
         for key, value in (state or {}).items():
@@ -320,7 +325,7 @@ class Store(LaneWrites):
         at = origins[-1][2] if origins else now
         for slot, digest, _at in origins:
             self.side_origins[slot] = (digest, at)
-        blob = pack_side(at, [(o[0], o[1]) for o in origins], doc, self.compress_side)
+        blob = pack_side(at, [(o[0], o[1]) for o in origins], doc)
         seq = self.next_seq
         self.next_seq += 1
         self.conn.execute(
@@ -330,6 +335,21 @@ class Store(LaneWrites):
         )
         self.side_seqs.append(seq)
         self.side_bytes += len(blob)
+
+    def _upsert(self, origins: Sequence[tuple[int, int, float]], state: Mapping[str, Any]) -> None:
+        self.fold_side(force=True)
+        if origins:
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO recent_origins(slot, digest, at) VALUES (?, ?, ?)", origins
+            )
+        if state:
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO rule_state(key, data) VALUES (?, ?)",
+                [(key, orjson.dumps(value)) for key, value in state.items()],
+            )
+            last = self.state_last
+            for key, value in state.items():
+                last[key] = dict(value) if isinstance(value, dict) else value
 
     def remember(self, origins: Sequence[tuple[int, int, float]]) -> None:
         self.log_side(origins)
