@@ -35,8 +35,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.e2e_bench import make_layout
-from bench.home_rates import Bed, CheckoutGateway, Variant, _value, config_for, paced
+from bench import peers
+from bench.e2e_bench import Gateway, make_layout
+from bench.home_rates import Target, Variant, _value, config_for, paced
 from bench.machine import ROOT
 from simulators.testbed import KafkaNode, Mosquitto
 
@@ -188,12 +189,15 @@ def main() -> int:
         node = KafkaNode(work / "kafka")
         stack.callback(node.stop)
         node.start()
-        bed = Bed(work, broker, node, layout, devices)
-        config, http_port = config_for(bed, "trace", "spool", variant)
+        bed = peers.Bed(work, broker, node, layout, devices, None)
+        # the rules keep their ``else``: a command on every crossing, as this trace always had
+        shape = argparse.Namespace(log_level="info", otherwise=True)
+        config, http_port = config_for(bed, "trace", "spool", variant, shape)
         db = str((work / "state-trace" / "spool.db").resolve())
-        gw = CheckoutGateway(variant, config, http_port)
+        gw = Gateway(config, variant.root, http_port, root=variant.root, python=variant.python)
         stack.callback(gw.stop)
         gw.wait_ready()
+        target = Target(gw.pid, gw.stop, lambda: gw.proc.poll() is None, lambda: "\n".join(gw.tail), gw)
         time.sleep(3.0)
         trace = work / "strace.txt"
         st = subprocess.Popen(
@@ -210,7 +214,7 @@ def main() -> int:
         maps.append(page_map(Path(db)))
         for rate in [int(r) for r in args.rates.split(",") if r]:
             t0 = time.time()
-            got = paced(gw, broker.port, layout, rate, args.seconds)
+            got = paced(target, broker.port, layout, rate, args.seconds, every=True)
             phases.append(Phase(f"{rate}/s", t0, time.time(), readings=got.readings))
             maps.append(page_map(Path(db)))
         st.terminate()
