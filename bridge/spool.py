@@ -391,9 +391,8 @@ class Spool:
                 if _urgent(op):
                     urgent = True
             stop = bool(group) and group[-1] is _STOP
-            self._store.side_rows = pacer.low_rate  # see Store.side_rows
             try:
-                settled = self._writer.group(group)
+                settled = self._writer.group(group, side_rows=pacer.low_rate)
             except Exception as exc:  # noqa: BLE001 - any failure ends the writer, recorded, never silent
                 self._fail(exc, group)
                 return

@@ -434,7 +434,7 @@ class Store(LaneWrites):
 
     def load_state(self) -> dict[str, Any]:
         """The rule-state rows as committed: the table, then the side rows not folded yet."""
-        return {key: dict(value) if isinstance(value, dict) else value for key, value in self.state_last.items()}
+        return {key: dict(v) if isinstance(v, dict) else v for key, v in self.state_last.items()}
 
     def dead_input(self, key: str, data: bytes, reason: str, error: str, now: float) -> None:
         """An input message no one could process, kept with its topic and payload."""

@@ -227,8 +227,10 @@ class GroupWriter:
         """Drops (reason, priority, rows, bytes) decided but not yet in a committed transaction."""
         """A cap learned from a full disk: the bytes that fitted. Lifted when room returns."""
 
-    def group(self, ops: Sequence[object]) -> int:
-        """Commit one group; returns how many submitted items it settled."""
+    def group(self, ops: Sequence[object], *, side_rows: bool = True) -> int:
+        """Commit one group; returns how many submitted items it settled. ``side_rows``:
+        the rate is low enough for time batching (see :attr:`bridge.store.Store.side_rows`)."""
+        self.store.side_rows = side_rows
         now = self.clock()
         for op in ops:  # first: every row of this group then gets a sequence above the floor
             if isinstance(op, Rebase):

@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from structlog.testing import capture_logs
 
@@ -258,13 +259,45 @@ def test_side_rows_are_one_log_row_per_commit_replayed_at_open_and_folded_at_clo
     again.close()
 
 
+def _killed_copy(path: Path, to: Path) -> Path:
+    """The file as a killed process leaves it (nothing folded at close)."""
+    with sqlite3.connect(path) as conn:
+        copy = sqlite3.connect(to)
+        conn.backup(copy)
+        copy.close()
+    return to
+
+
+def test_above_time_batching_rates_side_rows_are_folded_and_state_upserted_in_place(tmp_path: Path) -> None:
+    """Without time batching (``commit_max_delay: 0``, or a rate above it) marks and rule
+    state are upserted in place; the side rows a slower run left are folded first, so a
+    replay never puts their older state over the newer."""
+    slow = Spool.open(spool_config(tmp_path))
+    for i in range(3):
+        slow.append_many(readings(1, start=i), marks=[(7, 100 + i)], state={"rule:a": {"n": i, "fp": "x"}})
+    first = _killed_copy(slow.path, tmp_path / "first.db")
+    slow.close()
+    fast = Spool.open(SpoolConfig(path=first, commit_max_delay=0))
+    assert fast.rule_state() == {"rule:a": {"n": 2, "fp": "x"}}
+    fast.append_many(readings(1, start=10), marks=[(8, 200)], state={"rule:a": {"n": 9, "fp": "x"}})
+    with sqlite3.connect(first) as conn:
+        assert conn.execute("SELECT count(*) FROM groups WHERE prio = -1").fetchone()[0] == 0
+        assert orjson.loads(conn.execute("SELECT data FROM rule_state").fetchone()[0]) == {"n": 9, "fp": "x"}
+    second = _killed_copy(first, tmp_path / "second.db")
+    fast.close()
+    again = Spool.open(SpoolConfig(path=second))
+    assert again.rule_state() == {"rule:a": {"n": 9, "fp": "x"}}
+    assert again.marks() == [(7, 102), (8, 200)]
+    again.close()
+
+
 def test_a_writer_thread_that_raises_anything_fails_the_spool_and_voids_every_batch(tmp_path: Path) -> None:
     """Not only sqlite3.Error: any exception ends the writer with a recorded failure, and
     every batch it had not committed is voided (nobody waits on a batch nobody settles)."""
     spool = Spool.open(spool_config(tmp_path, commit_interval="200ms"))
     settled: list[str] = []
 
-    def boom(ops: object) -> int:
+    def boom(ops: object, *, side_rows: bool = True) -> int:
         raise KeyError("a bug in the writer")
 
     spool._writer.group = boom  # type: ignore[method-assign]
