@@ -65,10 +65,20 @@ def lane_figures(conn: sqlite3.Connection) -> dict[int, Figures]:
     return out
 
 
-def oldest_spooled_at(conn: sqlite3.Connection, prio: int) -> float | None:
-    row = conn.execute(
-        "SELECT spooled_at FROM groups WHERE prio = ? ORDER BY first_seq LIMIT 1", (prio,)
-    ).fetchone()
+def oldest_spooled_at(conn: sqlite3.Connection, prio: int | None = None) -> float | None:
+    """When the oldest group of lane ``prio`` was spooled, or of any lane (None).
+
+    ``groups`` is keyed by ``first_seq`` alone: a lane's first group is found by scanning
+    from the table's head, which is long for a lane that got its first record late in a
+    long outage (an alert after a day of readings). Any lane's is the head itself: ask
+    that first, then a lane's only when it matters (a TTL to apply)."""
+    if prio is None:
+        sql = "SELECT spooled_at FROM groups WHERE prio >= 0 ORDER BY first_seq LIMIT 1"
+        row = conn.execute(sql).fetchone()
+    else:
+        row = conn.execute(
+            "SELECT spooled_at FROM groups WHERE prio = ? ORDER BY first_seq LIMIT 1", (prio,)
+        ).fetchone()
     return None if row is None else float(row[0])
 
 

@@ -150,7 +150,7 @@ class LaneWrites:
             cur.close()
         return (0, 0) if last is None else self.delete_upto(prio, last)
 
-    def oldest_spooled_at(self, prio: int) -> float | None:
+    def oldest_spooled_at(self, prio: int | None = None) -> float | None:
         return oldest_spooled_at(self.conn, prio)
 
     def dead_letter(self, prio: int, seq: int, reason: str, error: str, now: float) -> bool:

@@ -317,11 +317,8 @@ class Spool:
             try:
                 if self._stats_conn is None and not self._closed:
                     self._stats_conn = connect(self.path, readonly=True)
-                for prio, u in usage.items():
-                    if u.rows and self._stats_conn is not None:
-                        first = oldest_spooled_at(self._stats_conn, prio)
-                        if first is not None and (oldest is None or first < oldest):
-                            oldest = first
+                if self._stats_conn is not None and any(u.rows for u in usage.values()):
+                    oldest = oldest_spooled_at(self._stats_conn)  # any lane's: the table's head
             except (sqlite3.Error, SpoolError) as exc:
                 _log.debug("spool: stats query failed", error=str(exc))
         commit_ms, durable_ms = list(w.commit_ms), list(w.durable_ms)

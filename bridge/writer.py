@@ -529,7 +529,8 @@ class GroupWriter:
         ):
             self.disk_full = False
         store.fold_side()
-        for prio in list(store.prios()):
+        head = store.oldest_spooled_at()  # any lane's: one seek; a lane's scans (see bridge.groups)
+        for prio in list(store.prios()) if head is not None and now - head > self.config.ttl else []:
             oldest = store.oldest_spooled_at(prio)
             if oldest is not None and now - oldest > self.config.ttl:
                 n, size = store.expire(prio, now, self.config.ttl)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge import packing
+from bridge import groups, packing
 from bridge.envelope import Record
 from bridge.forwarder import Forwarder
 from bridge.policy import ROW_OVERHEAD, Kind, Priority
@@ -67,6 +67,37 @@ def test_one_group_per_commit_and_lane(tmp_path: Path) -> None:
         spool.append_many([*readings(3), fired, *readings(2, start=3)])
         spool.append_many(readings(4, start=5))
     assert _groups(cfg.path) == [(0, 4, 4, 1), (2, 1, 6, 5), (2, 7, 10, 4)]
+
+
+def _steps(conn: sqlite3.Connection, sql: str, *args: object) -> int:
+    """SQLite VM instructions (in hundreds) one query takes: its work, not its time."""
+    count = [0]
+
+    def tick() -> int:
+        count[0] += 1
+        return 0
+
+    conn.set_progress_handler(tick, 100)
+    conn.execute(sql, args).fetchall()
+    conn.set_progress_handler(None, 0)
+    return count[0]
+
+
+def test_the_oldest_group_of_any_lane_is_one_seek_however_late_a_sparse_lane_began(tmp_path: Path) -> None:
+    """A lane's first group is a scan from the table's head (``groups`` is keyed by
+    ``first_seq`` alone), long for a lane whose first record came late in an outage; the
+    figures and the TTL check ask for any lane's oldest first, the head itself."""
+    cfg = spool_config(tmp_path)
+    with Spool.open(cfg) as spool:
+        for i in range(2000):
+            spool.append_many(readings(1, start=i))
+        spool.append_many([Record(Kind.RULE_FIRED, "rules/r", 1.0, b"{}")])
+        assert spool.stats().oldest_age is not None
+    with contextlib.closing(sqlite3.connect(cfg.path)) as conn:
+        late_lane = _steps(conn, "SELECT spooled_at FROM groups WHERE prio = ? ORDER BY first_seq LIMIT 1", 0)
+        any_lane = _steps(conn, "SELECT spooled_at FROM groups WHERE prio >= 0 ORDER BY first_seq LIMIT 1")
+        assert groups.oldest_spooled_at(conn) == groups.oldest_spooled_at(conn, 2)  # the readings' lane
+    assert late_lane > 10 * max(any_lane, 1)  # a scan past 2,000 groups against a seek to the head
 
 
 def test_shipping_into_a_group_keeps_it_under_the_floor_and_the_figures_hold_after_reopen(
