@@ -338,18 +338,21 @@ class Store(LaneWrites):
 
     def _upsert(self, origins: Sequence[tuple[int, int, float]], state: Mapping[str, Any]) -> None:
         self.fold_side(force=True)
-        if origins:
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO recent_origins(slot, digest, at) VALUES (?, ?, ?)", origins
-            )
-        if state:
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO rule_state(key, data) VALUES (?, ?)",
-                [(key, orjson.dumps(value)) for key, value in state.items()],
-            )
-            last = self.state_last
-            for key, value in state.items():
-                last[key] = dict(value) if isinstance(value, dict) else value
+        last = self.state_last
+        for key, value in state.items():
+            last[key] = dict(value) if isinstance(value, dict) else value  # a caller may reuse its dict
+        self._write_tables(origins, state.keys())
+
+    def _write_tables(self, origins: Iterable[tuple[int, int, float]], keys: Iterable[str]) -> None:
+        """Upsert packet ids and the rule state of ``keys`` (as :attr:`state_last` holds it)."""
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO recent_origins(slot, digest, at) VALUES (?, ?, ?)", origins
+        )
+        last = self.state_last
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO rule_state(key, data) VALUES (?, ?)",
+            [(key, orjson.dumps(last[key])) for key in keys if key in last],
+        )
 
     def remember(self, origins: Sequence[tuple[int, int, float]]) -> None:
         self.log_side(origins)
@@ -370,15 +373,8 @@ class Store(LaneWrites):
         n = len(self.side_seqs)
         if not n or (not force and n < FOLD_ROWS and self.side_bytes < FOLD_BYTES):
             return False
-        self.conn.executemany(
-            "INSERT OR REPLACE INTO recent_origins(slot, digest, at) VALUES (?, ?, ?)",
-            [(slot, digest, at) for slot, (digest, at) in self.side_origins.items()],
-        )
-        last = self.state_last
-        self.conn.executemany(
-            "INSERT OR REPLACE INTO rule_state(key, data) VALUES (?, ?)",
-            [(key, orjson.dumps(last[key])) for key in sorted(self.side_keys) if key in last],
-        )
+        self._write_tables([(slot, digest, at) for slot, (digest, at) in self.side_origins.items()],
+                           sorted(self.side_keys))  # fmt: skip
         self.conn.executemany("DELETE FROM groups WHERE first_seq = ?", [(seq,) for seq in self.side_seqs])
         self.groups_deleted = True
         self.side_seqs = []
