@@ -87,6 +87,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from bench import proctree
+from bench.brokers import start_brokers
 from bench.e2e_backlog import (
     BacklogRun,
     Latency,
@@ -1318,15 +1319,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgegw-e2e-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         print("starting Mosquitto and Kafka ...", flush=True)
-        broker = Mosquitto(work / "mqtt")
-        if not args.broker_default:  # Mosquitto's own sockets (Debian's config leaves Nagle on)
-            with broker.config_path.open("a") as conf:
-                conf.write("set_tcp_nodelay true\n")
-        stack.callback(broker.stop)
-        broker.start()
-        node = KafkaNode(work / "kafka")
-        stack.callback(node.stop)
-        node.start()
+        broker, node = start_brokers(stack, work, nodelay=not args.broker_default)
+        assert node is not None  # asked for (kafka=True)
         prefix = f"e2e-{uuid.uuid4().hex[:6]}"
         topics = make_topics(node, prefix)
         http_port = free_port()

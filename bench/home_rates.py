@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import peers, proctree
+from bench.brokers import start_brokers
 from bench.e2e_backlog import summarise
 from bench.e2e_bench import (
     CommandListener,
@@ -84,7 +85,7 @@ from bench.e2e_bench import (
 )
 from bench.machine import ROOT, git_rev, machine_lines, write_result
 from bench.peers_nodered import NodeRedMissing, install
-from simulators.testbed import KafkaNode, Mosquitto, free_port
+from simulators.testbed import free_port
 
 RATES = (100, 1000, 5000)
 KINDS = ("edgegw-spool", "edgegw-eos", "bare", "nodered")
@@ -463,16 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgegw-home-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         print("starting Mosquitto" + (" and Kafka" if "edgegw-eos" in kinds else "") + " ...", flush=True)
-        broker = Mosquitto(work / "mqtt", max_inflight_messages=args.broker_inflight)
-        with broker.config_path.open("a") as conf:
-            conf.write("set_tcp_nodelay true\n")
-        stack.callback(broker.stop)
-        broker.start()
-        node = None
-        if "edgegw-eos" in kinds:
-            node = KafkaNode(work / "kafka")
-            stack.callback(node.stop)
-            node.start()
+        broker, node = start_brokers(stack, work, kafka="edgegw-eos" in kinds,
+                                     max_inflight_messages=args.broker_inflight)  # fmt: skip
         bed = peers.Bed(work, broker, node, layout, devices, nodered)
         rows: list[tuple[str, Variant | None]] = [
             (kind, v) for kind in kinds if kind in MODE for v in variants

@@ -67,6 +67,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench import proctree
+from bench.brokers import start_brokers
 from bench.e2e_bench import (
     CommandListener,
     Layout,
@@ -515,16 +516,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "starting Mosquitto" + (" and Kafka" if "edgegw-eos" in args.kinds else "") + " ...", flush=True
         )
-        broker = Mosquitto(work / "mqtt", autosave_interval_s=args.broker_autosave)
-        with broker.config_path.open("a") as conf:
-            conf.write("set_tcp_nodelay true\n")
-        stack.callback(broker.stop)
-        broker.start()
-        node = None
-        if "edgegw-eos" in args.kinds:
-            node = KafkaNode(work / "kafka")
-            stack.callback(node.stop)
-            node.start()
+        broker, node = start_brokers(stack, work, kafka="edgegw-eos" in args.kinds,
+                                     autosave_interval_s=args.broker_autosave)  # fmt: skip
         layout, devices = make_layout(DEVICES, DEVICES)
         bed = Bed(work, broker, node, layout, devices, nodered)
         header = _versions(bed, args.checkouts)

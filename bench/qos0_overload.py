@@ -51,6 +51,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from bench import proctree
+from bench.brokers import start_brokers
 from bench.e2e_bench import (
     THRESHOLD,
     CommandListener,
@@ -294,18 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="edgegw-q0-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
-        broker = Mosquitto(work / "mqtt")
-        with broker.config_path.open("a") as conf:
-            conf.write(
-                "set_tcp_nodelay true\nsys_interval 1\n" + "".join(f"{line}\n" for line in args.broker)
-            )
-        stack.callback(broker.stop)
-        broker.start()
-        node: KafkaNode | None = None
-        if "on" in uplinks:
-            node = KafkaNode(work / "kafka")
-            stack.callback(node.stop)
-            node.start()
+        lines = ["sys_interval 1", *args.broker]
+        broker, node = start_brokers(stack, work, kafka="on" in uplinks, lines=lines)
         for rate in args.rates:
             for uplink in uplinks:
                 print(f"{rate}/s QoS 0, uplink {uplink} ...", flush=True)

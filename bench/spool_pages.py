@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import peers
+from bench.brokers import start_brokers
 from bench.e2e_bench import Gateway, make_layout
 from bench.home_rates import Target, Variant, _value, config_for, paced
 from bench.machine import ROOT
-from simulators.testbed import KafkaNode, Mosquitto
 
 _LINE = re.compile(r'^(\d+)\s+(\d+\.\d+)\s+(\w+)\((\d+)<([^>]*)>, (?:"((?:[^"\\]|\\.)*)"(\.\.\.)?, )?(\d+)?')
 _RET = re.compile(r"= (-?\d+)")
@@ -181,14 +181,7 @@ def main() -> int:
     layout, devices = make_layout(100, 100)
     with tempfile.TemporaryDirectory(prefix="edgegw-pages-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
-        broker = Mosquitto(work / "mqtt", max_inflight_messages=1000)
-        with broker.config_path.open("a") as conf:
-            conf.write("set_tcp_nodelay true\n")
-        stack.callback(broker.stop)
-        broker.start()
-        node = KafkaNode(work / "kafka")
-        stack.callback(node.stop)
-        node.start()
+        broker, node = start_brokers(stack, work, max_inflight_messages=1000)
         bed = peers.Bed(work, broker, node, layout, devices, None)
         # the rules keep their ``else``: a command on every crossing, as this trace always had
         shape = argparse.Namespace(log_level="info", otherwise=True)
