@@ -201,11 +201,12 @@ def edit_config(
     actuator_qos: int | None = None,
     kafka: bool | dict[str, Any] = True,
     spool: dict[str, Any] | None = None,
+    mqtt: dict[str, Any] | None = None,
 ) -> None:
     """Change a config :func:`write_config` wrote: the MQTT client id, the log level, the
     rules' ``else`` actions (``otherwise=False``: none, one command per hot reading), the
-    actuators' QoS, the Kafka section (``False``: none, spool only; a dict: settings added)
-    and spool settings added."""
+    actuators' QoS, the Kafka section (``False``: none, spool only; a dict: settings added),
+    spool settings and MQTT connection settings added."""
     config = json.loads(path.read_text())
     if client_id:
         config["mqtt"]["client_id"] = client_id
@@ -222,6 +223,7 @@ def edit_config(
     elif isinstance(kafka, dict):
         config["bridge"]["kafka"].update(kafka)
     config["bridge"]["spool"].update(spool or {})
+    config["mqtt"].update(mqtt or {})
     path.write_text(json.dumps(config, indent=1) + "\n")
 
 

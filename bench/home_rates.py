@@ -101,6 +101,7 @@ class Variant:
     python: str
     spool: dict[str, Any] = field(default_factory=dict)
     kafka: dict[str, Any] = field(default_factory=dict)
+    mqtt: dict[str, Any] = field(default_factory=dict)
 
 
 class Target:
@@ -191,7 +192,7 @@ def paced(target: Target, port: int, layout: Layout, rate: int, seconds: float, 
         deadline = time.monotonic() + 10
         while len(listener.arrivals.get(topic, [])) < len(sends) and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(0.5)  # the last group commits (at most commit_max_delay) and ships
+        time.sleep(1.5)  # the last group commits (at most commit_max_delay, 1 s) and ships
     finally:
         listener.close()
     phase = Probe(target).phase(before, count)
@@ -220,7 +221,7 @@ def config_for(
                  bootstrap=bed.node.bootstrap if kafka and bed.node else "", http_port=http_port,
                  state=bed.work / f"state-{name}")  # fmt: skip
     edit_config(path, client_id=f"edgegw-home-{name}", log_level=args.log_level, otherwise=args.otherwise,
-                kafka=variant.kafka if kafka else False, spool=variant.spool)  # fmt: skip
+                kafka=variant.kafka if kafka else False, spool=variant.spool, mqtt=variant.mqtt)  # fmt: skip
     return path, http_port
 
 
@@ -421,6 +422,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="a bridge.kafka setting for the measured checkout (e.g. linger=0.5)",
     )
+    parser.add_argument(
+        "--mqtt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an mqtt setting for the measured checkout (e.g. protocol=5)",
+    )
     parser.add_argument("--log-level", default="info", help="the gateways' log level (default info)")
     parser.add_argument("--else", dest="otherwise", action="store_true",
                         help="the gateways' rules get `else` actions (a command per crossing)")  # fmt: skip
@@ -445,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
         variants.append(Variant("before", args.before.resolve(), args.before_python or args.python))
     spool = {k: _value(v) for k, _, v in (s.partition("=") for s in args.spool)}
     kafka = {k: _value(v) for k, _, v in (s.partition("=") for s in args.kafka)}
-    variants.append(Variant(args.name, args.gateway_root.resolve(), args.python, spool, kafka))
+    mqtt = {k: v if k == "protocol" else _value(v) for k, _, v in (s.partition("=") for s in args.mqtt)}
+    variants.append(Variant(args.name, args.gateway_root.resolve(), args.python, spool, kafka, mqtt))
     load0 = os.getloadavg()[0]
     signal.signal(signal.SIGTERM, _interrupted)
     layout, devices = make_layout(100, 100)

@@ -49,25 +49,29 @@ class SpoolConfig(_Model):
     """A group is committed when its first row has waited this long..."""
     commit_rows: int = Field(2000, ge=1)
     """...or when it holds this many rows, whichever comes first."""
-    commit_max_delay: Duration = Field(0.1, ge=0, le=1)
-    """At a low rate (below ``commit_batch_rows`` per ``commit_max_delay``: 2,560 rows/s by
-    default) a group gathers on after ``commit_interval`` until it holds
-    ``commit_batch_rows`` rows or 16 QoS 1 messages waiting for their PUBACK (a broker
-    sends no more than its in-flight window), nothing came for a while, or its first batch
-    has waited this long (1 s at most): a few commits a second at a trickle instead of one
-    per MQTT message (CPU, fsyncs and SD card wear). QoS 1 PUBACKs wait for the commit,
-    so they leave up to this much later; commands never wait for the spool. 0 (or no more than
-    ``commit_interval``): commit every window, as before."""
+    commit_max_delay: Duration = Field(1.0, ge=0, le=1)
+    """At a low rate (below ``commit_batch_rows`` per ``commit_max_delay`` or per 100 ms,
+    the shorter: 2,560 rows/s by default) a group gathers on after ``commit_interval``
+    until it holds ``commit_batch_rows`` rows or ``commit_batch_acks`` QoS 1 messages
+    waiting for their PUBACK (a broker sends no more than its in-flight window), nothing
+    came for a while, or its first batch has waited this long (1 s at most; 100 ms at most
+    above ``commit_batch_rows`` per ``commit_max_delay``, 256 rows/s by default): one
+    commit a second at a house's trickle instead of one per MQTT message (CPU, fsyncs and
+    SD card wear, docs/bridge.md). QoS 1 PUBACKs wait for the commit, so they leave up to
+    this much later, and the uplink ships a reading up to this much later; commands never
+    wait for the spool, and a lone event after a quiet spell is committed at once. 0 (or no
+    more than ``commit_interval``): commit every window."""
     commit_batch_rows: int = Field(256, ge=1)
     """A group gathered on at a low rate is committed once it holds this many rows."""
     commit_batch_acks: int = Field(16, ge=1)
     """...or this many QoS 1 messages waiting for their PUBACK. Keep it below the broker's
-    in-flight window (Mosquitto's ``max_inflight_messages``, 20 by default): a group that
-    waits for more messages than the broker will send before it is acknowledged waits out
-    ``commit_max_delay`` every time. With the window raised (1000, docs/devices.md), raising
-    this (and ``commit_batch_rows``) to ``commit_max_delay`` times the message rate lets a
-    trickle commit once per ``commit_max_delay``: fewer pages written (SD-card wear,
-    docs/bridge.md)."""
+    in-flight window: a group that waits for more messages than the broker will send before
+    it is acknowledged holds back the readings behind the window (and the rules they fire).
+    Unless set here, the gateway takes half its MQTT connection's window: on MQTT 5 the
+    ``receive_maximum`` edgegw announces (1000 by default: 500 here); on 3.1.1 the broker's
+    own (Mosquitto's ``max_inflight_messages``, 20 by default), which a client cannot read,
+    so 16. With MQTT 5 a trickle of QoS 1 readings commits once per ``commit_max_delay``
+    (docs/bridge.md, "SD-card wear")."""
     dedup_window: Duration = 7 * 86400.0
     """No longer used (kept so that older configs load): a redelivery is recognised by its
     MQTT packet id with no time limit (docs/bridge.md, "Redelivery")."""

@@ -55,6 +55,10 @@ def open_spool(config: GatewayConfig, state_dir: Path) -> Spool:
     spool_cfg = bridge.spool
     if "path" not in spool_cfg.model_fields_set:
         spool_cfg = spool_cfg.model_copy(update={"path": state_dir / "spool.db"})
+    if "commit_batch_acks" not in spool_cfg.model_fields_set and config.mqtt.protocol == "5":
+        # half the window the broker honours (Mosquitto 2 takes the client's receive maximum)
+        acks = max(1, config.mqtt.receive_maximum // 2)
+        spool_cfg = spool_cfg.model_copy(update={"commit_batch_acks": acks})
     spool_cfg.path.parent.mkdir(parents=True, exist_ok=True)
     lanes = lane_priorities(bridge.kafka.topics.of_kind()) if bridge.kafka is not None else None
     return Spool.open(spool_cfg, lanes=lanes)

@@ -60,9 +60,35 @@ def test_a_high_rate_does_not_wait_longer_than_the_interval() -> None:
     assert pacer.gather_on(10, first_at=10.0, now=10.002, napped_at_rows=None) == 0.0
 
 
-def test_no_rate_yet_gathers_up_to_the_delay() -> None:
-    pacer = CommitPacer(0.002, 0.1, 256)
-    assert abs(pacer.gather_on(1, first_at=10.0, now=10.002, napped_at_rows=None) - 0.098) < 1e-9
+def test_a_longer_delay_makes_a_trickles_groups_larger_not_time_batching_reach_higher_rates() -> None:
+    """The defaults: a 1 s delay and 256 rows. At 100/s a group gathers for the second; at
+    1,000/s for 0.1 s at most (larger groups held the event loop's GIL in longer bursts);
+    at 5,000/s (256 rows within 100 ms) every window commits."""
+    house = _pacer_at(100.0, delay=1.0)
+    assert house.low_rate
+    assert abs(house.gather_on(90, first_at=10.0, now=10.98, napped_at_rows=86) - 0.02) < 1e-9  # up to 11.0
+    assert house.gather_on(256, first_at=10.0, now=10.3, napped_at_rows=None) == 0.0
+    busy = _pacer_at(1000.0, delay=1.0)  # 256 rows in 0.256 s: gathers for 0.1 s at most, as before
+    assert busy.low_rate
+    assert busy.gather_on(60, first_at=10.0, now=10.06, napped_at_rows=56) > 0
+    assert busy.gather_on(100, first_at=10.0, now=10.1, napped_at_rows=96) == 0.0
+    assert not _pacer_at(5000.0, delay=1.0).low_rate
+
+
+def test_no_rate_yet_naps_briefly_then_gathers_while_rows_come() -> None:
+    """No rate yet (or a quiet spell): a short nap, so that a lone event (a command's
+    answer after an hour of nothing) is not held for the whole delay; a trickle that
+    began keeps coming in the nap, and the group gathers on."""
+    pacer = CommitPacer(0.002, 1.0, 256)
+    nap = pacer.gather_on(1, first_at=10.0, now=10.002, napped_at_rows=None)
+    assert abs(nap - CommitPacer.QUIET_NAP) < 1e-9
+    assert pacer.gather_on(1, first_at=10.0, now=10.022, napped_at_rows=1) == 0.0  # nothing came: commit
+    assert pacer.gather_on(7, first_at=10.0, now=10.022, napped_at_rows=1) > 0  # a trickle: gather on
+    pacer.committed(0, 100.0)
+    pacer.committed(1, 102.0)  # one row in two seconds: under one per delay, the same short nap
+    assert pacer.rate == 0.5
+    nap = pacer.gather_on(1, first_at=10.0, now=10.002, napped_at_rows=None)
+    assert abs(nap - CommitPacer.QUIET_NAP) < 1e-9
 
 
 def test_a_delay_no_longer_than_the_interval_turns_it_off() -> None:
@@ -78,7 +104,9 @@ def test_a_group_holding_its_qos1_messages_commits_without_gathering_on() -> Non
     pacer = CommitPacer(0.002, 1.0, 256)
     assert pacer.gather_on(16, first_at=10.0, now=10.002, napped_at_rows=None, acks=16) == 0.0
     pacer = CommitPacer(0.002, 1.0, 256, batch_acks=100)
-    assert pacer.gather_on(16, first_at=10.0, now=10.002, napped_at_rows=None, acks=16) > 0.9
+    pacer.committed(0, 0.0)
+    pacer.committed(50, 0.5)  # 100 rows/s
+    assert pacer.gather_on(16, first_at=10.0, now=10.002, napped_at_rows=None, acks=16) > 0
 
 
 def test_the_rate_follows_the_commits() -> None:
