@@ -96,7 +96,7 @@ class _MqttBatch(SourceBatch):
         return message.topic or repr(message.raw_topic), message.payload
 
     def _on_durable(self) -> None:
-        self._source._send_acks()
+        self._source._acks_due()
 
     def _on_void(self) -> None:
         self._source._voided(self)
@@ -143,6 +143,7 @@ class MqttSource:
         self.subscribed = asyncio.Event()
         """Set once the broker confirmed the subscriptions of the current connection."""
         self._pending: deque[_MqttBatch] = deque()
+        self._acks_scheduled = False
         self.messages = 0
         self.readings = 0
         self.acked = 0
@@ -252,6 +253,23 @@ class MqttSource:
         self._sink(batch)
 
     # ------------------------------------------------------------------ acks (event loop)
+    def _acks_due(self) -> None:
+        """A batch became durable: its PUBACKs leave at the end of this pass of the loop,
+        with those of every batch the same group commit settled (one write, not one each)."""
+        if self._acks_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a unit test settling by hand): at once
+            self._send_acks()
+            return
+        self._acks_scheduled = True
+        loop.call_soon(self._send_scheduled_acks)
+
+    def _send_scheduled_acks(self) -> None:
+        self._acks_scheduled = False
+        self._send_acks()
+
     def _send_acks(self) -> None:
         """Send the PUBACKs of the durable batches at the head of the line, in order."""
         link = self.link

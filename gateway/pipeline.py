@@ -145,6 +145,10 @@ class Pipeline:
         self.received = 0
         self._on_failure = on_failure
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._from_writer_calls: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        """Settlements the spool's writer thread handed over, run on the loop in order."""
+        self._writer_wake = False
+        """A wake of the loop for them is on its way (one per group commit, not per batch)."""
         self._in_flight = 0
         self._pending_high = max(PENDING_HIGH_MIN, 4 * commit_rows)
         self.acked_seq = 0
@@ -336,10 +340,27 @@ class Pipeline:
             self._hold()
 
     def _from_writer(self, fn: Callable[..., None], *args: Any) -> None:
+        """From the writer thread: run ``fn(*args)`` on the loop. A group commit settles
+        every batch it held at once; they share one wake of the loop (a write to its
+        self-pipe), and their sources' PUBACKs can then leave together."""
         loop = self._loop
         assert loop is not None  # set by _submit, on the loop
+        self._from_writer_calls.append((fn, args))
+        if self._writer_wake:  # cleared by the loop before it drains: this call is seen
+            return
+        self._writer_wake = True
         with contextlib.suppress(RuntimeError):  # the loop is closed: the process is ending
-            loop.call_soon_threadsafe(fn, *args)
+            loop.call_soon_threadsafe(self._run_from_writer)
+
+    def _run_from_writer(self) -> None:
+        self._writer_wake = False  # before draining: a call appended from now on wakes again
+        calls = self._from_writer_calls
+        while calls:
+            fn, args = calls.popleft()
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - one batch's settlement must not strand the rest
+                _log.exception("pipeline: settling a batch failed")
 
     def _durable(self, spool: Spool, batch: SourceBatch, taken: list[Origin], handle: list[Any]) -> None:
         if spool is self.spool:

@@ -162,6 +162,34 @@ async def test_puback_only_after_ack_and_persistent_session(mosquitto: Mosquitto
     assert 0 < len(third.readings) <= sent2 * 2
 
 
+async def test_the_pubacks_of_batches_settled_together_leave_in_one_write(mosquitto: Mosquitto) -> None:
+    """A group commit settles many batches in one pass of the loop: their PUBACKs are
+    queued as one buffer (one ``send``), in order, not one per batch."""
+    spec = small_fleet(1)
+    held = Collector(hold=True)
+    source = MqttSource(conn_for(mosquitto, "3.1.1"), device_configs(spec), held)
+    async with running(source):
+        sent = await send(mosquitto, 40, spec)
+        await held.wait_for(sent)
+        await held.settle()
+        assert held.batches > 1
+        writes: list[list[int]] = []
+        real = source.link.client.ack_many
+
+        def counted(mids: list[int]) -> None:
+            writes.append(list(mids))
+            real(mids)
+
+        source.link.client.ack_many = counted  # type: ignore[method-assign]
+        for batch in held.acks:
+            batch.durable()
+        await asyncio.sleep(0)
+        assert len(writes) == 1
+        assert writes[0] == [mid for batch in held.acks for mid in batch.mids]  # type: ignore[attr-defined]
+        await asyncio.sleep(0.3)
+        assert source.acked == sent
+
+
 async def test_late_acks_keep_order_and_stale_acks_are_ignored(mosquitto: Mosquitto) -> None:
     spec = small_fleet(1)
     held = Collector(hold=True)
@@ -178,6 +206,7 @@ async def test_late_acks_keep_order_and_stale_acks_are_ignored(mosquitto: Mosqui
             assert source.acked == 0
         for batch in acks:
             batch.durable()
+        await asyncio.sleep(0)  # the PUBACKs of batches settled together leave together, next pass
         assert all(batch.state is BatchState.ACKED for batch in acks)
         await asyncio.sleep(0.3)
         assert source.acked == sent

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -168,6 +169,52 @@ async def test_last_values_and_counts_stay_bounded_with_wildcard_devices(
         p.on_batch(SourceBatch([reading(1.0, device=f"zigbee-{i}")]))
     assert len(p.counters.last_values) == SENSORS_MAX
     assert len(p.counters.readings) <= SENSORS_MAX
+
+
+async def test_a_group_commit_settles_its_batches_with_one_wake_of_the_loop_in_order(
+    pipeline: tuple[Pipeline, FakeSpool, list[str]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The spool's writer thread settles a group's batches one after another: they reach the
+    loop through one ``call_soon_threadsafe`` (a self-pipe write and a wake each, before)
+    and settle in submission order; a batch settled after the loop drained wakes it again."""
+    p, spool, _ = pipeline
+    order: list[int] = []
+
+    class Recorded(SourceBatch):
+        def _on_durable(self) -> None:
+            order.append(self.messages[0].mid or 0)
+
+    def recorded(i: int) -> SourceBatch:
+        origin = Origin.of("home/a", b"%d" % i, mid=i)
+        return Recorded([reading(20.0)], origins=[origin], messages=[origin])
+
+    batches = [recorded(i) for i in range(50)]
+    for batch in batches:
+        p.on_batch(batch)
+    loop = asyncio.get_running_loop()
+    wakes: list[object] = []
+    real = loop.call_soon_threadsafe
+
+    def counted(callback: Any, *args: Any) -> Any:
+        wakes.append(callback)
+        return real(callback, *args)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
+    def settle_group() -> None:  # as the writer thread does after one commit
+        for i in range(49):
+            spool.durable(i)
+
+    writer = threading.Thread(target=settle_group)
+    writer.start()
+    writer.join()
+    await asyncio.sleep(0)
+    assert len(wakes) == 1
+    assert order == list(range(49))
+    assert all(b.state is BatchState.DURABLE for b in batches[:49])
+    spool.durable(49)  # the next group: a wake of its own
+    await asyncio.sleep(0)
+    assert len(wakes) == 2
+    assert order == list(range(50))
 
 
 async def test_the_acknowledged_mark_moves_only_when_the_source_acknowledged(
