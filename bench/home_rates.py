@@ -380,6 +380,11 @@ def _value(text: str) -> Any:
         return text
 
 
+def _mqtt_settings(pairs: list[str]) -> dict[str, Any]:
+    """--mqtt values: ``protocol`` stays a string ("5"), the rest as :func:`_value`."""
+    return {k: v if k == "protocol" else _value(v) for k, _, v in (p.partition("=") for p in pairs)}
+
+
 def _interrupted(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -429,6 +434,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="an mqtt setting for the measured checkout (e.g. protocol=5)",
     )
+    parser.add_argument("--before-mqtt", action="append", default=[], metavar="KEY=VALUE",
+                        help="an mqtt setting for --before's gateway")  # fmt: skip
     parser.add_argument("--log-level", default="info", help="the gateways' log level (default info)")
     parser.add_argument("--else", dest="otherwise", action="store_true",
                         help="the gateways' rules get `else` actions (a command per crossing)")  # fmt: skip
@@ -450,11 +457,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     variants = []
     if args.before is not None:
-        variants.append(Variant("before", args.before.resolve(), args.before_python or args.python))
+        variants.append(Variant("before", args.before.resolve(), args.before_python or args.python,
+                                mqtt=_mqtt_settings(args.before_mqtt)))  # fmt: skip
     spool = {k: _value(v) for k, _, v in (s.partition("=") for s in args.spool)}
     kafka = {k: _value(v) for k, _, v in (s.partition("=") for s in args.kafka)}
-    mqtt = {k: v if k == "protocol" else _value(v) for k, _, v in (s.partition("=") for s in args.mqtt)}
-    variants.append(Variant(args.name, args.gateway_root.resolve(), args.python, spool, kafka, mqtt))
+    variants.append(Variant(args.name, args.gateway_root.resolve(), args.python, spool, kafka,
+                            _mqtt_settings(args.mqtt)))  # fmt: skip
     load0 = os.getloadavg()[0]
     signal.signal(signal.SIGTERM, _interrupted)
     layout, devices = make_layout(100, 100)
