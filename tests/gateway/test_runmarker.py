@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from structlog.testing import capture_logs
 
 from gateway.config import load_config
-from gateway.runmarker import RunMarker
+from gateway.runmarker import SLOT, RunMarker
 from gateway.runtime import Runtime
 from gateway.sdnotify import Notifier
 from tests.bridge.helpers import readings
@@ -33,6 +34,38 @@ def test_a_torn_marker_means_unclean_with_nothing_known(tmp_path: Path) -> None:
     last = RunMarker(tmp_path).begin(5)
     assert not last.clean
     assert last.lost_at_least(5) == 0
+
+
+def test_a_note_rewrites_a_slot_in_place_not_a_new_file(tmp_path: Path) -> None:
+    marker = RunMarker(tmp_path)
+    marker.begin(1)
+    inode = (tmp_path / "running").stat().st_ino
+    for seq in range(2, 12):
+        marker.note(seq)
+    assert (tmp_path / "running").stat().st_ino == inode  # no rename: no new inode, no directory entry
+    assert (tmp_path / "running").stat().st_size == 2 * SLOT
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert RunMarker(tmp_path).begin(1).seq_mark == 11
+
+
+def test_a_slot_torn_by_a_power_cut_leaves_the_note_before_it(tmp_path: Path) -> None:
+    marker = RunMarker(tmp_path)
+    marker.begin(1)
+    marker.note(40)
+    marker.note(55)  # the 2nd note: slot 0
+    path = tmp_path / "running"
+    raw = bytearray(path.read_bytes())
+    raw[20:30] = b"\x00" * 10  # the newest slot half written
+    path.write_bytes(bytes(raw))
+    last = RunMarker(tmp_path).begin(1)
+    assert not last.clean
+    assert last.seq_mark == 40
+
+
+def test_the_marker_of_an_earlier_version_is_still_read(tmp_path: Path) -> None:
+    (tmp_path / "running").write_text(json.dumps({"seq": 77, "at": 1.5, "pid": 9}))
+    last = RunMarker(tmp_path).begin(1)
+    assert (last.clean, last.seq_mark, last.at) == (False, 77, 1.5)
 
 
 def _runtime(tmp_path: Path) -> Runtime:
