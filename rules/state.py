@@ -36,13 +36,25 @@ __all__ = ["SCHEMA_VERSION", "entries_of", "from_entries", "migrate", "restore",
 SCHEMA_VERSION = 1
 
 
-def _rule_state(rule: CompiledRule, mono: float) -> dict[str, Any]:
-    """One rule's state without its trace (what changes with every reading it reads)."""
+def _rule_state(rule: CompiledRule, mono: float, *, on_clock: bool = False) -> dict[str, Any]:
+    """One rule's state without its trace (what changes with every reading it reads).
+
+    Times are ages (``*_ago``, window items) and remaining durations (``*_in``) at ``mono``;
+    ``on_clock``: the monotonic clock's readings themselves (when it happened, when it falls
+    due) to the millisecond, which stay the same from one row to the next (see
+    :func:`rule_entries`)."""
+
+    def ago(t: float) -> float:
+        return round(t, 3) if on_clock else mono - t
+
+    def left(due: float) -> float:
+        return round(due, 3) if on_clock else due - mono
+
     leaves = []
     for leaf in rule.all_leaves():
         item: dict[str, Any] = {"met": leaf.met, "known": leaf.known, "value": leaf.value}
         if isinstance(leaf, WindowLeaf):
-            item["items"] = [[mono - t, v] for t, v in leaf.items]
+            item["items"] = [[ago(t), v] for t, v in leaf.items]
             item["inner_met"] = leaf.inner.met
         leaves.append(item)
     return {
@@ -52,17 +64,34 @@ def _rule_state(rule: CompiledRule, mono: float) -> dict[str, Any]:
         "blocked": rule.blocked,
         "fired": rule.fired,
         "failsafe_active": rule.failsafe_active,
-        "pending_in": None if rule.pending_due is None else rule.pending_due - mono,
-        "last_fire_ago": None if rule.last_fire is None else mono - rule.last_fire,
-        "fires_ago": [mono - t for t in rule.fires],
+        "pending_in": None if rule.pending_due is None else left(rule.pending_due),
+        "last_fire_ago": None if rule.last_fire is None else ago(rule.last_fire),
+        "fires_ago": [ago(t) for t in rule.fires],
         "reverts": {
-            key: {"in": due - mono, "actuator": actuator, "payload": payload}
+            key: {"in": left(due), "actuator": actuator, "payload": payload}
             for key, (due, _gen, actuator, payload) in rule.reverts.items()
         },
         "leaves": leaves,
         "bad_readings": rule.bad_readings,
         "loop_guard_trips": rule.loop_trips,
     }
+
+
+def _to_ages(state: dict[str, Any], clock: float) -> dict[str, Any]:
+    """A row's times on the clock (it read ``clock`` when the row was taken) as the ages and
+    remaining durations :func:`restore` reads."""
+    out = dict(state)
+    due = out["pending_in"]
+    out["pending_in"] = None if due is None else due - clock
+    last = out["last_fire_ago"]
+    out["last_fire_ago"] = None if last is None else clock - last
+    out["fires_ago"] = [clock - t for t in out["fires_ago"]]
+    out["reverts"] = {key: {**r, "in": r["in"] - clock} for key, r in out["reverts"].items()}
+    out["leaves"] = [
+        {**item, "items": [[clock - t, v] for t, v in item["items"]]} if "items" in item else item
+        for item in out["leaves"]
+    ]
+    return out
 
 
 def snapshot(engine: RuleEngine, now: Now) -> dict[str, Any]:
@@ -90,17 +119,27 @@ def _sensors(engine: RuleEngine, mono: float) -> dict[str, Any]:
 
 
 RULE_PREFIX = "rule:"
+CLOCK_KEY = "clock"
 SUMMARY_KEY = "summary"
 
 
 def rule_entries(rules: Iterable[CompiledRule], now: Now) -> dict[str, Any]:
     """``{"rule:<id>": state}`` for ``rules``, each stamped with the wall time it was taken
-    at: the rows the spool keeps, one per rule, overwritten as the rule changes."""
+    at: the rows the spool keeps, one per rule, overwritten as the rule changes.
+
+    A row holds its times as the monotonic clock read them, with that clock's reading when
+    the row was taken (``clock``), not as ages: a fire, a pending wait or a window sample then
+    keeps its value from row to row, and a row taken for a new reading differs from the last
+    one in ``leaves``, ``wall`` and ``clock`` only. The spool logs what changed (SD-card wear:
+    ages made every row new, and a loop guard's fire history grew each one). Times are kept
+    to the millisecond.
+    :func:`from_entries` turns them back into ages."""
     mono, wall = now.mono, now.wall
     out: dict[str, Any] = {}
     for rule in rules:
-        state = _rule_state(rule, mono)
-        state["wall"] = wall
+        state = _rule_state(rule, mono, on_clock=True)
+        state["wall"] = round(wall, 3)  # to the millisecond: the digits after it only cost bytes
+        state[CLOCK_KEY] = round(mono, 3)
         out[RULE_PREFIX + rule.id] = state
     return out
 
@@ -146,6 +185,8 @@ def from_entries(entries: dict[str, Any]) -> dict[str, Any] | None:
             continue
         rule_id = key[len(RULE_PREFIX):]
         state = dict(row)
+        if CLOCK_KEY in state:  # this version's rows; earlier ones hold ages
+            state = _to_ages(state, float(state.pop(CLOCK_KEY)))
         state.setdefault("trace", traces.get(rule_id, {}))
         rules[rule_id] = state
         walls.append(float(state.get("wall", 0.0)))

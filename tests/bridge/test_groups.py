@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import struct
 from pathlib import Path
 
 import pytest
@@ -235,3 +236,15 @@ def test_a_side_row_round_trips_and_a_foreign_blob_is_refused() -> None:
     assert unpack_side(pack_side(1.0, [], None)) == (1.0, [], {})
     with pytest.raises(ValueError, match="side row format"):
         unpack_side(packing.pack([1], [1], ["k"], [1.0], [b"x"])[4] + bytes(16))
+
+
+def test_a_commits_packet_ids_pack_small_and_rows_of_earlier_versions_still_read() -> None:
+    origins = [(slot, (slot * 0x9E3779B97F4A7C15) % 2**63) for slot in range(40_000, 40_100)]
+    blob = packing.pack_side(3.0, origins, None)
+    assert packing.unpack_side(blob) == (3.0, origins, {})
+    assert len(blob) < 100 * 9  # 12 bytes a packet id unpacked: the consecutive ids shrink
+    # a side row as the schema 5 writer of edgegw 0.x made it: ids and digests as they are
+    old = struct.pack("<BBdI", 129, 0, 3.0, 2) + struct.pack("<II", 7, 8) + struct.pack("<qq", -5, 6)
+    assert packing.unpack_side(old) == (3.0, [(7, -5), (8, 6)], {})
+    with pytest.raises(ValueError, match="packet ids"):
+        packing.unpack_side(old[:-4])
