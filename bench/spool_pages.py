@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.spool_pages [--rates 100,1000] [--seconds 10] [--idle 10]
     .venv/bin/python -m bench.spool_pages --spool commit_max_delay=1.0
+    .venv/bin/python -m bench.spool_pages --rates 100 --seconds 150 --mqtt protocol=5 --kafka
 
 Starts the test bed of ``bench.home_rates`` (Mosquitto, Kafka; 100 sensors, a rule each,
 QoS 1, spool only) and ``python -m gateway run`` of this checkout, attaches
@@ -15,8 +16,10 @@ for each phase (idle, then each rate) sorts every byte the process wrote to a fi
 - to the database file (checkpoints copying pages back), to ``-shm``, and anything else
   (logs, other files), by path.
 
-Prints a table per phase: bytes per reading by destination, WAL frames per commit by
-B-tree, checkpoints. strace slows the process; the bytes are what they are, the rates
+Prints a table per phase: bytes per reading by destination (and ``write_bytes`` of
+``/proc/<pid>/io``, what reached the block layer in 4 KiB pages), WAL frames per commit
+by B-tree, checkpoints. ``--kafka`` turns the exactly-once uplink on (its process is
+traced too); ``--mqtt protocol=5`` lets a commit hold a second of QoS 1 readings. strace slows the process; the bytes are what they are, the rates
 are not. Nothing is asserted; the machine is shared (figures indicative).
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import shutil
 import sqlite3
@@ -35,13 +39,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import peers
+from bench import peers, proctree
 from bench.brokers import start_brokers
 from bench.e2e_bench import Gateway, make_layout
-from bench.home_rates import Target, Variant, _value, config_for, paced
+from bench.home_rates import Target, Variant, _mqtt_settings, _value, config_for, paced
 from bench.machine import ROOT
 
-_LINE = re.compile(r'^(\d+)\s+(\d+\.\d+)\s+(\w+)\((\d+)<([^>]*)>, (?:"((?:[^"\\]|\\.)*)"(\.\.\.)?, )?(\d+)?')
+_LINE = re.compile(r'^(\d+)\s+(\d+\.\d+)\s+(\w+)\((\d+)<([^>]*)>(?:, (?:"((?:[^"\\]|\\.)*)"(\.\.\.)?, )?(\d+)?)?')
 _RET = re.compile(r"= (-?\d+)")
 
 
@@ -61,6 +65,8 @@ class Phase:
     start: float
     end: float
     readings: float = 0.0
+    write_bytes: int = 0
+    """``/proc/<pid>/io`` write_bytes of the tree (what reaches the block layer)."""
     writes: list[Write] = field(default_factory=list)
     syncs: Counter[str] = field(default_factory=Counter)
 
@@ -92,6 +98,12 @@ def parse(trace: Path) -> tuple[list[Write], list[tuple[float, str, str]]]:
     return writes, other
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its children (the uplink process), to trace them all."""
+    kids = Path(f"/proc/{pid}/task/{pid}/children")
+    return [pid, *(int(k) for k in kids.read_text().split())] if kids.exists() else [pid]
+
+
 def page_map(db: Path) -> dict[int, str]:
     """Page number -> B-tree (name, and interior/leaf/overflow) of a copy of the file."""
     out: dict[int, str] = {1: "page 1 (header, sqlite_schema)"}
@@ -101,6 +113,8 @@ def page_map(db: Path) -> dict[int, str]:
         dst = sqlite3.connect(copy)
         src.backup(dst)
         src.close()
+        if os.environ.get("EDGEGW_PAGES_KEEP"):
+            shutil.copy(copy, os.environ["EDGEGW_PAGES_KEEP"])
         for name, pageno, pagetype in dst.execute("SELECT name, pageno, pagetype FROM dbstat"):
             if int(pageno) != 1:
                 out[int(pageno)] = f"{name} {pagetype}"
@@ -146,7 +160,8 @@ def analyse(phase: Phase, db: str, pages: dict[int, str], page_size: int) -> str
     lines = [f"### {phase.name}: {phase.readings:.0f} readings in {phase.end - phase.start:.1f} s, "
              f"{len(per_commit)} commits"]  # fmt: skip
     total = sum(by_dest.values())
-    lines.append(f"write() bytes: {total:,} ({total / n:,.0f} per reading)")
+    lines.append(f"write() bytes: {total:,} ({total / n:,.0f} per reading); /proc io write_bytes "
+                 f"{phase.write_bytes:,} ({phase.write_bytes / n:,.0f} per reading)")  # fmt: skip
     for dest, b in by_dest.most_common():
         lines.append(f"  {dest:<40} {b:>12,} B  {b / n:>10,.1f} B/reading")
     if per_commit:
@@ -171,13 +186,17 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=10.0)
     parser.add_argument("--rates", default="100,1000")
     parser.add_argument("--spool", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--mqtt", action="append", default=[], metavar="KEY=VALUE",
+                        help="an mqtt setting of the gateway (e.g. protocol=5)")  # fmt: skip
+    parser.add_argument("--kafka", action="store_true",
+                        help="exactly-once Kafka uplink on (its process is traced too)")  # fmt: skip
     parser.add_argument("--gateway-root", type=Path, default=ROOT)
     parser.add_argument("--python", default=sys.executable)
     args = parser.parse_args()
     if shutil.which("strace") is None:
         raise SystemExit("strace is needed")
     spool = {k: _value(v) for k, _, v in (s.partition("=") for s in args.spool)}
-    variant = Variant("trace", args.gateway_root.resolve(), args.python, spool, {})
+    variant = Variant("trace", args.gateway_root.resolve(), args.python, spool, {}, _mqtt_settings(args.mqtt))
     layout, devices = make_layout(100, 100)
     with tempfile.TemporaryDirectory(prefix="edgegw-pages-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
@@ -185,7 +204,7 @@ def main() -> int:
         bed = peers.Bed(work, broker, node, layout, devices, None)
         # the rules keep their ``else``: a command on every crossing, as this trace always had
         shape = argparse.Namespace(log_level="info", otherwise=True)
-        config, http_port = config_for(bed, "trace", "spool", variant, shape)
+        config, http_port = config_for(bed, "trace", "kafka" if args.kafka else "spool", variant, shape)
         db = str((work / "state-trace" / "spool.db").resolve())
         gw = Gateway(config, variant.root, http_port, root=variant.root, python=variant.python)
         stack.callback(gw.stop)
@@ -194,21 +213,23 @@ def main() -> int:
         time.sleep(3.0)
         trace = work / "strace.txt"
         st = subprocess.Popen(
-            ["strace", "-f", "-ttt", "-y", "-s", "24", "-x", "-o", str(trace), "-p", str(gw.pid),
+            ["strace", "-f", "-ttt", "-y", "-s", "24", "-x", "-o", str(trace),
+             *(a for pid in _tree(gw.pid) for a in ("-p", str(pid))),
              "-e", "trace=write,pwrite64,writev,pwritev,fsync,fdatasync,ftruncate"],
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         time.sleep(1.0)
         phases: list[Phase] = []
         maps: list[dict[int, str]] = []
-        t0 = time.time()
+        t0, wb = time.time(), proctree.write_bytes(gw.pid)
         time.sleep(args.idle)
-        phases.append(Phase("idle", t0, time.time()))
+        phases.append(Phase("idle", t0, time.time(), write_bytes=proctree.write_bytes(gw.pid) - wb))
         maps.append(page_map(Path(db)))
         for rate in [int(r) for r in args.rates.split(",") if r]:
-            t0 = time.time()
+            t0, wb = time.time(), proctree.write_bytes(gw.pid)
             got = paced(target, broker.port, layout, rate, args.seconds, every=True)
-            phases.append(Phase(f"{rate}/s", t0, time.time(), readings=got.readings))
+            phases.append(Phase(f"{rate}/s", t0, time.time(), readings=got.readings,
+                                write_bytes=proctree.write_bytes(gw.pid) - wb))  # fmt: skip
             maps.append(page_map(Path(db)))
         st.terminate()
         st.wait(10)
