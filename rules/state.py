@@ -41,20 +41,17 @@ def _rule_state(rule: CompiledRule, mono: float, *, on_clock: bool = False) -> d
 
     Times are ages (``*_ago``, window items) and remaining durations (``*_in``) at ``mono``;
     ``on_clock``: the monotonic clock's readings themselves (when it happened, when it falls
-    due) to the millisecond, which stay the same from one row to the next (see
-    :func:`rule_entries`)."""
-
-    def ago(t: float) -> float:
-        return round(t, 3) if on_clock else mono - t
-
-    def left(due: float) -> float:
-        return round(due, 3) if on_clock else due - mono
-
+    due), which stay the same from one row to the next (see :func:`rule_entries`). Lists are
+    copied as they are: a loop guard holds hundreds of fire times, and a Python call per
+    item cost more than the rest of the row."""
+    ref = 0.0 if on_clock else mono  # remaining = due - ref: on the clock, the due time itself
+    last = rule.last_fire
     leaves = []
     for leaf in rule.all_leaves():
         item: dict[str, Any] = {"met": leaf.met, "known": leaf.known, "value": leaf.value}
         if isinstance(leaf, WindowLeaf):
-            item["items"] = [[ago(t), v] for t, v in leaf.items]
+            item["items"] = ([[t, v] for t, v in leaf.items] if on_clock
+                             else [[mono - t, v] for t, v in leaf.items])  # fmt: skip
             item["inner_met"] = leaf.inner.met
         leaves.append(item)
     return {
@@ -64,11 +61,11 @@ def _rule_state(rule: CompiledRule, mono: float, *, on_clock: bool = False) -> d
         "blocked": rule.blocked,
         "fired": rule.fired,
         "failsafe_active": rule.failsafe_active,
-        "pending_in": None if rule.pending_due is None else left(rule.pending_due),
-        "last_fire_ago": None if rule.last_fire is None else ago(rule.last_fire),
-        "fires_ago": [ago(t) for t in rule.fires],
+        "pending_in": None if rule.pending_due is None else rule.pending_due - ref,
+        "last_fire_ago": None if last is None else last if on_clock else mono - last,
+        "fires_ago": list(rule.fires) if on_clock else [mono - t for t in rule.fires],
         "reverts": {
-            key: {"in": left(due), "actuator": actuator, "payload": payload}
+            key: {"in": due - ref, "actuator": actuator, "payload": payload}
             for key, (due, _gen, actuator, payload) in rule.reverts.items()
         },
         "leaves": leaves,
@@ -120,6 +117,7 @@ def _sensors(engine: RuleEngine, mono: float) -> dict[str, Any]:
 
 RULE_PREFIX = "rule:"
 CLOCK_KEY = "clock"
+EPOCH_KEY = "epoch"
 SUMMARY_KEY = "summary"
 
 
@@ -130,16 +128,19 @@ def rule_entries(rules: Iterable[CompiledRule], now: Now) -> dict[str, Any]:
     A row holds its times as the monotonic clock read them, with that clock's reading when
     the row was taken (``clock``), not as ages: a fire, a pending wait or a window sample then
     keeps its value from row to row, and a row taken for a new reading differs from the last
-    one in ``leaves``, ``wall`` and ``clock`` only. The spool logs what changed (SD-card wear:
-    ages made every row new, and a loop guard's fire history grew each one). Times are kept
-    to the millisecond.
-    :func:`from_entries` turns them back into ages."""
-    mono, wall = now.mono, now.wall
+    one in ``leaves`` and ``clock`` only. The wall time it was taken at is ``epoch`` +
+    ``clock``: ``epoch``, the wall time at the clock's zero (to 10 ms), moves only when the
+    wall clock is set (NTP), so it costs no bytes from row to row. The spool logs what
+    changed (SD-card wear: ages made every row new, and a loop guard's fire history grew
+    each one). Times are kept to the millisecond. :func:`from_entries` turns them back into
+    ages and a wall time."""
+    mono = now.mono
+    epoch = round(now.wall - mono, 2)
     out: dict[str, Any] = {}
     for rule in rules:
         state = _rule_state(rule, mono, on_clock=True)
-        state["wall"] = round(wall, 3)  # to the millisecond: the digits after it only cost bytes
-        state[CLOCK_KEY] = round(mono, 3)
+        state[CLOCK_KEY] = round(mono, 3)  # to the millisecond: the digits after it only cost bytes
+        state[EPOCH_KEY] = epoch
         out[RULE_PREFIX + rule.id] = state
     return out
 
@@ -185,8 +186,11 @@ def from_entries(entries: dict[str, Any]) -> dict[str, Any] | None:
             continue
         rule_id = key[len(RULE_PREFIX):]
         state = dict(row)
-        if CLOCK_KEY in state:  # this version's rows; earlier ones hold ages
-            state = _to_ages(state, float(state.pop(CLOCK_KEY)))
+        if CLOCK_KEY in state:  # this version's rows; earlier ones hold ages and the wall time
+            clock = float(state.pop(CLOCK_KEY))
+            if EPOCH_KEY in state:
+                state["wall"] = float(state.pop(EPOCH_KEY)) + clock
+            state = _to_ages(state, clock)
         state.setdefault("trace", traces.get(rule_id, {}))
         rules[rule_id] = state
         walls.append(float(state.get("wall", 0.0)))
