@@ -39,7 +39,8 @@ first sensor until its command arrives) says it is ready, for every row alike; t
 Every figure of a process is of its tree (``bench.proctree``: the process, its live
 descendants and what they reaped). ``--log-level`` sets the gateways' log level (default
 info, the level a house runs at; ``bench.peers`` runs them at warning). ``--rounds``
-repeats the whole sequence (rows interleaved); the table gives medians over rounds.
+repeats the whole sequence (rows interleaved; every other round runs ``--before`` and this
+checkout in the other order); the table gives medians over rounds.
 Prints a markdown table; ``--write`` writes it to ``bench/results/home-rates-<date>[-SUFFIX].md``.
 Nothing is asserted. Every process started here is stopped on exit.
 """
@@ -484,10 +485,12 @@ def main(argv: list[str] | None = None) -> int:
         broker, node = start_brokers(stack, work, kafka="edgegw-eos" in kinds,
                                      max_inflight_messages=args.broker_inflight)  # fmt: skip
         bed = peers.Bed(work, broker, node, layout, devices, nodered)
-        rows: list[tuple[str, Variant | None]] = [
-            (kind, v) for kind in kinds if kind in MODE for v in variants
-        ] + [(kind, None) for kind in kinds if kind not in MODE]
         for k in range(args.rounds):
+            # every other round runs the checkouts of a mode in the other order: the machine drifts
+            order = variants if k % 2 == 0 else variants[::-1]
+            rows: list[tuple[str, Variant | None]] = [
+                (kind, v) for kind in kinds if kind in MODE for v in order
+            ] + [(kind, None) for kind in kinds if kind not in MODE]
             for kind, v in rows:
                 row = (v.name if v is not None else "-", kind)
                 print(f"round {k + 1}: {' '.join(row_name(row))}", flush=True)
