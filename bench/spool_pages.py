@@ -19,7 +19,9 @@ for each phase (idle, then each rate) sorts every byte the process wrote to a fi
 Prints a table per phase: bytes per reading by destination (and ``write_bytes`` of
 ``/proc/<pid>/io``, what reached the block layer in 4 KiB pages), WAL frames per commit
 by B-tree, checkpoints. ``--kafka`` turns the exactly-once uplink on (its process is
-traced too); ``--mqtt protocol=5`` lets a commit hold a second of QoS 1 readings. strace slows the process; the bytes are what they are, the rates
+traced too); ``--mqtt protocol=5`` lets a commit hold a second of QoS 1 readings.
+``EDGEGW_PAGES_KEEP=PATH`` keeps a copy of the spool file as each phase ended (to read
+its side rows and groups afterwards). strace slows the process; the bytes are what they are, the rates
 are not. Nothing is asserted; the machine is shared (figures indicative).
 """
 
