@@ -17,9 +17,8 @@ The file is written whole once at start (a temporary file, fsync, rename, fsync 
 directory). After that a note rewrites one of two fixed 128-byte slots in place, in
 turn (``pwrite`` + ``fdatasync``): no new file, no rename, no directory entry, so a note
 costs one data block and no file-system journal commit. (An atomic rename every second
-cost a new inode, a directory block and a forced ext4 journal commit each time, and that
-commit flushed the spool's WAL pages early, so they were written again a second later:
-docs/raspberry-pi.md, "SD-card wear".) Each slot is a CRC-32 and a JSON document with a
+cost a new inode, a directory block and a forced ext4 journal commit each time: SD-card
+wear, docs/raspberry-pi.md.) Each slot is a CRC-32 and a JSON document with a
 counter; a slot torn by a power cut fails its CRC and the other one, one note older, is
 read. A file that says nothing readable is "unclean, nothing known". The one-document
 file of earlier versions is still read.
