@@ -47,7 +47,10 @@ from bench.e2e_bench import Gateway, make_layout
 from bench.home_rates import Target, Variant, _mqtt_settings, _value, config_for, paced
 from bench.machine import ROOT
 
-_LINE = re.compile(r'^(\d+)\s+(\d+\.\d+)\s+(\w+)\((\d+)<([^>]*)>(?:, (?:"((?:[^"\\]|\\.)*)"(\.\.\.)?, )?(\d+)?)?')
+_LINE = re.compile(
+    r'^(\d+)\s+(\d+\.\d+)\s+(\w+)\((\d+)<([^>]*)>'  # pid, time, call, fd<path>
+    r'(?:, (?:"((?:[^"\\]|\\.)*)"(\.\.\.)?, )?(\d+)?)?'  # the data and the size; fsync has neither
+)
 _RET = re.compile(r"= (-?\d+)")
 
 
