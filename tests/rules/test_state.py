@@ -81,7 +81,9 @@ def test_a_rule_row_taken_again_changes_only_where_the_rule_changed() -> None:
     assert first["fires_ago"]
     assert {k for k in second if second[k] != first[k]} == {"leaves", "clock"}
     # the wall time each was taken at is there all the same
-    assert from_entries({"rule:r": second})["rules"]["r"]["wall"] == pytest.approx(box.wall, abs=0.01)
+    restored = from_entries({"rule:r": second})
+    assert restored is not None
+    assert restored["rules"]["r"]["wall"] == pytest.approx(box.wall, abs=0.01)
 
 
 def test_snapshot_is_plain_json_with_a_schema_version() -> None:
