@@ -47,6 +47,10 @@ class Leaf:
 
     __slots__ = ("known", "label", "met", "role", "rule", "sensor", "value")
 
+    keeps_samples = False
+    """Whether every reading changes what a restart needs (a window's samples), not only
+    ``value``: a threshold leaf's ``met`` and ``known`` decide, its value is shown."""
+
     def __init__(self, sensor: str, label: str) -> None:
         self.sensor = sensor
         self.label = label
@@ -185,6 +189,8 @@ class WindowLeaf(Leaf):
     """
 
     __slots__ = ("func", "inner", "items", "total", "window")
+
+    keeps_samples = True
 
     def __init__(self, inner: Leaf, func: str, window: float) -> None:
         super().__init__(inner.sensor, f"{inner.sensor} {func}({_fmt(window)})")

@@ -70,7 +70,9 @@ class RuleEngine:
         self._gen = itertools.count(1)
         self._start = now.mono
         self._dirty: set[CompiledRule] = set()
-        """Rules whose state changed since :meth:`take_changes` (readings or timers)."""
+        """Rules whose state changed since :meth:`take_changes` (readings or timers). A reading
+        that only changes a threshold leaf's ``value`` does not count: the row keeps the value
+        it was last written with (the one that decided its flags, or a later one)."""
         self.stats = EngineStats()
         self._log = logger if logger is not None else structlog.get_logger("edgegw.rules")
         self.rebuild_timers(now)
@@ -92,8 +94,12 @@ class RuleEngine:
         mono = now.mono
         dirty = self._dirty
         for leaf in slot.leaves:
-            dirty.add(leaf.rule)  # type: ignore[arg-type]
+            known = leaf.known
             result = leaf.update(value, mono)
+            # A rule's row is due when what a restart resumes from changed: not for a new
+            # value that changed no flag (most readings; the spool writes each row it gets).
+            if result or not known or leaf.keeps_samples:
+                dirty.add(leaf.rule)  # type: ignore[arg-type]
             if result:
                 if result == BAD:
                     self._bad(leaf, reading)

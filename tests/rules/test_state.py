@@ -26,12 +26,16 @@ class Restartable:
         self.wall = START_WALL
         self.engine = RuleEngine(rules, self.now())
         self.log: list[tuple[float, str]] = []
+        self.rows: dict[str, Any] = {}
+        """What the spool holds: each rule's last row, as :meth:`RuleEngine.take_changes`
+        handed them out after every reading and timer."""
 
     def now(self) -> Now:
         return Now(self.mono, self.wall)
 
     def _record(self, actions: list[Action]) -> None:
         self.log += [(round(a.ts - START_WALL, 3), describe(a)) for a in actions]
+        self.rows.update(self.engine.take_changes(self.now()) or {})
 
     def to(self, wall_offset: float) -> None:
         """Advance both clocks to ``START_WALL + wall_offset``, running timers on the way."""
@@ -51,7 +55,7 @@ class Restartable:
     def restart(self, downtime: float, *, rules: RuleSet | None = None) -> dict[str, Any]:
         now = self.now()
         if self.via == "rows":
-            rows = {**rule_entries(self.engine.rules, now), **summary_entry(self.engine, now)}
+            rows = {**self.rows, **summary_entry(self.engine, now)}
             data: dict[str, Any] | None = from_entries(json.loads(json.dumps(rows)))  # plain JSON
         else:
             data = json.loads(json.dumps(self.engine.snapshot(now)))
@@ -105,6 +109,39 @@ def test_pending_for_wait_continues_after_restart_minus_the_downtime(via: str) -
     assert box.log == []
     box.to(121)
     assert box.log == [(120, "fired r"), (120, "set a/out on")]
+
+
+def test_a_reading_that_changes_no_flag_writes_no_row_and_a_restart_resumes_all_the_same() -> None:
+    """Most readings of a house only move a value (SD-card wear: the spool writes every row
+    it is handed). A threshold leaf's flags decide; its row keeps the value it was last
+    written with, and a restart from those rows fires at the same time."""
+    box = Restartable(ruleset(one_rule("{sensor: s/v, above: 1, for: 2m}")), "rows")
+    box.read(0, "s/v", 2)
+    written = dict(box.rows)
+    for t, value in ((20, 3), (40, 4.5), (60, 2)):
+        box.read(t, "s/v", value)
+        assert box.engine.take_changes(box.now()) is None
+    assert box.rows == written
+    box.read(61, "s/v", "warm")  # a bad reading is counted: that is state
+    assert box.rows["rule:r"]["bad_readings"] == 1
+    box.to(70)
+    box.restart(downtime=10)
+    leaf = box.engine.rule("r").all_leaves()[0]
+    assert (leaf.met, leaf.known, leaf.value) == (True, True, 2)
+    box.to(119)
+    assert box.log == []
+    box.to(121)
+    assert box.log == [(120, "fired r"), (120, "set a/out on")]
+
+
+def test_every_window_sample_is_state() -> None:
+    box = Restartable(ruleset(one_rule("{sensor: s/v, avg: 5m, above: 10}")), "rows")
+    box.read(0, "s/v", 2)
+    box.engine.take_changes(box.now())
+    box.engine.on_reading(Reading("s", "v", 3, box.wall, box.wall), box.now())
+    changed = box.engine.take_changes(box.now())
+    assert changed is not None
+    assert [v for _, v in changed["rule:r"]["leaves"][0]["items"]] == [2, 3]
 
 
 @VIA
