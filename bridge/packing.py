@@ -161,8 +161,8 @@ def pack_side(at: float, origins: Sequence[tuple[int, int]], state: dict[str, An
     (u32). A commit's packet ids are mostly consecutive and pack to a few bytes (they were a
     sixth of a side row at home rates); the digests do not shrink and stay as they are.
 
-    ``state`` is ``{"s": {key: value}, "d": {key: changed top-level fields}}`` (see
-    :meth:`bridge.store.Store.log_side`)."""
+    ``state`` is ``{"s": {key: value}, "d": {key: changed top-level fields}, "l": {key:
+    {field: [dropped, added]}}}`` (see :meth:`bridge.store.Store.log_side`)."""
     text = orjson.dumps(state) if state else b""
     flags = 0
     if text:

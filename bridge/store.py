@@ -293,7 +293,7 @@ class Store(LaneWrites):
             for slot, digest in taken:
                 self.side_origins[slot] = (digest, at)
             self._replay(state, doc)
-            self.side_keys.update(doc.get("s", ()), doc.get("d", ()))
+            self.side_keys.update(doc.get("s", ()), doc.get("d", ()), doc.get("l", ()))
         self.state_last: dict[str, Any] = state
         """The rule state as committed (what the next side row is a change from)."""
 
@@ -303,8 +303,11 @@ class Store(LaneWrites):
         the commit's, the last) and rule-state rows (upserts), as one commit made them.
 
         A state value that is a dict like the key's last one is written as the top-level
-        fields that changed (most rules change a leaf value and their ``wall`` stamp per
-        reading): ``{"d": {key: fields}}``; anything else whole: ``{"s": {key: value}}``."""
+        fields that changed (a rule changes a flag or two, and its ``clock``):
+        ``{"d": {key: fields}}``; a changed field that is a list the last one's tail
+        grew into (a loop guard's fire history: times drop off its head as new ones come)
+        as what it dropped and added: ``{"l": {key: {field: [dropped, [added...]]}}}``;
+        anything else whole: ``{"s": {key: value}}``."""
         if not origins and not state:
             return
         if not self.side_rows:
@@ -316,6 +319,11 @@ class Store(LaneWrites):
             prev = last.get(key)
             if isinstance(value, dict) and isinstance(prev, dict) and prev.keys() <= value.keys():
                 changed = {k: v for k, v in value.items() if k not in prev or prev[k] != v}
+                for field in [k for k, v in changed.items() if v.__class__ is list]:
+                    step = _list_step(prev.get(field), changed[field])
+                    if step is not None:
+                        doc.setdefault("l", {}).setdefault(key, {})[field] = step
+                        del changed[field]
                 if changed:
                     doc.setdefault("d", {})[key] = changed
             else:
@@ -363,6 +371,10 @@ class Store(LaneWrites):
         for key, fields in doc.get("d", {}).items():
             prev = state.get(key)
             state[key] = {**prev, **fields} if isinstance(prev, dict) else dict(fields)
+        for key, lists in doc.get("l", {}).items():
+            row = state[key] = dict(state.get(key) or {})
+            for field, (dropped, added) in lists.items():
+                row[field] = list(row.get(field) or ())[dropped:] + added
 
     def fold_side(self, *, force: bool = False) -> bool:
         """Write what the side rows say into ``recent_origins`` and ``rule_state`` and
@@ -460,3 +472,18 @@ class Store(LaneWrites):
         with contextlib.suppress(sqlite3.Error):  # closing anyway
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.conn.close()
+
+
+def _list_step(old: Any, new: list[Any]) -> list[Any] | None:
+    """``[dropped, added]`` when ``new`` is ``old`` without its first ``dropped`` items and
+    with ``added`` after it (and that is shorter than ``new`` itself), else None."""
+    if old.__class__ is not list or not old:
+        return None
+    try:
+        dropped = old.index(new[0]) if new else len(old)
+    except ValueError:
+        dropped = len(old)
+    kept = len(old) - dropped
+    if kept * 2 < len(new) or old[dropped:] != new[:kept]:
+        return None
+    return [dropped, new[kept:]]

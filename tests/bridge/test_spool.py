@@ -8,11 +8,13 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from structlog.testing import capture_logs
 
+from bridge import packing
 from bridge.config import SpoolConfig
 from bridge.envelope import Record
 from bridge.groups import floors, read_lane
@@ -256,6 +258,35 @@ def test_side_rows_are_one_log_row_per_commit_replayed_at_open_and_folded_at_clo
     again = Spool.open(cfg)
     assert again.rule_state() == state
     assert again.marks() == [(1, 103), (0, 104)]
+    again.close()
+
+
+def test_a_list_that_grows_at_its_tail_is_logged_as_what_it_dropped_and_added(tmp_path: Path) -> None:
+    """A loop guard's fire history (every fire of its window) changes with each fire: the
+    side row carries the fires that came and how many went, not the whole history again
+    (SD-card wear: it was most of a side row at 100 readings/s). A replay rebuilds it."""
+    cfg = spool_config(tmp_path)
+    spool = Spool.open(cfg)
+    fires = [1000.0 + i / 7 for i in range(300)]
+    expected: dict[str, Any] = {}
+    for i in range(6):
+        fires = [*fires[3:], *(2000.0 + i + k / 10 for k in range(3))]
+        expected = {"fires_ago": fires, "leaves": [{"met": i % 2 == 0}], "fp": "x",
+                    "other": [i] if i < 3 else [9, 8, 7, 6, 5, i]}  # fmt: skip
+        spool.append_many(readings(1, start=i), state={"rule:g": dict(expected)})
+    with sqlite3.connect(cfg.path) as conn:
+        query = "SELECT blob FROM groups WHERE prio = -1 ORDER BY first_seq"
+        blobs = [bytes(b) for (b,) in conn.execute(query)]
+    *_, doc = packing.unpack_side(blobs[-1])
+    assert doc["l"]["rule:g"]["fires_ago"] == [3, fires[-3:]]
+    assert doc["d"]["rule:g"] == {"leaves": [{"met": False}], "other": [9, 8, 7, 6, 5, 5]}
+    assert len(blobs[-1]) < len(blobs[0]) / 4
+    replayed = Spool.open(SpoolConfig(path=_killed_copy(cfg.path, tmp_path / "copy.db")))
+    assert replayed.rule_state() == {"rule:g": expected}
+    replayed.close()
+    spool.close()
+    again = Spool.open(cfg)
+    assert again.rule_state() == {"rule:g": expected}
     again.close()
 
 
