@@ -150,7 +150,7 @@ class Runtime:
         self._group: asyncio.TaskGroup | None = None
         self._last_snapshot = time.monotonic()
         self._late_until = 0.0
-        self.marker = RunMarker(self.state_dir)
+        self.marker = RunMarker(self.state_dir, sync=self.config.bridge.spool.synchronous == "normal")
         self._noting: asyncio.Future[None] | None = None
         self._last_run: LastRun | None = None
         """An unclean last stop whose loss is not reported yet (waiting for Kafka's checkpoint)."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import pytest
 from structlog.testing import capture_logs
 
 from gateway.config import load_config
@@ -99,3 +101,27 @@ def test_the_runtime_reports_an_unclean_start_and_the_rows_the_spool_lost(tmp_pa
     assert any(e["event"].startswith("acknowledged rows lost") and e.get("lost_at_least") == 50 for e in logs)
     assert again.spool is not None
     again.spool.close()
+
+
+def test_a_note_is_synced_only_where_the_mark_can_show_a_loss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under ``synchronous: full`` (the default) nothing acknowledged can be lost, so a note
+    is left to the kernel's writeback (SD-card wear: a synced page a second); under
+    ``normal`` the mark is the evidence of a loss and each note is synced."""
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fdatasync", synced.append)
+    assert not _runtime(tmp_path).marker.sync
+    for sync, expected in ((False, 0), (True, 3)):
+        marker = RunMarker(tmp_path / str(sync), sync=sync)
+        (tmp_path / str(sync)).mkdir()
+        marker.begin(1)
+        synced.clear()
+        for seq in (5, 6, 7):
+            marker.note(seq)
+        assert len(synced) == expected
+        assert RunMarker(tmp_path / str(sync)).begin(1).seq_mark == 7  # read back all the same
+    config = tmp_path / "normal.yaml"
+    config.write_text(f"gateway: {{id: m, state_dir: {tmp_path / 's'}}}\nhttp: {{enabled: false}}\n"
+                      "bridge: {spool: {synchronous: normal}}\n")  # fmt: skip
+    assert Runtime(load_config(config), gateway_id="m", notifier=Notifier({}), environ={}).marker.sync
