@@ -193,7 +193,7 @@ def paced(target: Target, port: int, layout: Layout, rate: int, seconds: float, 
         deadline = time.monotonic() + 10
         while len(listener.arrivals.get(topic, [])) < len(sends) and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(1.5)  # the last group commits (at most commit_max_delay, 1 s) and ships
+        time.sleep(2.5)  # the last group commits (at most commit_max_delay, 2 s) and ships
     finally:
         listener.close()
     phase = Probe(target).phase(before, count)

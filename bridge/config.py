@@ -49,17 +49,17 @@ class SpoolConfig(_Model):
     """A group is committed when its first row has waited this long..."""
     commit_rows: int = Field(2000, ge=1)
     """...or when it holds this many rows, whichever comes first."""
-    commit_max_delay: Duration = Field(1.0, ge=0, le=1)
-    """At a low rate (below ``commit_batch_rows`` per ``commit_max_delay`` or per 100 ms,
-    the shorter: 2,560 rows/s by default) a group gathers on after ``commit_interval``
-    until it holds ``commit_batch_rows`` rows or ``commit_batch_acks`` QoS 1 messages
-    waiting for their PUBACK (a broker sends no more than its in-flight window), nothing
-    came for a while, or its first batch has waited this long (1 s at most; 100 ms at most
-    above ``commit_batch_rows`` per ``commit_max_delay``, 256 rows/s by default): one
-    commit a second at a house's trickle instead of one per MQTT message (CPU, fsyncs and
-    SD card wear, docs/bridge.md). QoS 1 PUBACKs wait for the commit, so they leave up to
-    this much later, and the uplink ships a reading up to this much later; commands never
-    wait for the spool, and a lone event after a quiet spell is committed at once. 0 (or no
+    commit_max_delay: Duration = Field(2.0, ge=0, le=10)
+    """At a low rate (below ``commit_batch_rows`` per 100 ms: 2,560 rows/s by default) a
+    group gathers on after ``commit_interval`` until it holds ``commit_batch_rows`` rows or
+    ``commit_batch_acks`` QoS 1 messages waiting for their PUBACK (a broker sends no more
+    than its in-flight window), nothing came for a while, or its first batch has waited
+    this long (10 s at most; 100 ms at most above ``commit_batch_rows`` per second, 256
+    rows/s by default): one commit every 2 s at a house's trickle instead of one per MQTT
+    message (CPU, fsyncs and SD card wear: at 100 readings/s 2 s write 122 bytes a reading,
+    1 s 161; docs/bridge.md). QoS 1 PUBACKs wait for the commit, so they leave up to this
+    much later, and the uplink ships a reading up to this much later; commands never wait
+    for the spool, and a lone event after a quiet spell is committed at once. 0 (or no
     more than ``commit_interval``): commit every window."""
     commit_batch_rows: int = Field(256, ge=1)
     """A group gathered on at a low rate is committed once it holds this many rows."""

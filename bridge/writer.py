@@ -114,8 +114,9 @@ class CommitPacer:
 
     *Low* is a recent rate (rows committed per second over the last half second or more)
     below ``commit_batch_rows`` per ``commit_max_delay`` or per ``FILL_S``, the shorter
-    (2,560 rows/s by default); up to ``commit_batch_rows`` per ``commit_max_delay`` (256/s)
-    a group may gather for the whole delay, above for ``FILL_S`` at most. Above the low
+    (2,560 rows/s by default); up to ``commit_batch_rows`` per ``commit_max_delay`` or per
+    ``HOUSE_S``, the shorter (256/s), a group may gather for the whole delay (2 s by
+    default), above for ``FILL_S`` at most. Above the low
     rate (a burst, a busy gateway) the
     first window and what queued while the previous group committed are the group, as
     before: nothing waits longer.
@@ -142,6 +143,11 @@ class CommitPacer:
     most. A long delay makes a house's groups larger; at 1k readings/s groups of 256 rows
     put the event loop's command p99 at 3.4-3.7 ms (groups of 0.1 s: 1.3-2.2 ms), as the
     writer's Python work for a group holds the GIL in one burst (bench.home_rates, MQTT 5)."""
+    HOUSE_S = 1.0
+    """A group may gather for the whole ``commit_max_delay`` below ``commit_batch_rows``
+    rows per this long (256 rows/s by default), whatever the delay: with the delay as the
+    measure, a 2 s delay put that edge at 128 rows/s, and a house just above it went from
+    one commit in 2 s to ten a second."""
     QUIET_NAP = 0.02
     """The nap when under one row per ``commit_max_delay`` came recently (no rate yet, or a
     quiet spell): a lone event waits this long more, a trickle that began keeps coming."""
@@ -180,9 +186,12 @@ class CommitPacer:
     @property
     def delay(self) -> float:
         """How long a group may gather at the recent rate: ``commit_max_delay`` while
-        ``commit_batch_rows`` rows take longer than that to come (a house), else at most
-        ``FILL_S`` (a busier gateway: groups as large as before the delay was raised)."""
-        if self.rate * self.max_delay < self.batch_rows:
+        ``commit_batch_rows`` rows take longer than that or than ``HOUSE_S`` (the shorter)
+        to come (a house), else at most ``FILL_S`` (a busier gateway: groups as large as
+        before the delay was raised). A group of a house still commits at
+        ``commit_batch_rows`` rows: a delay over ``HOUSE_S`` makes a trickle's groups
+        larger, and does not move the rate where groups turn short."""
+        if self.rate * min(self.max_delay, self.HOUSE_S) < self.batch_rows:
             return self.max_delay
         return min(self.max_delay, self.FILL_S)
 

@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+from bridge.config import SpoolConfig
 from bridge.spool import Spool
 from bridge.writer import CommitPacer
 from tests.bridge.helpers import readings, spool_config
@@ -73,6 +74,22 @@ def test_a_longer_delay_makes_a_trickles_groups_larger_not_time_batching_reach_h
     assert busy.gather_on(60, first_at=10.0, now=10.06, napped_at_rows=56) > 0
     assert busy.gather_on(100, first_at=10.0, now=10.1, napped_at_rows=96) == 0.0
     assert not _pacer_at(5000.0, delay=1.0).low_rate
+
+
+def test_a_delay_over_a_second_makes_a_houses_groups_larger_and_moves_no_edge() -> None:
+    """The default delay is 2 s (SD-card wear). A trickle gathers for the 2 s; a house at
+    200 rows/s gathers up to its 256 rows (1.28 s), not for 0.1 s as if 2 s made 256 rows
+    a busy rate (that edge stays at 256 rows/s); 1,000 rows/s gathers for 0.1 s as before."""
+    assert SpoolConfig(path=Path("x.db")).commit_max_delay == 2.0
+    trickle = _pacer_at(120.0, delay=2.0)
+    assert trickle.gather_on(200, first_at=10.0, now=11.9, napped_at_rows=195) > 0  # up to 12.0
+    house = _pacer_at(200.0, delay=2.0)
+    assert house.delay == 2.0
+    assert house.gather_on(200, first_at=10.0, now=11.0, napped_at_rows=195) > 0
+    assert house.gather_on(256, first_at=10.0, now=11.28, napped_at_rows=250) == 0.0
+    busy = _pacer_at(1000.0, delay=2.0)
+    assert busy.delay == CommitPacer.FILL_S
+    assert busy.gather_on(100, first_at=10.0, now=10.1, napped_at_rows=96) == 0.0
 
 
 def test_no_rate_yet_naps_briefly_then_gathers_while_rows_come() -> None:
