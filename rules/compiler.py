@@ -31,6 +31,7 @@ from rules.conditions import (
     WindowLeaf,
 )
 from rules.guards import TimeGuard
+from rules.loopguard import FireLog
 from rules.schema import Action, Condition, Location, Rule
 
 __all__ = ["CompiledRule", "EmitAct", "RuleSet", "SensorSlot", "SetAct", "build", "compile_rules"]
@@ -172,7 +173,7 @@ class CompiledRule:
         self.pending_due: float | None = None  # monotonic time a `for` wait ends
         self.pending_gen = 0
         self.last_fire: float | None = None
-        self.fires: deque[float] = deque()
+        self.fires = FireLog(self.max_fpm)
         self.reverts: dict[str, list[Any]] = {}  # key -> [due, gen, actuator, payload]
         self.failsafe_active = False
         self.bad_readings = 0

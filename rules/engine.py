@@ -257,21 +257,20 @@ class RuleEngine:
             self._trace(rule, "blocked_by_cooldown", now, f"cooldown ends in {left}")
             return
         fires = rule.fires
-        while fires and fires[0] <= mono - 60.0:
-            fires.popleft()
-        if len(fires) >= rule.max_fpm:
+        last_minute = fires.in_last_minute(mono)
+        if last_minute >= rule.max_fpm:
             rule.loop_trips += 1
             self.stats.loop_guard_trips += 1
             self._log.warning(
                 "rule loop guard tripped: fire dropped",
                 rule=rule.id,
-                fires_last_minute=len(fires),
+                fires_last_minute=last_minute,
                 limit=rule.max_fpm,
                 trips=rule.loop_trips,
             )
-            self._trace(rule, "blocked_by_loop_guard", now, f"{len(fires)} fires in the last minute")
+            self._trace(rule, "blocked_by_loop_guard", now, f"{last_minute} fires in the last minute")
             return
-        fires.append(mono)
+        fires.add(mono)
         rule.last_fire = mono
         rule.fired = True
         self.stats.fires += 1

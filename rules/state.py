@@ -54,7 +54,8 @@ def _rule_state(rule: CompiledRule, mono: float, *, on_clock: bool = False) -> d
                              else [[mono - t, v] for t, v in leaf.items])  # fmt: skip
             item["inner_met"] = leaf.inner.met
         leaves.append(item)
-    return {
+    fires = rule.fires
+    state = {
         "fingerprint": rule.fingerprint,
         "met": rule.met,
         "when_met": rule.when_met,
@@ -63,7 +64,7 @@ def _rule_state(rule: CompiledRule, mono: float, *, on_clock: bool = False) -> d
         "failsafe_active": rule.failsafe_active,
         "pending_in": None if rule.pending_due is None else rule.pending_due - ref,
         "last_fire_ago": None if last is None else last if on_clock else mono - last,
-        "fires_ago": list(rule.fires) if on_clock else [mono - t for t in rule.fires],
+        "fires_ago": list(fires.times) if on_clock else [mono - t for t in fires.times],
         "reverts": {
             key: {"in": due - ref, "actuator": actuator, "payload": payload}
             for key, (due, _gen, actuator, payload) in rule.reverts.items()
@@ -72,6 +73,9 @@ def _rule_state(rule: CompiledRule, mono: float, *, on_clock: bool = False) -> d
         "bad_readings": rule.bad_readings,
         "loop_guard_trips": rule.loop_trips,
     }
+    if fires.coarse:  # fires joined in runs: how many each (a row without it: one each)
+        state["fire_counts"] = list(fires.counts)
+    return state
 
 
 def _to_ages(state: dict[str, Any], clock: float) -> dict[str, Any]:
@@ -251,7 +255,7 @@ def restore(engine: RuleEngine, data: dict[str, Any], now: Now) -> None:
         rule.pending_due = None if pending is None else max(mono, mono + pending - elapsed)
         ago = saved["last_fire_ago"]
         rule.last_fire = None if ago is None else mono - ago - elapsed
-        rule.fires = deque(mono - a - elapsed for a in saved["fires_ago"])
+        rule.fires.load((mono - a - elapsed for a in saved["fires_ago"]), saved.get("fire_counts"))
         rule.reverts = {
             key: [max(mono, mono + r["in"] - elapsed), 0, r["actuator"], r["payload"]]
             for key, r in saved["reverts"].items()
