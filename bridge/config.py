@@ -50,8 +50,7 @@ class SpoolConfig(_Model):
     commit_rows: int = Field(2000, ge=1)
     """...or when it holds this many rows, whichever comes first."""
     commit_max_delay: Duration = Field(2.0, ge=0, le=10)
-    """At a low rate (below ``commit_batch_rows`` per 100 ms: 2,560 rows/s by default) a
-    group gathers on after ``commit_interval`` until it holds ``commit_batch_rows`` rows or
+    """A group gathers on after ``commit_interval`` until it holds ``commit_batch_rows`` rows or
     ``commit_batch_acks`` QoS 1 messages waiting for their PUBACK (a broker sends no more
     than its in-flight window), nothing came for a while, or its first batch has waited
     this long (10 s at most; 100 ms at most above ``commit_batch_rows`` per second, 256
@@ -62,7 +61,7 @@ class SpoolConfig(_Model):
     for the spool, and a lone event after a quiet spell is committed at once. 0 (or no
     more than ``commit_interval``): commit every window."""
     commit_batch_rows: int = Field(256, ge=1)
-    """A group gathered on at a low rate is committed once it holds this many rows."""
+    """A group gathered on is committed once it holds this many rows."""
     commit_batch_acks: int = Field(16, ge=1)
     """...or this many QoS 1 messages waiting for their PUBACK. Keep it below the broker's
     in-flight window: a group that waits for more messages than the broker will send before

@@ -370,7 +370,7 @@ class Spool:
                     now = monotonic()
                     remaining = deadline - now
                     if remaining <= 0:
-                        # a low rate: gather on (see CommitPacer) unless someone waits on this group
+                        # gather on (see CommitPacer) unless someone waits on this group
                         remaining = 0.0 if urgent else pacer.gather_on(rows, first_at, now, napped_at, acks)
                         if remaining <= 0:
                             break
@@ -389,7 +389,7 @@ class Spool:
                     urgent = True
             stop = bool(group) and group[-1] is _STOP
             try:
-                settled = self._writer.group(group, side_rows=pacer.low_rate)
+                settled = self._writer.group(group, side_rows=pacer.side_rows)
             except Exception as exc:  # noqa: BLE001 - any failure ends the writer, recorded, never silent
                 self._fail(exc, group)
                 return

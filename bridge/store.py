@@ -260,12 +260,13 @@ class Store(LaneWrites):
     # ------------------------------------------------------------------ writes (inside a transaction)
     side_rows = True
     """Log what a commit writes beside its records as one side row (True), or upsert it
-    in place as schema 4 did (False). The spool writer keeps side rows while the rate is
-    low enough for time batching (``commit_max_delay``), where the card's wear is decided
-    and a commit is one page; above it, commits are many and the side rows a few KiB each:
-    deleting them at each fold held the writer for 45-65 ms a second at 10k QoS 1
-    readings/s, and every commit waited. Switching to upserts folds the side rows first,
-    so a replay never puts older state over newer."""
+    in place as schema 4 did (False). The spool writer keeps side rows while it commits a
+    few dozen times a second at most (``CommitPacer.side_rows``: groups gather, the
+    card's wear is decided per commit); above, commits are many (MQTT 3.1.1's window of
+    16 messages at 10k readings/s) and the side rows a few KiB each: deleting them at each
+    fold held the writer for 45-65 ms a second at 10k QoS 1 readings/s, and every commit
+    waited. Switching to upserts folds the side rows first, so a replay never puts older
+    state over newer."""
 
     def reload_side(self) -> None:
         """What the side rows not folded yet say (at open, after a rollback or a

@@ -1,13 +1,13 @@
 """Group commit: what the spool's writer thread does with one group of queued operations.
 
 A group is every operation queued within ``commit_interval`` of the first one (or
-``commit_rows`` rows); at a low rate it gathers on, up to ``commit_max_delay``, until it
-holds ``commit_batch_rows`` rows (:class:`CommitPacer`). It becomes one SQLite
-transaction: the cap is applied (overflow
-policy), dead letters are moved and shipped rows deleted, TTL is enforced, rows and MQTT
-digests are inserted. On SQLite's full condition (disk or ``max_page_count``) the
-transaction is rolled back, rows are dropped by the same policy (reason ``disk_full``)
-and it is retried. Only then do the ``on_durable`` callbacks run.
+``commit_rows`` rows); then it gathers on, up to ``commit_max_delay`` at a low rate and
+``CommitPacer.FILL_S`` above, until it holds ``commit_batch_rows`` rows (:class:`CommitPacer`).
+It becomes one SQLite transaction: the cap is applied (overflow policy), dead letters are
+moved and shipped rows deleted, TTL is enforced, rows and MQTT digests are inserted. On
+SQLite's full condition (disk or ``max_page_count``) the transaction is rolled back, rows
+are dropped by the same policy (reason ``disk_full``) and it is retried. Only then do the
+``on_durable`` callbacks run.
 """
 
 from __future__ import annotations
@@ -106,20 +106,20 @@ class CommitPacer:
     """How long the writer thread gathers a group (pure: the caller passes the clock).
 
     Every group gathers for ``commit_interval`` after its first operation, as it always
-    did. Then, at a low rate, it gathers on until it holds ``commit_batch_rows`` rows or
-    its first batch has waited ``commit_max_delay``. At a trickle (a house at 100
-    readings/s, one MQTT message per submit) that makes a few commits a second instead of
-    one per message: a commit costs a transaction, an fsync under ``synchronous=full`` and
-    several pages written twice (WAL, then checkpoint) however few rows it holds.
+    did. Then it gathers on until it holds ``commit_batch_rows`` rows (or
+    ``commit_batch_acks`` QoS 1 messages) or its first batch has waited the delay. At a
+    trickle (a house at 100 readings/s, one MQTT message per submit) that makes a few
+    commits a second instead of one per message: a commit costs a transaction, an fsync
+    under ``synchronous=full`` and several pages written twice (WAL, then checkpoint)
+    however few rows it holds.
 
-    *Low* is a recent rate (rows committed per second over the last half second or more)
-    below ``commit_batch_rows`` per ``commit_max_delay`` or per ``FILL_S``, the shorter
-    (2,560 rows/s by default); up to ``commit_batch_rows`` per ``commit_max_delay`` or per
-    ``HOUSE_S``, the shorter (256/s), a group may gather for the whole delay (2 s by
-    default), above for ``FILL_S`` at most. Above the low
-    rate (a burst, a busy gateway) the
-    first window and what queued while the previous group committed are the group, as
-    before: nothing waits longer.
+    The delay follows the recent rate (rows committed per second over the last half
+    second or more): up to ``commit_batch_rows`` per ``commit_max_delay`` or per
+    ``HOUSE_S``, the shorter (256/s), a group may gather for the whole ``commit_max_delay``
+    (2 s by default), above for ``FILL_S`` at most. At 5k readings/s a group used to be
+    what queued while the previous one committed (~18 rows, ~280 commits a second:
+    ~22x the payload written to the card); it now gathers its 256 rows in ~50 ms (19
+    commits a second, 2.2-2.5x; ``bench.home_rates``, MQTT 5).
 
     While it gathers on, the thread naps (it is not woken per submitted batch) for the
     time a few more batches should take at the recent rate (at least ``commit_interval``,
@@ -137,10 +137,8 @@ class CommitPacer:
     NAP_ROWS = 4
     """A nap lasts as long as this many rows should take to come at the recent rate."""
     FILL_S = 0.1
-    """Groups are gathered while ``commit_batch_rows`` rows take longer than this to come
-    (2,560 rows/s by default), whatever ``commit_max_delay``; and above
-    ``commit_batch_rows`` per ``commit_max_delay`` (256 rows/s by default) for this long at
-    most. A long delay makes a house's groups larger; at 1k readings/s groups of 256 rows
+    """Above ``commit_batch_rows`` per ``HOUSE_S`` (256 rows/s by default) a group gathers
+    for this long at most. A long delay makes a house's groups larger; at 1k readings/s groups of 256 rows
     put the event loop's command p99 at 3.4-3.7 ms (groups of 0.1 s: 1.3-2.2 ms), as the
     writer's Python work for a group holds the GIL in one burst (bench.home_rates, MQTT 5)."""
     HOUSE_S = 1.0
@@ -148,6 +146,11 @@ class CommitPacer:
     rows per this long (256 rows/s by default), whatever the delay: with the delay as the
     measure, a 2 s delay put that edge at 128 rows/s, and a house just above it went from
     one commit in 2 s to ten a second."""
+    MIN_NAP = 0.01
+    """The shortest nap while a group gathers on (at 5k rows/s, ``NAP_ROWS`` would be 0.8 ms:
+    a wake of the writer thread every ``commit_interval``), unless the QoS 1 messages the
+    group may still take (``commit_batch_acks``) would come sooner: a broker's in-flight
+    window (MQTT 3.1.1: 16) is not left full for the nap."""
     QUIET_NAP = 0.02
     """The nap when under one row per ``commit_max_delay`` came recently (no rate yet, or a
     quiet spell): a lone event waits this long more, a trickle that began keeps coming."""
@@ -160,7 +163,14 @@ class CommitPacer:
     rules they fire included, would wait at the broker (measured with a window of 20 at
     1k readings/s: command p99 2.9 ms before time batching, 73 ms with it, without this)."""
 
-    __slots__ = ("_period_rows", "_period_start", "batch_acks", "batch_rows", "interval", "max_delay", "rate")
+    SIDE_COMMITS = 50.0
+    """Side rows (:attr:`bridge.store.Store.side_rows`) are kept while the writer commits
+    at most this often a second (groups gather at every rate, so 10k MQTT 5 readings/s
+    commit ~40 times a second); above (MQTT 3.1.1's window of 16 messages commits
+    hundreds of times a second) rule state and packet ids are upserted in place."""
+
+    __slots__ = ("_period_commits", "_period_rows", "_period_start", "batch_acks", "batch_rows",
+                 "commit_rate", "interval", "max_delay", "rate")  # fmt: skip
 
     def __init__(self, interval: float, max_delay: float, batch_rows: int,
                  batch_acks: int = ACKS_PER_GROUP) -> None:  # fmt: skip
@@ -170,13 +180,21 @@ class CommitPacer:
         self.batch_acks = batch_acks
         self.rate = 0.0
         """Rows per second committed recently (0 until a period went by)."""
+        self.commit_rate = 0.0
+        """Commits per second recently."""
         self._period_start: float | None = None
         self._period_rows = 0
+        self._period_commits = 0
+
+    @property
+    def gathers(self) -> bool:
+        """A group gathers past ``commit_interval`` at all (``commit_max_delay`` longer)."""
+        return self.max_delay > self.interval and self.batch_rows > 1
 
     @property
     def low_rate(self) -> bool:
-        """Gathering on pays: a batch would not fill within the delay (or ``FILL_S``, the
-        shorter) at the recent rate."""
+        """A batch would not fill within the delay (or ``FILL_S``, the shorter) at the
+        recent rate."""
         return (
             self.max_delay > self.interval
             and self.batch_rows > 1
@@ -201,7 +219,7 @@ class CommitPacer:
         its first batch was queued at ``first_at``, the ``commit_interval`` window is over
         and the queue is empty; ``napped_at_rows`` is how many rows it held before the last
         nap (None: no nap yet). Seconds to nap before looking again, or 0 to commit now."""
-        if not self.low_rate or rows >= self.batch_rows or acks >= self.batch_acks:
+        if not self.gathers or rows >= self.batch_rows or acks >= self.batch_acks:
             return 0.0
         if napped_at_rows is not None and rows <= napped_at_rows:
             return 0.0  # the last nap brought nothing: the sender stopped or waits for us
@@ -210,20 +228,32 @@ class CommitPacer:
             return 0.0
         if self.rate * self.max_delay < 1.0:  # not one more row expected within the delay
             return min(left, max(self.interval, self.QUIET_NAP))
-        return min(left, max(self.interval, self.NAP_ROWS / self.rate))
+        nap = max(self.NAP_ROWS / self.rate, self.MIN_NAP)
+        window = (self.batch_acks - acks) / self.rate  # a row is at most one message to PUBACK
+        return min(left, max(self.interval, min(nap, window)))
 
     def committed(self, rows: int, now: float) -> None:
         """A group of ``rows`` rows was committed at ``now``: update the recent rate."""
         if self._period_start is None:
             self._period_start = now
             self._period_rows = rows
+            self._period_commits = 1
             return
         self._period_rows += rows
+        self._period_commits += 1
         elapsed = now - self._period_start
         if elapsed >= self.RATE_PERIOD_S:
             self.rate = self._period_rows / elapsed
+            self.commit_rate = self._period_commits / elapsed
             self._period_start = now
             self._period_rows = 0
+            self._period_commits = 0
+
+    @property
+    def side_rows(self) -> bool:
+        """Log rule state and packet ids as side rows (groups gather and commit a few dozen
+        times a second at most), or upsert them (time batching off, or many commits)."""
+        return self.gathers and (self.low_rate or self.commit_rate <= self.SIDE_COMMITS)
 
 
 @dataclass
@@ -264,7 +294,7 @@ class GroupWriter:
 
     def group(self, ops: Sequence[object], *, side_rows: bool = True) -> int:
         """Commit one group; returns how many submitted items it settled. ``side_rows``:
-        the rate is low enough for time batching (see :attr:`bridge.store.Store.side_rows`)."""
+        few enough commits a second for side rows (see :attr:`bridge.store.Store.side_rows`)."""
         self.store.side_rows = side_rows
         now = self.clock()
         for op in ops:  # first: every row of this group then gets a sequence above the floor

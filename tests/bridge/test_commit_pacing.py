@@ -13,9 +13,10 @@ from bridge.writer import CommitPacer
 from tests.bridge.helpers import readings, spool_config
 
 
-def _pacer_at(rate: float, *, interval: float = 0.002, delay: float = 0.1, batch: int = 256) -> CommitPacer:
+def _pacer_at(rate: float, *, interval: float = 0.002, delay: float = 0.1, batch: int = 256,
+              batch_acks: int = CommitPacer.ACKS_PER_GROUP) -> CommitPacer:  # fmt: skip
     """A pacer whose recent rate is ``rate`` rows/s (fed through ``committed``, fake clock)."""
-    pacer = CommitPacer(interval, delay, batch)
+    pacer = CommitPacer(interval, delay, batch, batch_acks)
     now = 1000.0
     pacer.committed(0, now)
     rows = int(rate * CommitPacer.RATE_PERIOD_S)
@@ -55,16 +56,42 @@ def test_a_brokers_in_flight_window_is_never_held_whole() -> None:
     assert pacer.gather_on(16, first_at=10.0, now=10.002, napped_at_rows=None, acks=16) == 0.0
 
 
-def test_a_high_rate_does_not_wait_longer_than_the_interval() -> None:
-    pacer = _pacer_at(5000.0)  # 5000 x 0.1 s > 256 rows: a batch fills anyway
+def test_a_high_rate_gathers_its_batch_for_up_to_a_tenth_of_a_second() -> None:
+    """At 5k rows/s a group used to be what queued while the last one committed (~18 rows,
+    ~280 commits a second); it gathers its 256 rows (~51 ms), napping 10 ms at a time, not
+    waking every 2 ms window."""
+    pacer = _pacer_at(5000.0, delay=2.0, batch_acks=500)
     assert not pacer.low_rate
-    assert pacer.gather_on(10, first_at=10.0, now=10.002, napped_at_rows=None) == 0.0
+    assert pacer.delay == CommitPacer.FILL_S
+    assert pacer.gather_on(10, first_at=10.0, now=10.002, napped_at_rows=None) == CommitPacer.MIN_NAP
+    assert pacer.gather_on(200, first_at=10.0, now=10.04, napped_at_rows=150) > 0
+    assert pacer.gather_on(256, first_at=10.0, now=10.05, napped_at_rows=200) == 0.0
+    assert pacer.gather_on(250, first_at=10.0, now=10.1, napped_at_rows=200) == 0.0
+
+
+def test_a_high_rate_naps_no_longer_than_the_brokers_window_takes_to_fill() -> None:
+    """MQTT 3.1.1: a group ends at 16 messages to PUBACK; at 10k/s the 6 still to come take
+    0.6 ms, so the nap is the 2 ms window, not 10 ms with the broker's window full."""
+    pacer = _pacer_at(10000.0, delay=2.0)
+    assert pacer.gather_on(10, first_at=10.0, now=10.002, napped_at_rows=None, acks=10) == 0.002
+    assert pacer.gather_on(16, first_at=10.0, now=10.004, napped_at_rows=10, acks=16) == 0.0
+
+
+def test_side_rows_while_a_few_dozen_commits_a_second() -> None:
+    pacer = _pacer_at(5000.0, delay=2.0)
+    assert pacer.side_rows  # 5000 rows in 2 commits over the half second
+    busy = CommitPacer(0.002, 2.0, 256)
+    busy.committed(0, 0.0)
+    for i in range(1, 301):  # 600 commits a second (16-message groups at 10k/s)
+        busy.committed(16, i / 600)
+    assert busy.commit_rate > CommitPacer.SIDE_COMMITS
+    assert not busy.side_rows
 
 
 def test_a_longer_delay_makes_a_trickles_groups_larger_not_time_batching_reach_higher_rates() -> None:
     """The defaults: a 1 s delay and 256 rows. At 100/s a group gathers for the second; at
     1,000/s for 0.1 s at most (larger groups held the event loop's GIL in longer bursts);
-    at 5,000/s (256 rows within 100 ms) every window commits."""
+    at 5,000/s until its 256 rows (within 100 ms)."""
     house = _pacer_at(100.0, delay=1.0)
     assert house.low_rate
     assert abs(house.gather_on(90, first_at=10.0, now=10.98, napped_at_rows=86) - 0.02) < 1e-9  # up to 11.0

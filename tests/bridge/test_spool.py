@@ -300,8 +300,8 @@ def _killed_copy(path: Path, to: Path) -> Path:
 
 
 def test_above_time_batching_rates_side_rows_are_folded_and_state_upserted_in_place(tmp_path: Path) -> None:
-    """Without time batching (``commit_max_delay: 0``, or a rate above it) marks and rule
-    state are upserted in place; the side rows a slower run left are folded first, so a
+    """Without time batching (``commit_max_delay: 0``, or hundreds of commits a second)
+    marks and rule state are upserted in place; the side rows a slower run left are folded first, so a
     replay never puts their older state over the newer."""
     slow = Spool.open(spool_config(tmp_path))
     for i in range(3):
