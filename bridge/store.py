@@ -261,7 +261,7 @@ class Store(LaneWrites):
     side_rows = True
     """Log what a commit writes beside its records as one side row (True), or upsert it
     in place as schema 4 did (False). The spool writer keeps side rows while it commits a
-    few dozen times a second at most (``CommitPacer.side_rows``: groups gather, the
+    few dozen times a second at most (``CommitPacer.side_rows``: groups gather, and the
     card's wear is decided per commit); above, commits are many (MQTT 3.1.1's window of
     16 messages at 10k readings/s) and the side rows a few KiB each: deleting them at each
     fold held the writer for 45-65 ms a second at 10k QoS 1 readings/s, and every commit
