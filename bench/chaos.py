@@ -12,8 +12,9 @@ docs/chaos.md; the scenario code is bench/chaoslib.py (the CI's short versions i
 tests/chaos use the same code).
 
 Each scenario ends with a line: readings the broker acknowledged to the publisher,
-readings in Kafka (read_committed), LOST and DUPLICATED (both must be 0), readings the
-overflow policy dropped and counted, and the time to recover. The table goes to
+readings in Kafka (read_committed), LOST and DUPLICATED (both must be 0, but for the
+copies a publisher sent again after its own connection dropped, counted apart), readings
+the overflow policy dropped and counted, and the time to recover. The table goes to
 ``bench/results/chaos-<date>[-quick].md`` with the machine and versions. Exit code 1
 when any scenario lost or duplicated a reading.
 """

@@ -41,7 +41,9 @@ def _check(result: ChaosResult) -> None:
         print(f"  note: {note}")
     assert result.acked > 0
     assert result.lost == 0, f"{result.summary()}; first lost {result.lost_examples}"
-    assert result.duplicated == 0, f"{result.summary()}; first duplicated {result.dup_examples}"
+    # a reading the publisher sent again after its own connection dropped (QoS 1 with DUP)
+    # reaches the gateway as a new message; every other copy is the gateway's fault
+    assert result.duplicated == result.resent, f"{result.summary()}; first duplicated {result.dup_examples}"
     assert result.dup_ce_ids == 0, result.summary()
     assert result.in_kafka == result.acked
 
