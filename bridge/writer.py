@@ -205,11 +205,7 @@ class CommitPacer:
     def low_rate(self) -> bool:
         """A batch would not fill within the delay (or ``FILL_S``, the shorter) at the
         recent rate."""
-        return (
-            self.max_delay > self.interval
-            and self.batch_rows > 1
-            and self.rate * min(self.max_delay, self.FILL_S) < self.batch_rows
-        )
+        return self.gathers and self.rate * min(self.max_delay, self.FILL_S) < self.batch_rows
 
     @property
     def delay(self) -> float:

@@ -52,14 +52,15 @@ class FireLog:
             self.total -= counts.popleft()
         return self.total
 
-    def add(self, mono: float) -> None:
+    def add(self, mono: float, n: int = 1) -> None:
+        """``n`` fires at ``mono``."""
         times = self.times
         if times and mono - times[-1] < self.run_s:
-            self.counts[-1] += 1
+            self.counts[-1] += n
         else:
             times.append(mono)
-            self.counts.append(1)
-        self.total += 1
+            self.counts.append(n)
+        self.total += n
 
     def load(self, times: Iterable[float], counts: Sequence[int] | None = None) -> None:
         """Runs as a row kept them (``counts`` None: a fire each, as rows before runs were
@@ -69,7 +70,4 @@ class FireLog:
         self.counts.clear()
         self.total = 0
         for i, mono in enumerate(times):
-            n = 1 if counts is None else int(counts[i])
-            self.add(mono)
-            self.counts[-1] += n - 1
-            self.total += n - 1
+            self.add(mono, 1 if counts is None else int(counts[i]))
