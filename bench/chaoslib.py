@@ -137,6 +137,8 @@ class Run:
     http_port: int = field(default_factory=free_port)
     spool_options: dict[str, Any] = field(default_factory=dict)
     """Extra ``bridge.spool`` settings (e.g. ``commit_interval``)."""
+    mqtt_options: dict[str, Any] = field(default_factory=dict)
+    """Extra ``mqtt`` settings (e.g. ``protocol: "5"``)."""
 
     def __post_init__(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
@@ -184,7 +186,7 @@ class Run:
         config = {
             "gateway": {"id": self.name, "state_dir": str(self.state)},
             "mqtt": {"host": self.broker.host, "port": self.broker.port, "reconnect_min": "100ms",
-                     "reconnect_max": "1s"},
+                     "reconnect_max": "1s", **self.mqtt_options},
             "devices": devices,
             "actuators": actuators,
             "rules": rules,
@@ -1050,7 +1052,7 @@ class RuleRun(Run):
         config = {
             "gateway": {"id": self.name, "state_dir": str(self.state)},
             "mqtt": {"host": self.broker.host, "port": self.broker.port, "reconnect_min": "100ms",
-                     "reconnect_max": "1s"},
+                     "reconnect_max": "1s", **self.mqtt_options},
             "devices": devices,
             "actuators": actuators,
             "rules": rules,

@@ -42,9 +42,11 @@ class SpoolConfig(_Model):
     """Rows older than this (time spooled) are dropped, counted as ``ttl``."""
     synchronous: Literal["normal", "full"] = "full"
     """``full`` (default): a group is on disk (fsync) before its PUBACKs leave, so a power cut
-    loses nothing acknowledged. ``normal``: survives a killed process, but a power cut loses
-    the commits since the last WAL checkpoint (up to ~1,000 pages: seconds of readings),
-    reported at the next start (docs/bridge.md, "Power cuts")."""
+    loses nothing acknowledged (on MQTT 5 a few short groups share one fsync, and the uplink
+    ships only what was synced: docs/bridge.md, "Deferred syncs"). ``normal``: survives a
+    killed process, but a power cut loses the commits since the last WAL checkpoint (up to
+    ~1,000 pages: seconds of readings), reported at the next start (docs/bridge.md, "Power
+    cuts")."""
     commit_interval: Duration = 0.002
     """A group is committed when its first row has waited this long..."""
     commit_rows: int = Field(2000, ge=1)

@@ -82,21 +82,25 @@ def oldest_spooled_at(conn: sqlite3.Connection, prio: int | None = None) -> floa
     return None if row is None else float(row[0])
 
 
+_NO_END = 1 << 62
 _LANE_SQL = (
     "SELECT first_seq, last_seq, blob, coalesce((SELECT seq FROM floors WHERE prio = ?1), 0)"
     " FROM groups WHERE prio = ?1 AND first_seq >= coalesce("
     "(SELECT max(first_seq) FROM groups WHERE prio = ?1 AND first_seq <= ?2), ?2 + 1)"
-    " ORDER BY first_seq"
+    " AND first_seq < ?3 ORDER BY first_seq"
 )
 """The lane's groups holding records above ``after``, with the floor: one statement, so
 one snapshot of both. Without a group of the lane at or below ``after`` the scan starts
 right above it, not at the table's head (other lanes' and side rows lie there)."""
 
 
-def read_lane(conn: sqlite3.Connection, lane: int, after: int, limit: int) -> list[RawRow]:
-    """Records of ``lane`` with sequence > ``after`` (and above the floor), oldest first."""
+def read_lane(conn: sqlite3.Connection, lane: int, after: int, limit: int,
+              upto: int | None = None) -> list[RawRow]:  # fmt: skip
+    """Records of ``lane`` with sequence > ``after`` (and above the floor), oldest first;
+    with ``upto``, of the groups that begin below it only (a group is one commit's: all of
+    it is below a sync's sequence, or none)."""
     out: list[RawRow] = []
-    cur = conn.execute(_LANE_SQL, (lane, after))
+    cur = conn.execute(_LANE_SQL, (lane, after, _NO_END if upto is None else upto))
     try:
         for first, last, blob, floor in cur:
             low = max(after, int(floor))

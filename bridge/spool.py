@@ -32,7 +32,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,8 @@ class SpoolStats:
     failed: str | None
     disk_full: bool = False
     """SQLite reported the disk full and the reserve file is not back yet."""
+    syncs: int = 0
+    """Times commits were made durable (fsync of the WAL; ``synchronous: full`` only)."""
 
 
 class _SyncDone:
@@ -264,6 +266,13 @@ class Spool:
         return self._store.committed_seq
 
     @property
+    def durable_seq(self) -> int:
+        """The next row sequence as of the last fsync: every row below it is on disk. A
+        reader that ships rows stops here (below :attr:`committed_seq` while commits wait
+        for a deferred sync, :meth:`bridge.store.Store.defer_sync`)."""
+        return self._writer.durable_seq
+
+    @property
     def checkpoint_floor(self) -> int | None:
         """The highest sequence the first Kafka checkpoint read after open knew (None until
         the forwarder read one; it stays None without a Kafka uplink)."""
@@ -331,6 +340,7 @@ class Spool:
             dead_letters=store.dead_letters,
             committed_rows=w.committed_rows,
             commits=w.commits,
+            syncs=w.syncs,
             pending=pending,
             commit_ms_p50=_percentile(commit_ms, 0.5),
             commit_ms_p99=_percentile(commit_ms, 0.99),
@@ -343,61 +353,90 @@ class Spool:
     # ------------------------------------------------------------------ writer thread
     def _run(self) -> None:
         name_os_thread("edgegw-spool")
-        interval = self.config.commit_interval
-        max_rows = self.config.commit_rows
-        pacer = CommitPacer(interval, self.config.commit_max_delay, self.config.commit_batch_rows,
-                            self.config.commit_batch_acks)  # fmt: skip
-        get = self._queue.get
-        get_nowait = self._queue.get_nowait
+        pacer = CommitPacer(self.config.commit_interval, self.config.commit_max_delay,
+                            self.config.commit_batch_rows, self.config.commit_batch_acks)  # fmt: skip
+        writer = self._writer
+        if self.config.synchronous == "full" and pacer.defers_sync:
+            self._store.defer_sync()
         monotonic = time.monotonic
         stop = False
         while not stop:
+            held_since = writer.held_since
+            wait = 1.0 if held_since is None else pacer.hold_wait(held_since, monotonic())
             try:
-                first = get(timeout=1.0)
+                first = self._queue.get(timeout=wait)
             except queue.Empty:
                 first = None
-            group = [] if first is None else [first]
-            rows = len(first.items) if isinstance(first, Submit) else 0
-            acks = len(first.marks) if isinstance(first, Submit) else 0
-            first_at = first.at if isinstance(first, Submit) else monotonic()
-            deadline = monotonic() + interval
-            urgent = _urgent(first)
-            napped_at: int | None = None
-            while rows < max_rows and group and group[-1] is not _STOP:
-                try:
-                    op = get_nowait()
-                except queue.Empty:
-                    now = monotonic()
-                    remaining = deadline - now
-                    if remaining <= 0:
-                        # gather on (see CommitPacer) unless someone waits on this group
-                        remaining = 0.0 if urgent else pacer.gather_on(rows, first_at, now, napped_at, acks)
-                        if remaining <= 0:
-                            break
-                        napped_at = rows
-                    # sleep out the window, then take what came: waiting on the queue instead
-                    # woke this thread (and made it fight for the GIL) once per submitted batch;
-                    # an operation someone waits on (a flush, a close...) ends the nap
-                    if self._wake.wait(remaining):
-                        self._wake.clear()
+                if held_since is not None:  # nothing more came: make the held commits durable
+                    if not self._sync():
+                        return
                     continue
-                group.append(op)
-                if isinstance(op, Submit):
-                    rows += len(op.items)
-                    acks += len(op.marks)
-                if _urgent(op):
-                    urgent = True
+            group, rows, urgent, stalled = self._gather(first, pacer)
             stop = bool(group) and group[-1] is _STOP
             try:
-                settled = self._writer.group(group, side_rows=pacer.side_rows)
+                settled = writer.group(group, side_rows=pacer.side_rows)
             except Exception as exc:  # noqa: BLE001 - any failure ends the writer, recorded, never silent
                 self._fail(exc, group)
+                return
+            held_since = writer.held_since
+            due = held_since is not None and (
+                urgent or stop or pacer.sync_due(writer.held_acks, held_since, monotonic(), stalled=stalled)
+            )
+            if due and not self._sync():
                 return
             if group:
                 pacer.committed(rows, monotonic())
             with self._lock:
                 self._pending -= settled
         self._store.close()
+
+    def _gather(self, first: object, pacer: CommitPacer) -> tuple[list[Any], int, bool, bool]:
+        """One group: ``first`` and what queues behind it within ``commit_interval`` (up to
+        ``commit_rows`` rows), gathered on as the pacer says. Returns the group, its rows,
+        whether someone waits on it, and whether it ended as a nap brought nothing."""
+        get_nowait = self._queue.get_nowait
+        monotonic = time.monotonic
+        group = [] if first is None else [first]
+        rows = len(first.items) if isinstance(first, Submit) else 0
+        acks = len(first.marks) if isinstance(first, Submit) else 0
+        first_at = first.at if isinstance(first, Submit) else monotonic()
+        deadline = monotonic() + self.config.commit_interval
+        urgent = _urgent(first)
+        napped_at: int | None = None
+        while rows < self.config.commit_rows and group and group[-1] is not _STOP:
+            try:
+                op = get_nowait()
+            except queue.Empty:
+                now = monotonic()
+                remaining = deadline - now
+                if remaining <= 0:
+                    # gather on (see CommitPacer) unless someone waits on this group
+                    remaining = 0.0 if urgent else pacer.gather_on(rows, first_at, now, napped_at, acks)
+                    if remaining <= 0:
+                        return group, rows, urgent, napped_at is not None and rows <= napped_at
+                    napped_at = rows
+                # sleep out the window, then take what came: waiting on the queue instead
+                # woke this thread (and made it fight for the GIL) once per submitted batch;
+                # an operation someone waits on (a flush, a close...) ends the nap
+                if self._wake.wait(remaining):
+                    self._wake.clear()
+                continue
+            group.append(op)
+            if isinstance(op, Submit):
+                rows += len(op.items)
+                acks += len(op.marks)
+            if _urgent(op):
+                urgent = True
+        return group, rows, urgent, False
+
+    def _sync(self) -> bool:
+        """Make the held commits durable; False when that failed (the writer is done)."""
+        try:
+            self._writer.sync()
+        except Exception as exc:  # noqa: BLE001 - as a failed commit: _fail voids the held groups
+            self._fail(exc, [])
+            return False
+        return True
 
     def _fail(self, exc: Exception, group: list[Any]) -> None:
         """The writer stops for good: record why, void every batch it had not committed."""
@@ -411,7 +450,14 @@ class Spool:
             _log.error("spool failed", path=str(self.path), error=str(self._failed), exc_info=exc)
         with contextlib.suppress(Exception):
             self._store.rollback()
-        voided = self._void_queue(group)
+        held = self._writer.take_held()  # committed, maybe not on disk: their messages come again
+        for on_void in held:
+            try:
+                on_void()
+            except Exception:  # noqa: BLE001 - a caller's callback must not hide the failure
+                with contextlib.suppress(Exception):
+                    _log.exception("spool: on_void callback failed")
+        voided = self._void_queue(group) + len(held)
         with contextlib.suppress(Exception):
             _log.error("spool: batches not committed were voided", batches=voided)
 
@@ -442,8 +488,15 @@ class SpoolReader:
     """Reads a spool's lanes in order, on a read-only connection of its own (of a
     :class:`Spool` in this process, or of a spool file another process writes)."""
 
-    def __init__(self, spool: Spool | Path) -> None:
-        self._conn = connect(spool if isinstance(spool, Path) else spool.path, readonly=True)
+    def __init__(self, spool: Spool | Path, *, horizon: Callable[[], int | None] | None = None) -> None:
+        """``horizon``: the sequence below which rows are on disk (``durable_seq``; None or
+        not given: every committed row). A :class:`Spool` passes its own."""
+        if isinstance(spool, Path):
+            self._conn = connect(spool, readonly=True)
+            self._horizon = horizon
+        else:
+            self._conn = connect(spool.path, readonly=True)
+            self._horizon = horizon or (lambda: spool.durable_seq)
 
     def fetch(self, lane: int, after: int, limit: int) -> list[SpoolRow]:
         """Rows of ``lane`` with sequence > ``after``, oldest first."""
@@ -452,8 +505,9 @@ class SpoolReader:
     def fetch_raw(self, lane: int, after: int, limit: int) -> list[RawRow]:
         """:meth:`fetch` as plain tuples (the forwarder's hot path: a NamedTuple per row costs
         more than the query)."""
+        upto = None if self._horizon is None else self._horizon()
         try:
-            return read_lane(self._conn, lane, after, limit)
+            return read_lane(self._conn, lane, after, limit, upto)
         except (sqlite3.Error, ValueError) as exc:  # ValueError: a group this edgegw cannot unpack
             raise SpoolError(f"cannot read spool: {exc}") from exc
 

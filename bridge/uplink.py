@@ -381,6 +381,7 @@ class UplinkProcess:
             ssl_key_password=None if key is None else key.get_secret_value(),
             log_level=level,
             log_json=json,
+            durable_seq=self.spool.durable_seq,
         )
         channel.send(start)
         channel.send(self._status())
@@ -493,6 +494,7 @@ class UplinkProcess:
         name_os_thread()
         ready = self.spool.data_ready
         next_status = last_commit = 0.0
+        told: tuple[Channel, int] | None = None  # the durable_seq a channel was told last
         while not self._stopping.is_set():
             now = time.monotonic()
             # every FEED_TICK_S while rows come in or the loop runs late (the busy flag
@@ -512,9 +514,11 @@ class UplinkProcess:
             since = self._listening_since
             if since is not None and time.monotonic() - since > SILENT_S:  # frozen (SIGSTOP, deadlock)
                 self._kill(channel, f"killed: silent for {SILENT_S:g} s")
-            if woke:
+            durable = self.spool.durable_seq
+            if woke or told != (channel, durable):  # a sync it did not hear of (it was spawning) too
                 ready.clear()
-                self._send(channel, Ready())
+                told = (channel, durable)
+                self._send(channel, Ready(durable))
             busy = self._busy is not None and self._busy()
             if busy != self._was_busy:
                 self._was_busy = busy

@@ -138,6 +138,9 @@ class SpoolClient:
         self.path = Path(start.spool_path)
         self.spool_id = start.spool_id
         self._lanes = dict(start.lanes)
+        self.durable_seq = start.durable_seq
+        """Rows below this sequence are on disk: the reader ships none above (the parent's
+        ``Spool.durable_seq``, from :class:`Start` and each :class:`Ready`)."""
         self.data_ready = threading.Event()
         self.busy = False
         self._status = Status(0, 0, None, 0, {}, [])
@@ -181,7 +184,7 @@ class SpoolClient:
         return list(self._status.stored_lanes)
 
     def reader(self) -> SpoolReader:
-        return SpoolReader(self.path)
+        return SpoolReader(self.path, horizon=lambda: self.durable_seq)
 
     def stats(self) -> SpoolStats:
         s = self._status
@@ -287,6 +290,8 @@ class UplinkChild:
 
     def _dispatch(self, msg: Message) -> None:
         if isinstance(msg, Ready):
+            if msg.durable_seq is not None:
+                self.client.durable_seq = msg.durable_seq
             self.client.data_ready.set()
         elif isinstance(msg, Status):
             self.client.update(msg)

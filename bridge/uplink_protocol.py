@@ -73,13 +73,16 @@ class Start:
     ssl_key_password: str | None = field(default=None, repr=False)
     log_level: str = "info"
     log_json: bool | None = None
+    durable_seq: int | None = None
+    """Rows below this sequence are on disk: the child ships none above (``Spool.durable_seq``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Ready:
-    """Parent -> child: a commit added rows."""
+    """Parent -> child: a commit added rows; rows below ``durable_seq`` are on disk now."""
 
     TYPE: ClassVar[str] = "ready"
+    durable_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

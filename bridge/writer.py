@@ -132,6 +132,10 @@ class CommitPacer:
     the nap is short (``QUIET_NAP``), so a lone event does not wait out the delay. Durability is unchanged:
     ``on_durable`` (the PUBACKs) still runs only after the commit, later by at most
     ``commit_max_delay``.
+
+    On a wide window (:attr:`defers_sync`) under ``synchronous: full`` a few commits of
+    short groups share one fdatasync (:meth:`sync_due`, :meth:`bridge.store.Store.defer_sync`):
+    their ``on_durable`` runs after it, within ``SYNC_S`` of the first submit.
     """
 
     RATE_PERIOD_S = 0.5
@@ -169,6 +173,10 @@ class CommitPacer:
     at most this often a second (groups gather at every rate, so 10k MQTT 5 readings/s
     commit ~40 times a second); above (MQTT 3.1.1's window of 16 messages commits
     hundreds of times a second) rule state and packet ids are upserted in place."""
+
+    SYNC_S = 0.5
+    """With deferred syncs (:attr:`defers_sync`) a commit waits at most this long (from its
+    group's first submit) for the fdatasync that makes it durable."""
 
     __slots__ = ("_period_commits", "_period_rows", "_period_start", "batch_acks", "batch_rows",
                  "commit_rate", "interval", "max_delay", "rate")  # fmt: skip
@@ -257,6 +265,35 @@ class CommitPacer:
             self._period_commits = 0
 
     @property
+    def defers_sync(self) -> bool:
+        """Groups may be synced a few commits at a time (:meth:`bridge.store.Store.defer_sync`;
+        ``synchronous: full`` is the caller's to check): they gather and the window is wide."""
+        return self.gathers and self.wide
+
+    def sync_due(self, held_acks: int, held_since: float, now: float, *, stalled: bool) -> bool:
+        """After a commit with deferred syncs: fdatasync now? ``held_acks`` QoS 1 messages
+        wait for their PUBACK in the commits not synced yet, the oldest submitted at
+        ``held_since``; ``stalled``: the group ended because a nap brought nothing.
+
+        Yes when groups are long already (a house: each waited up to ``commit_max_delay``),
+        when the sender stopped or waits for these PUBACKs (``stalled``), when one more
+        group could take the messages waiting past ``commit_batch_acks`` (half the
+        broker's window: a window kept half free never holds the readings back), or when
+        the oldest has waited ``SYNC_S``. At 1k readings/s that is one sync every 3
+        commits of 0.1 s instead of one per commit."""
+        if stalled or self.delay >= self.SYNC_S:
+            return True
+        if held_acks + self.batch_rows > self.batch_acks:
+            return True
+        return now - held_since >= self.SYNC_S
+
+    def hold_wait(self, held_since: float, now: float) -> float:
+        """With commits held and the queue empty: how long to wait for more before syncing
+        (a sender that paused gets its PUBACKs within a few expected arrivals)."""
+        expected = self.NAP_ROWS / self.rate if self.rate > 0 else self.QUIET_NAP
+        return max(0.0, min(held_since + self.SYNC_S - now, max(self.QUIET_NAP, expected)))
+
+    @property
     def side_rows(self) -> bool:
         """Log rule state and packet ids as side rows (groups gather and commit a few dozen
         times a second at most), or upsert them (time batching off, or many commits)."""
@@ -270,6 +307,7 @@ class _Group:
     state: dict[str, Any] = field(default_factory=dict)
     dead: list[DeadInput] = field(default_factory=list)
     callbacks: list[OnDurable] = field(default_factory=list)
+    voids: list[OnDurable] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     settles: list[Settle] = field(default_factory=list)
     barriers: list[Barrier] = field(default_factory=list)
@@ -292,6 +330,18 @@ class GroupWriter:
         self.commit_ms: deque[float] = deque(maxlen=4096)
         self.durable_ms: deque[float] = deque(maxlen=4096)
         self._next_maintenance = 0.0
+        self.syncs = 0
+        """Times commits were made durable (``synchronous: full``): one per commit, or one per
+        few with deferred syncs."""
+        self.durable_seq = store.committed_seq
+        """Rows below this sequence are on disk (fsync): a reader that ships rows stops here."""
+        self.held: list[_Group] = []
+        """Groups committed and not synced yet (``store.deferred_sync``): their ``on_durable``
+        (the PUBACKs) waits for :meth:`sync`."""
+        self.held_acks = 0
+        """QoS 1 messages of the held groups (waiting for their PUBACK)."""
+        self.held_since: float | None = None
+        """When the oldest held group's first batch was submitted (``time.monotonic``)."""
         self.full_cap: int | None = None
         self.disk_full = False
         """Set when SQLite reported the disk full; cleared once the reserve file is made again."""
@@ -304,9 +354,10 @@ class GroupWriter:
         few enough commits a second for side rows (see :attr:`bridge.store.Store.side_rows`)."""
         self.store.side_rows = side_rows
         now = self.clock()
+        rebased = False
         for op in ops:  # first: every row of this group then gets a sequence above the floor
             if isinstance(op, Rebase):
-                self._rebase(op)
+                rebased = self._rebase(op) or rebased
         g = _Group()
         for op in ops:
             if isinstance(op, Submit):
@@ -331,12 +382,54 @@ class GroupWriter:
                 self.commits += 1
                 self.commit_ms.append((time.monotonic() - started) * 1000)
         self.committed_rows += len(g.rows)
+        self._committed(g, writes or rebased)
+        return g.submitted
+
+    def _committed(self, g: _Group, writes: bool) -> None:
+        if self.store.deferred_sync and (writes or self.held):  # in order: a flush waits for the held
+            self.held.append(g)
+            self.held_acks += len(g.origins)
+            if self.held_since is None:
+                self.held_since = time.monotonic() if g.oldest_submit is None else g.oldest_submit
+            return
+        if writes and self.config.synchronous == "full":
+            self.syncs += 1  # SQLite's own, inside the commit
+        self.durable_seq = self.store.committed_seq
+        self._durable(g)
+
+    def sync(self) -> None:
+        """Make the held groups durable (one fdatasync of the WAL), then run their
+        ``on_durable`` and wake the readers. On an error the groups stay held: the caller
+        fails the writer, which voids them (:meth:`take_held`)."""
+        if not self.held:
+            return
+        self.store.sync_wal()
+        self.syncs += 1
+        held = self.held
+        self.held, self.held_acks, self.held_since = [], 0, None
+        self.durable_seq = self.store.committed_seq
+        for g in held:
+            self._durable(g)
+
+    def take_held(self) -> list[OnDurable]:
+        """The ``on_void`` of every held group's batches, forgetting the groups (the writer
+        failed: their commits may not be on disk, so their messages must come again)."""
+        voids = [v for g in self.held for v in g.voids]
+        for g in self.held:
+            for s in g.settles:
+                if s.done is not None:
+                    s.done.set()
+            for b in g.barriers:
+                b.done.set()
+        self.held, self.held_acks, self.held_since = [], 0, None
+        return voids
+
+    def _durable(self, g: _Group) -> None:
         if g.rows:
             self.data_ready.set()
         if g.oldest_submit is not None:
             self.durable_ms.append((time.monotonic() - g.oldest_submit) * 1000)
         self._notify(g)
-        return g.submitted
 
     @staticmethod
     def _notify(g: _Group) -> None:
@@ -376,6 +469,8 @@ class GroupWriter:
             g.dead += op.dead
         if op.on_durable is not None:
             g.callbacks.append(op.on_durable)
+        if op.on_void is not None:
+            g.voids.append(op.on_void)
 
     def _write(self, g: _Group, now: float, maintenance: bool) -> None:
         """One transaction; on SQLite's full condition, drop by policy and retry.
@@ -543,10 +638,11 @@ class GroupWriter:
                              rows=n, bytes=size)  # fmt: skip
         return kept
 
-    def _rebase(self, op: Rebase) -> None:
+    def _rebase(self, op: Rebase) -> bool:
         """The spool came back from a power cut older than what Kafka has: rows of this run
         that would sit at or below the checkpoint's sequences move above them (in order),
-        and so does the counter. Otherwise they would be taken for shipped and never sent."""
+        and so does the counter. Otherwise they would be taken for shipped and never sent.
+        True when that committed a transaction."""
         store = self.store
         if store.rebased or store.opened_seq > op.floor:
             # only the first checkpoint after open tells: later ones cover rows of this run
@@ -554,7 +650,7 @@ class GroupWriter:
                 store.checkpoint_floor = op.floor
             store.rebased = True
             op.done.set()
-            return
+            return False
         store.checkpoint_floor = op.floor
         delta = op.floor + 1 - store.opened_seq
         store.begin()
@@ -567,6 +663,7 @@ class GroupWriter:
         except BaseException:
             store.rollback()
             raise
+        store.committed_seq = store.next_seq
         _log.warning("spool: it came back older than Kafka's checkpoint (an unsynced power cut?); "
                      "the rows of this run were renumbered above it",
                      checkpoint_seq=op.floor, spool_restarted_at=store.opened_seq,
@@ -575,6 +672,7 @@ class GroupWriter:
         store.opened_seq += delta
         store.rebased = True
         op.done.set()
+        return True
 
     def _settle(self, s: Settle, now: float) -> None:
         store = self.store

@@ -260,6 +260,7 @@ def _spool_families(s: SpoolStats) -> Iterator[Family]:
     )
     yield _total("edgegw_spool_committed_rows", "Rows committed", s.committed_rows)
     yield _total("edgegw_spool_commits", "Spool transactions that wrote rows", s.commits)
+    yield _total("edgegw_spool_syncs", "fsyncs making commits durable (MQTT 5: one per few)", s.syncs)
     if s.durable_ms_p50 is not None:
         yield _gauge("edgegw_spool_durable_p50_ms", "Submit to commit, p50 (recent groups)", s.durable_ms_p50)
     if s.durable_ms_p99 is not None:

@@ -60,8 +60,10 @@ MESSAGES: list[Message] = [
         ssl_key_password=None,
         log_level="debug",
         log_json=True,
+        durable_seq=99,
     ),
     Ready(),
+    Ready(1234),
     Busy(True),
     Status(
         depth=3,
@@ -145,7 +147,7 @@ def test_a_heartbeat_field_json_cannot_carry_is_sent_as_text() -> None:
     msg = decode(encode(Status(0, 0, None, 0, {}, [], extra={"x": Odd()}))[4:])
     assert isinstance(msg, Status)
     assert msg.extra == {"x": "odd"}
-    assert json.loads(encode(Ready())[4:]) == {"t": "ready"}
+    assert json.loads(encode(Ready(7))[4:]) == {"t": "ready", "durable_seq": 7}
 
 
 def test_a_send_the_peer_does_not_read_times_out_and_the_channel_stays_shut() -> None:
