@@ -249,6 +249,7 @@ class Spool:
         if self._failed is not None and not self._thread.is_alive():
             with contextlib.suppress(sqlite3.Error):  # the writer died without closing it
                 self._store.conn.close()
+            self._store.close_wal()
         with self._stats_lock:
             if self._stats_conn is not None:
                 self._stats_conn.close()

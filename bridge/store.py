@@ -135,11 +135,11 @@ class Store(LaneWrites):
             self.ensure_reserve()
             self._identity = _identity(self.path)
         except (sqlite3.Error, OSError) as exc:
-            self._close_wal()
+            self.close_wal()
             self.conn.close()
             raise SpoolError(f"cannot open spool {self.path}: {exc}") from exc
         except BaseException:
-            self._close_wal()
+            self.close_wal()
             self.conn.close()
             raise
 
@@ -260,21 +260,20 @@ class Store(LaneWrites):
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.deferred_sync = True
 
-    def sync_wal(self) -> None:
-        """fdatasync the WAL: every commit so far is durable. The descriptor is kept open
-        (SQLite locks the ``-shm`` file and the database, not the WAL) and opened again if
-        the path names another file now; no WAL file, nothing to sync."""
-        wal = f"{self.path}-wal"
-        fd = self._wal_fd
-        try:
-            if fd is not None and os.fstat(fd).st_ino != os.stat(wal).st_ino:
-                os.close(fd)
-                fd = self._wal_fd = None
-            if fd is None:
-                fd = self._wal_fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return
-        os.fdatasync(fd)
+    def sync_wal(self, *, required: bool = False) -> None:
+        """fdatasync the WAL: every commit so far is durable. The descriptor is opened once
+        and kept: SQLite writes one WAL file for the life of its connection (a restart
+        rewrites it from the start, a size limit truncates it; neither makes a new file),
+        and locks the ``-shm`` file and the database, not the WAL. No WAL file yet: nothing
+        to sync, unless ``required`` (commits are waiting for this sync), then SpoolError."""
+        if self._wal_fd is None:
+            try:
+                self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                if not required:
+                    return
+                raise SpoolError(f"spool {self.path}: its WAL is gone; commits cannot be synced") from None
+        os.fdatasync(self._wal_fd)
 
     # ------------------------------------------------------------------ transactions
     def begin(self) -> None:
@@ -514,9 +513,10 @@ class Store(LaneWrites):
                 self.sync_wal()
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.conn.close()
-        self._close_wal()
+        self.close_wal()
 
-    def _close_wal(self) -> None:
+    def close_wal(self) -> None:
+        """Close the WAL descriptor of :meth:`sync_wal` (the connection is closed, or failed)."""
         if self._wal_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._wal_fd)

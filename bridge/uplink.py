@@ -464,6 +464,7 @@ class UplinkProcess:
             if self._stop_sent is channel:
                 return
             self._stop_sent = channel
+        self._send(channel, Ready(self.spool.durable_seq))  # the last sync (the stop's flush) too
         self._send(channel, Stop(budget))
 
     def _kill(self, channel: Channel, reason: str) -> None:
@@ -514,9 +515,10 @@ class UplinkProcess:
             since = self._listening_since
             if since is not None and time.monotonic() - since > SILENT_S:  # frozen (SIGSTOP, deadlock)
                 self._kill(channel, f"killed: silent for {SILENT_S:g} s")
-            durable = self.spool.durable_seq
-            if woke or told != (channel, durable):  # a sync it did not hear of (it was spawning) too
+            if woke:
                 ready.clear()
+            durable = self.spool.durable_seq  # read after the clear: a later sync sets it again
+            if woke or told != (channel, durable):  # a sync it did not hear of (it was spawning) too
                 told = (channel, durable)
                 self._send(channel, Ready(durable))
             busy = self._busy is not None and self._busy()

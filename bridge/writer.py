@@ -397,13 +397,14 @@ class GroupWriter:
         self.durable_seq = self.store.committed_seq
         self._durable(g)
 
-    def sync(self) -> None:
-        """Make the held groups durable (one fdatasync of the WAL), then run their
-        ``on_durable`` and wake the readers. On an error the groups stay held: the caller
-        fails the writer, which voids them (:meth:`take_held`)."""
-        if not self.held:
+    def sync(self, *, force: bool = False) -> None:
+        """Make the held groups durable (one fdatasync of the WAL; ``force``: even with none
+        held, for a commit of the writer's own), then run their ``on_durable`` and wake the
+        readers. On an error the groups stay held: the caller fails the writer, which voids
+        them (:meth:`take_held`)."""
+        if not self.held and not force:
             return
-        self.store.sync_wal()
+        self.store.sync_wal(required=True)
         self.syncs += 1
         held = self.held
         self.held, self.held_acks, self.held_since = [], 0, None
@@ -664,6 +665,10 @@ class GroupWriter:
             store.rollback()
             raise
         store.committed_seq = store.next_seq
+        if store.deferred_sync:  # on disk before anyone ships by the new numbers
+            self.sync(force=True)
+        else:
+            self.durable_seq = store.committed_seq
         _log.warning("spool: it came back older than Kafka's checkpoint (an unsynced power cut?); "
                      "the rows of this run were renumbered above it",
                      checkpoint_seq=op.floor, spool_restarted_at=store.opened_seq,

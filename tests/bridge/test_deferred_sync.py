@@ -17,7 +17,7 @@ from bridge.config import SpoolConfig
 from bridge.policy import PRIORITY_OF_KIND
 from bridge.spool import Spool, SpoolReader
 from bridge.store import Store
-from bridge.writer import CommitPacer, GroupWriter, Submit
+from bridge.writer import CommitPacer, GroupWriter, Rebase, Submit
 from tests.bridge.helpers import readings, spool_config
 
 WIDE = {"commit_max_delay": "2s", "commit_batch_rows": 256, "commit_batch_acks": 500}
@@ -129,8 +129,8 @@ def test_the_spool_acknowledges_only_what_a_sync_covered(
     synced: list[int] = []
     real = Store.sync_wal
 
-    def sync_wal(self: Store) -> None:
-        real(self)
+    def sync_wal(self: Store, *, required: bool = False) -> None:
+        real(self, required=required)
         synced.append(getattr(self, "committed_seq", 0))  # 0: the sync at open
 
     monkeypatch.setattr(Store, "sync_wal", sync_wal)
@@ -159,3 +159,34 @@ def test_the_spool_acknowledges_only_what_a_sync_covered(
     assert late == []
     assert 0 < syncs < stats.commits, (syncs, stats.commits)
     assert stats.syncs == syncs  # edgegw_spool_syncs_total
+
+
+def test_a_rebase_is_synced_before_anyone_ships_by_the_new_numbers(tmp_path: Path) -> None:
+    """The spool came back older than Kafka's checkpoint: the rows of this run are
+    renumbered above it. The renumbering is on disk before the rebase is done, or a cut
+    could bring back the old numbers after rows were shipped by the new ones."""
+    config, store, writer = _deferred(tmp_path)
+    writer.group([Submit(readings(5), None)])
+    writer.sync()
+    store.close()
+    config, store, writer = _deferred(tmp_path)  # this run begins at sequence 6
+    writer.group([Submit(readings(5, start=5), None)])  # 6..10, held
+    rebase = Rebase(20)
+    done_at_sync: list[bool] = []
+    real = store.sync_wal
+
+    def sync_wal(*, required: bool = False) -> None:
+        done_at_sync.append(rebase.done.is_set())
+        real(required=required)
+
+    store.sync_wal = sync_wal  # type: ignore[method-assign]
+    writer.group([rebase])
+    shipping = SpoolReader(config.path, horizon=lambda: writer.durable_seq)
+    try:
+        assert rebase.moved == 5
+        assert done_at_sync == [False]  # synced, then done
+        assert writer.durable_seq == store.committed_seq == 26
+        assert _rows(shipping) == [1, 2, 3, 4, 5, 21, 22, 23, 24, 25]
+    finally:
+        shipping.close()
+        store.close()
