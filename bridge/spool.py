@@ -453,11 +453,7 @@ class Spool:
             self._store.rollback()
         held = self._writer.take_held()  # committed, maybe not on disk: their messages come again
         for on_void in held:
-            try:
-                on_void()
-            except Exception:  # noqa: BLE001 - a caller's callback must not hide the failure
-                with contextlib.suppress(Exception):
-                    _log.exception("spool: on_void callback failed")
+            _call_void(on_void)
         voided = self._void_queue(group) + len(held)
         with contextlib.suppress(Exception):
             _log.error("spool: batches not committed were voided", batches=voided)
@@ -471,11 +467,7 @@ class Spool:
                     op.done.set()
                 elif isinstance(op, Submit) and op.on_void is not None:
                     voided += 1
-                    try:
-                        op.on_void()
-                    except Exception:  # noqa: BLE001 - a caller's callback must not hide the failure
-                        with contextlib.suppress(Exception):
-                            _log.exception("spool: on_void callback failed")
+                    _call_void(op.on_void)
             try:
                 group = [self._queue.get_nowait()]
             except queue.Empty:
@@ -485,6 +477,14 @@ class Spool:
         return voided
 
 
+def _call_void(on_void: OnDurable) -> None:
+    try:
+        on_void()
+    except Exception:  # noqa: BLE001 - a caller's callback must not hide the failure
+        with contextlib.suppress(Exception):
+            _log.exception("spool: on_void callback failed")
+
+
 class SpoolReader:
     """Reads a spool's lanes in order, on a read-only connection of its own (of a
     :class:`Spool` in this process, or of a spool file another process writes)."""
@@ -492,12 +492,10 @@ class SpoolReader:
     def __init__(self, spool: Spool | Path, *, horizon: Callable[[], int | None] | None = None) -> None:
         """``horizon``: the sequence below which rows are on disk (``durable_seq``; None or
         not given: every committed row). A :class:`Spool` passes its own."""
-        if isinstance(spool, Path):
-            self._conn = connect(spool, readonly=True)
-            self._horizon = horizon
-        else:
-            self._conn = connect(spool.path, readonly=True)
-            self._horizon = horizon or (lambda: spool.durable_seq)
+        if not isinstance(spool, Path):
+            horizon = horizon or (lambda: spool.durable_seq)
+        self._conn = connect(spool if isinstance(spool, Path) else spool.path, readonly=True)
+        self._horizon = horizon
 
     def fetch(self, lane: int, after: int, limit: int) -> list[SpoolRow]:
         """Rows of ``lane`` with sequence > ``after``, oldest first."""

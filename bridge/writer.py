@@ -338,8 +338,6 @@ class GroupWriter:
         self.held: list[_Group] = []
         """Groups committed and not synced yet (``store.deferred_sync``): their ``on_durable``
         (the PUBACKs) waits for :meth:`sync`."""
-        self.held_acks = 0
-        """QoS 1 messages of the held groups (waiting for their PUBACK)."""
         self.held_since: float | None = None
         """When the oldest held group's first batch was submitted (``time.monotonic``)."""
         self.full_cap: int | None = None
@@ -388,7 +386,6 @@ class GroupWriter:
     def _committed(self, g: _Group, writes: bool) -> None:
         if self.store.deferred_sync and (writes or self.held):  # in order: a flush waits for the held
             self.held.append(g)
-            self.held_acks += len(g.origins)
             if self.held_since is None:
                 self.held_since = time.monotonic() if g.oldest_submit is None else g.oldest_submit
             return
@@ -407,7 +404,7 @@ class GroupWriter:
         self.store.sync_wal(required=True)
         self.syncs += 1
         held = self.held
-        self.held, self.held_acks, self.held_since = [], 0, None
+        self.held, self.held_since = [], None
         self.durable_seq = self.store.committed_seq
         for g in held:
             self._durable(g)
@@ -417,13 +414,14 @@ class GroupWriter:
         failed: their commits may not be on disk, so their messages must come again)."""
         voids = [v for g in self.held for v in g.voids]
         for g in self.held:
-            for s in g.settles:
-                if s.done is not None:
-                    s.done.set()
-            for b in g.barriers:
-                b.done.set()
-        self.held, self.held_acks, self.held_since = [], 0, None
+            self._release(g)
+        self.held, self.held_since = [], None
         return voids
+
+    @property
+    def held_acks(self) -> int:
+        """QoS 1 messages of the held groups (waiting for their PUBACK)."""
+        return sum(len(g.origins) for g in self.held)
 
     def _durable(self, g: _Group) -> None:
         if g.rows:
@@ -439,6 +437,11 @@ class GroupWriter:
                 callback()
             except Exception:  # noqa: BLE001 - a caller's callback must never stop the writer
                 _log.exception("spool: on_durable callback failed")
+        GroupWriter._release(g)
+
+    @staticmethod
+    def _release(g: _Group) -> None:
+        """Wake whoever waits on the group's settles and barriers."""
         for s in g.settles:
             if s.done is not None:
                 s.done.set()
