@@ -190,3 +190,33 @@ def test_a_rebase_is_synced_before_anyone_ships_by_the_new_numbers(tmp_path: Pat
     finally:
         shipping.close()
         store.close()
+
+
+def test_a_failed_sync_fails_the_spool_and_voids_what_it_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An I/O error on the fdatasync: no PUBACK leaves for the batch (its message comes
+    again), and the spool reports the failure (the runtime reopens it, /healthz says so)."""
+    real = Store.sync_wal
+
+    def sync_wal(self: Store, *, required: bool = False) -> None:
+        if required:
+            raise OSError(5, "Input/output error")
+        real(self, required=required)
+
+    monkeypatch.setattr(Store, "sync_wal", sync_wal)
+    spool = Spool.open(spool_config(tmp_path, **WIDE))
+    outcome: list[str] = []
+    ended = threading.Event()
+
+    def note(what: str) -> None:
+        outcome.append(what)
+        ended.set()
+
+    spool.submit(readings(3), functools.partial(note, "durable"), on_void=functools.partial(note, "void"),
+                 marks=[(1, 11)])  # fmt: skip
+    assert ended.wait(30)
+    assert outcome == ["void"]
+    assert spool.failed is not None
+    assert "Input/output error" in str(spool.failed)
+    spool.close()
