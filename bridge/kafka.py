@@ -59,6 +59,18 @@ REFUSED = frozenset(
 )
 
 
+def _await_broker(producer: Producer, topic: str, timeout: float) -> None:
+    """Return once the producer is connected to a broker the cluster named: librdkafka's
+    ``init_transactions`` asks for the transaction coordinator only through such a
+    connection, and finding none it asks again 500 ms later (seen in its ``eos`` debug log:
+    half a second of most uplink starts). The first metadata request goes over the bootstrap
+    connection, which librdkafka drops once the answer names the brokers; the second goes
+    over one of those, so a connection is up when it returns. ``topic``: the readings topic,
+    not the whole cluster's metadata."""
+    for _ in range(2):
+        producer.list_topics(topic, timeout=timeout)
+
+
 class _LibrdkafkaLog(logging.Handler):
     """librdkafka's own log lines, into structlog (quiet: they repeat while Kafka is away)."""
 
@@ -180,6 +192,7 @@ class KafkaUplink:
             if not self.exactly_once:
                 self._producer.list_topics(timeout=timeout)
                 return None
+            _await_broker(self._producer, self.config.topics.readings, timeout)
             self._producer.init_transactions(timeout)
         except KafkaException as exc:
             if self._producer is not None:
