@@ -153,6 +153,13 @@ class Spool:
         self._wake = threading.Event()
         """Set when an operation someone waits on is queued: it ends a batching nap."""
         self._pending = 0
+        self._nap_room: list[int] | None = None
+        """While the writer naps gathering a group on: how many more QoS 1 messages and rows
+        the group may take before the pacer would commit it anyway (``commit_batch_acks``,
+        ``commit_batch_rows``). A submit that uses either up ends the nap: a nap is sized
+        from the recent rate, and a burst after a quiet spell (5k readings/s after minutes of
+        nothing) filled the broker's in-flight window within it, holding the readings behind
+        the window, and the rules they fire, at the broker for the rest of the nap."""
         self._lock = threading.Lock()
         self._failed: SpoolError | None = None
         self._closed = False
@@ -182,8 +189,18 @@ class Spool:
             raise SpoolError("spool is closed")
         with self._lock:
             self._pending += len(items)
+            room = self._nap_room
+            if room is not None:
+                room[0] -= len(marks)
+                room[1] -= len(items)
+                if room[0] > 0 and room[1] > 0:
+                    room = None
+                else:
+                    self._nap_room = None
         op = Submit(items, on_durable, on_void=on_void, marks=marks, state=state, dead=dead)
         self._put(op)
+        if room is not None:  # the group it joins is full: end the writer's nap
+            self._wake.set()
         if self.failed is not None:  # the writer failed while we queued: nobody else will void it
             self._void_queue([])
         return op
@@ -410,17 +427,15 @@ class Spool:
             except queue.Empty:
                 now = monotonic()
                 remaining = deadline - now
+                room = None
                 if remaining <= 0:
                     # gather on (see CommitPacer) unless someone waits on this group
                     remaining = 0.0 if urgent else pacer.gather_on(rows, first_at, now, napped_at, acks)
                     if remaining <= 0:
                         return group, rows, urgent, napped_at is not None and rows <= napped_at
                     napped_at = rows
-                # sleep out the window, then take what came: waiting on the queue instead
-                # woke this thread (and made it fight for the GIL) once per submitted batch;
-                # an operation someone waits on (a flush, a close...) ends the nap
-                if self._wake.wait(remaining):
-                    self._wake.clear()
+                    room = [pacer.batch_acks - acks, pacer.batch_rows - rows]
+                self._nap(remaining, room)
                 continue
             group.append(op)
             if isinstance(op, Submit):
@@ -429,6 +444,20 @@ class Spool:
             if _urgent(op):
                 urgent = True
         return group, rows, urgent, False
+
+    def _nap(self, seconds: float, room: list[int] | None) -> None:
+        """Sleep out the window (or a nap gathering on, with ``room`` left in the group), then
+        the caller takes what came: waiting on the queue instead woke this thread (and made
+        it fight for the GIL) once per submitted batch. An operation someone waits on (a
+        flush, a close...) ends it, and so does a submit that fills ``room``."""
+        if room is not None:
+            with self._lock:
+                self._nap_room = room
+        if self._wake.wait(seconds):
+            self._wake.clear()
+        if room is not None:
+            with self._lock:
+                self._nap_room = None
 
     def _sync(self) -> bool:
         """Make the held commits durable; False when that failed (the writer is done)."""

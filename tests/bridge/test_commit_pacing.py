@@ -199,3 +199,29 @@ def test_a_flush_does_not_wait_for_the_delay(tmp_path: Path) -> None:
     spool.append_many(readings(2, start=3), timeout=5)
     spool.close(timeout=5)
     assert not spool.writer_alive
+
+
+def test_a_burst_after_a_quiet_spell_ends_the_nap_once_its_group_is_full(tmp_path: Path) -> None:
+    """The nap is sized from the recent rate: after a trickle of one row in 4 s it lasts
+    8 s. A burst of QoS 1 messages that fills the group's share of the broker's window
+    (``commit_batch_acks``) within it is committed at once, not after the nap: until then
+    the broker holds back the readings behind the window, and the rules they fire (a 5k/s
+    burst after an idle spell waited 0.3-1 s here)."""
+    spool = Spool.open(spool_config(tmp_path, commit_max_delay="10s", commit_batch_rows=1000,
+                                    commit_batch_acks=16))  # fmt: skip
+    spool.append_many(readings(1), timeout=5)
+    time.sleep(4.0)
+    spool.append_many(readings(1, start=1), timeout=5)  # the recent rate: 2 rows in 4 s
+    done = threading.Event()
+    acked: list[int] = []
+
+    def ack() -> None:
+        acked.append(1)
+        if len(acked) == 16:
+            done.set()
+
+    for i in range(16):
+        spool.submit(readings(1, start=2 + i), ack, marks=[(i + 1, i)])
+        time.sleep(0.005)  # past the commit_interval window: the writer naps on the first
+    assert done.wait(4.0), f"{len(acked)} of 16 acknowledged within 4 s: the writer slept out its nap"
+    spool.close(timeout=5)
