@@ -43,7 +43,10 @@ so the time each record arrived in Kafka is known. Then:
    rows shipped. Counted: the crossings sent between the first and the last backlog
    record's arrival in Kafka (the whole window is given too when the drain ended inside
    it). Afterwards a read_committed consumer reads the topic: how long the drain took from
-   READY, its rate, and lost/duplicated backlog and live readings.
+   READY, its rate, and lost/duplicated backlog and live readings. Then the same again
+   with the bare reference's echo client (as in 3.) measuring instead of the gateway, whose
+   uplink drains a backlog of its own meanwhile: what the drain's load (the uplink process,
+   Kafka and Mosquitto sharing the cores) costs a client that does nothing else.
 6. **Kafka outage under load** (``--outage-seconds``, 600; quick 60; skip with
    ``--no-outage``): a fresh gateway with Kafka up, then Kafka stopped, 1k readings/s for
    the outage (with crossings: local automation keeps working) while VmRSS is sampled
@@ -748,6 +751,32 @@ def _echo_child(port: int, prefix: str, device: str, actuator: str, started: Any
     client.loop_forever()
 
 
+@contextlib.contextmanager
+def _echo(port: int, device: str) -> Iterator[None]:
+    """The bare reference's echo client (``_echo_child``) on the ``bare/`` topics, in a process
+    of its own, for the time of the block."""
+    ctx = mp.get_context("spawn")
+    started = ctx.Event()
+    echo = ctx.Process(
+        target=_echo_child, daemon=True, args=(port, "bare", device, Layout.actuator(device), started)
+    )
+    echo.start()
+    try:
+        started.wait(15)
+        yield
+        with contextlib.suppress(OSError):
+            stopper = mqtt.Client(CallbackAPIVersion.VERSION2)
+            stopper.connect("127.0.0.1", port)
+            stopper.publish("bench/echo/stop", b"", qos=0)
+            stopper.loop(0.2)
+            stopper.disconnect()
+        echo.join(timeout=5)
+    finally:
+        if echo.is_alive():
+            echo.kill()
+            echo.join()
+
+
 @dataclass(frozen=True)
 class LatencyRun:
     """One paced run: send times of the crossings, (arrival time, body) of the commands."""
@@ -801,26 +830,8 @@ def phase_latency(
     figures.latency_cpu_per_k[rate] = (gw.cpu_seconds() - cpu0) / (rate * seconds / 1000)
     if profile is not None:
         profile.finish()
-    ctx = mp.get_context("spawn")
-    started = ctx.Event()
-    echo = ctx.Process(
-        target=_echo_child, daemon=True, args=(broker.port, "bare", device, Layout.actuator(device), started)
-    )
-    echo.start()
-    try:
-        started.wait(15)
+    with _echo(broker.port, device):
         bare = measure_latency(broker.port, layout, rate, device, seconds, "bare")
-        with contextlib.suppress(OSError):
-            stopper = mqtt.Client(CallbackAPIVersion.VERSION2)
-            stopper.connect("127.0.0.1", broker.port)
-            stopper.publish("bench/echo/stop", b"", qos=0)
-            stopper.loop(0.2)
-            stopper.disconnect()
-        echo.join(timeout=5)
-    finally:
-        if echo.is_alive():
-            echo.kill()
-            echo.join()
     figures.latency[rate] = ours
     figures.latency_bare[rate] = bare
     for who, r in (("edgegw", ours), ("bare paho rule", bare)):
@@ -905,13 +916,20 @@ def _probe_drain(gw: Gateway, run: BacklogRun, halt: threading.Event) -> None:
         halt.wait(0.25)
 
 
-def phase_backlog(bed: Bed, rate: int, device: str, events: int, seconds: float) -> BacklogRun:
+def phase_backlog(
+    bed: Bed, rate: int, device: str, events: int, seconds: float, *, bare: bool = False
+) -> BacklogRun:
     """Pre-fill a fresh spool with ``events`` readings, start a gateway on it with Kafka up,
     and measure paced latency at ``rate`` from READY on while its forwarder drains them. The
     crossings that count are those sent between the first and the last backlog record's
-    arrival in Kafka (LogAppendTime); /metrics shows the drain under way meanwhile."""
-    run = BacklogRun(rate, events)
-    config, topics = bed.gateway_config(f"backlog-{rate // 1000}k")
+    arrival in Kafka (LogAppendTime); /metrics shows the drain under way meanwhile.
+
+    ``bare``: the same drain, but the latency is the bare reference's (``_echo_child`` on the
+    ``bare/`` topics, which the gateway does not subscribe to): what the drain's load (the
+    uplink process, Kafka and Mosquitto on the same cores) costs a client that does nothing
+    else."""
+    run = BacklogRun(rate, events, who="bare" if bare else "edgegw")
+    config, topics = bed.gateway_config(f"backlog-{rate // 1000}k{'-bare' if bare else ''}")
     run.fill_seconds = prefill_spool(config, bed.layout.devices, events)
     print(f"  {rate}/s: spool pre-filled with {events:,} readings in {run.fill_seconds:.1f} s", flush=True)
     gw = Gateway(config, bed.work, bed.http_port)
@@ -920,9 +938,12 @@ def phase_backlog(bed: Bed, rate: int, device: str, events: int, seconds: float)
     try:
         gw.wait_ready(timeout=120)
         run.ready_wall = time.time() - (time.monotonic() - gw.ready_at)
-        probe.start()
-        lat = run_latency(bed.broker.port, bed.layout, rate, device, seconds, "zigbee2mqtt")
-        run.live = lat.count
+        with _echo(bed.broker.port, device) if bare else contextlib.nullcontext():
+            probe.start()
+            lat = run_latency(
+                bed.broker.port, bed.layout, rate, device, seconds, "bare" if bare else "zigbee2mqtt"
+            )
+        run.live = 0 if bare else lat.count
         if lat.sends:
             run.window_ns = (lat.sends[0], lat.sends[-1])
         halt.set()
@@ -931,7 +952,7 @@ def phase_backlog(bed: Bed, rate: int, device: str, events: int, seconds: float)
             bed.node.bootstrap,
             topics["readings"],
             backlog=events,
-            live=lat.count,
+            live=run.live,
             timeout=max(120.0, (events + lat.count) / 5000),
         )
         run.latency = lat.summary(run.drain_ns)
@@ -942,11 +963,11 @@ def phase_backlog(bed: Bed, rate: int, device: str, events: int, seconds: float)
         gw.stop()
     a, r = run.audit, run.latency
     print(
-        f"  backlog in Kafka {run.drain_seconds:.1f} s after READY ({run.drain_rate:,.0f}/s); "
-        f"the drain covered {run.window_in_drain:.0%} of the window; during it p50 {r.p50:.2f} ms, "
-        f"p99 {r.p99:.2f} ms, max {r.worst:.2f} ms ({r.seen}/{r.sent} commands, out of order {r.wrong}); "
-        f"backlog lost {a.backlog_lost} dup {a.backlog_dup}, live lost {a.live_lost} dup {a.live_dup}; "
-        f"RSS {run.rss:.1f} MiB",
+        f"  {'bare reference: ' if bare else ''}backlog in Kafka {run.drain_seconds:.1f} s after READY "
+        f"({run.drain_rate:,.0f}/s); the drain covered {run.window_in_drain:.0%} of the window; during it "
+        f"p50 {r.p50:.2f} ms, p99 {r.p99:.2f} ms, max {r.worst:.2f} ms ({r.seen}/{r.sent} commands, out of "
+        f"order {r.wrong}); backlog lost {a.backlog_lost} dup {a.backlog_dup}, live lost {a.live_lost} dup "
+        f"{a.live_dup}; RSS {run.rss:.1f} MiB",
         flush=True,
     )
     return run
@@ -1366,9 +1387,10 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             for rate, device in zip((1000, 5000), layout.latency, strict=True):
-                figures.backlog.append(
-                    phase_backlog(bed, rate, device, args.backlog_events, args.latency_seconds)
-                )
+                for bare in (False, True):
+                    figures.backlog.append(
+                        phase_backlog(bed, rate, device, args.backlog_events, args.latency_seconds, bare=bare)
+                    )
         if not args.no_outage:
             print(f"5. Kafka outage of {args.outage_seconds:g} s at 1,000 readings/s", flush=True)
             figures.outage = phase_outage(bed, args.outage_seconds, 1000, layout.latency[0])
