@@ -113,7 +113,8 @@ LAT_EVERY = 10  # in the latency phases every 10th message is the latency sensor
 THRESHOLD = 30.0
 LOAD_AT_START = [float("nan")]
 POLL_S = 0.25  # /metrics scrapes cost the gateway CPU: not too often
-TARGETS = {"ratio": 0.8, "p99_1k": 2.0, "p99_5k": 5.0, "rss": 50.0, "ready": 1.5}
+TARGETS = {"ratio": 0.8, "eos_ratio": 0.9, "p99_1k": 2.0, "p99_5k": 5.0, "rss": 50.0, "ready": 1.5}
+"""``eos_ratio``: exactly-once from a 300k backlog, issue 16 (``ratio``, ingest: issue 7)."""
 
 
 # ---------------------------------------------------------------------- config
@@ -1176,8 +1177,8 @@ def report(fig: Figures, args: argparse.Namespace, devices: int, rules: int, pro
         (
             "edgegw / bare (end to end, exactly once)",
             f"{kratio:.2f}",
-            ">= 0.8",
-            met(kratio >= TARGETS["ratio"]),
+            f">= {TARGETS['eos_ratio']:g}",
+            met(kratio >= TARGETS["eos_ratio"]),
         ),
         (
             "all readings in Kafka, first to last record appended (broker LogAppendTime)",
@@ -1188,8 +1189,8 @@ def report(fig: Figures, args: argparse.Namespace, devices: int, rules: int, pro
         (
             "edgegw / bare (end to end, first to last record in Kafka)",
             f"{sratio:.2f}",
-            ">= 0.8",
-            met(sratio >= TARGETS["ratio"]),
+            f">= {TARGETS['eos_ratio']:g}",
+            met(sratio >= TARGETS["eos_ratio"]),
         ),
         (
             "lost / duplicated in Kafka (readings; ce_id dups)",
