@@ -187,19 +187,19 @@ class Spool:
             raise self._failed
         if self._closed:
             raise SpoolError("spool is closed")
+        full = False
         with self._lock:
             self._pending += len(items)
             room = self._nap_room
             if room is not None:
                 room[0] -= len(marks)
                 room[1] -= len(items)
-                if room[0] > 0 and room[1] > 0:
-                    room = None
-                else:
+                full = room[0] <= 0 or room[1] <= 0
+                if full:
                     self._nap_room = None
         op = Submit(items, on_durable, on_void=on_void, marks=marks, state=state, dead=dead)
         self._put(op)
-        if room is not None:  # the group it joins is full: end the writer's nap
+        if full:  # the group it joins is full: end the writer's nap
             self._wake.set()
         if self.failed is not None:  # the writer failed while we queued: nobody else will void it
             self._void_queue([])
