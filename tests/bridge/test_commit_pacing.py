@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bridge.config import SpoolConfig
@@ -23,6 +24,19 @@ def _pacer_at(rate: float, *, interval: float = 0.002, delay: float = 0.1, batch
     pacer.committed(rows, now + CommitPacer.RATE_PERIOD_S)
     assert abs(pacer.rate - rate) < 1
     return pacer
+
+
+def _acks(n: int) -> tuple[Callable[[], None], threading.Event, list[int]]:
+    """An on_durable that counts its calls; the event is set at the ``n``-th."""
+    done = threading.Event()
+    acked: list[int] = []
+
+    def ack() -> None:
+        acked.append(1)
+        if len(acked) == n:
+            done.set()
+
+    return ack, done, acked
 
 
 def test_a_trickle_gathers_until_the_delay() -> None:
@@ -171,14 +185,7 @@ def test_the_spool_commits_a_trickle_in_few_groups(tmp_path: Path) -> None:
     """Single-reading batches a few milliseconds apart (faster than the delay) share
     commits; every on_durable still runs, after its commit."""
     spool = Spool.open(spool_config(tmp_path, commit_max_delay="1s", commit_batch_rows=1000))
-    done = threading.Event()
-    acked: list[int] = []
-
-    def ack() -> None:
-        acked.append(1)
-        if len(acked) == 20:
-            done.set()
-
+    ack, done, _ = _acks(20)
     for i in range(20):
         spool.submit(readings(1, start=i), ack)
         time.sleep(0.003)  # longer than commit_interval: without pacing, a commit each
@@ -212,14 +219,7 @@ def test_a_burst_after_a_quiet_spell_ends_the_nap_once_its_group_is_full(tmp_pat
     spool.append_many(readings(1), timeout=5)
     time.sleep(4.0)
     spool.append_many(readings(1, start=1), timeout=5)  # the recent rate: 2 rows in 4 s
-    done = threading.Event()
-    acked: list[int] = []
-
-    def ack() -> None:
-        acked.append(1)
-        if len(acked) == 16:
-            done.set()
-
+    ack, done, acked = _acks(16)
     for i in range(16):
         spool.submit(readings(1, start=2 + i), ack, marks=[(i + 1, i)])
         time.sleep(0.005)  # past the commit_interval window: the writer naps on the first
